@@ -1,0 +1,25 @@
+"""Shared fixtures: generated images and datasets, and the path to ../shared data."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_FRACATLAS = Path(
+    os.environ.get("FRACTURE_FRACATLAS", REPO_ROOT.parent / "shared" / "data" / "fracatlas")
+)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "integration: uses ../shared data (skipped when absent)")
+    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+
+
+@pytest.fixture(scope="session")
+def fracatlas_root() -> Path:
+    """The real FracAtlas copy beside the checkout; skip with the reason when absent."""
+    if not (SHARED_FRACATLAS / "dataset.csv").is_file():
+        pytest.skip(f"FracAtlas not found at {SHARED_FRACATLAS} (set FRACTURE_FRACATLAS)")
+    return SHARED_FRACATLAS

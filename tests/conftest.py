@@ -23,3 +23,23 @@ def fracatlas_root() -> Path:
     if not (SHARED_FRACATLAS / "dataset.csv").is_file():
         pytest.skip(f"FracAtlas not found at {SHARED_FRACATLAS} (set FRACTURE_FRACATLAS)")
     return SHARED_FRACATLAS
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory) -> Path:
+    """A small synthetic MURA-layout dataset, generated once per test session."""
+    from fracture.data.demo import make_demo_dataset
+
+    root = tmp_path_factory.mktemp("demo") / "MURA-demo"
+    make_demo_dataset(root, seed=0, studies=32)
+    return root
+
+
+@pytest.fixture()
+def isolated_home(tmp_path, monkeypatch) -> Path:
+    """Point FRACTURE_HOME (runs, caches, demo) at a temporary folder."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("FRACTURE_HOME", str(home))
+    monkeypatch.delenv("FRACTURE_RUNS_DIR", raising=False)
+    monkeypatch.delenv("FRACTURE_CACHE_DIR", raising=False)
+    return home

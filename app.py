@@ -1,0 +1,79 @@
+"""Fracture Lab: the Streamlit entry point and home page.
+
+Run with ``streamlit run app.py`` (or ``make run``). This script draws the
+sidebar every page shares (active dataset and model), then hands over to the
+page chosen in the navigation.
+"""
+from __future__ import annotations
+
+import streamlit as st
+
+from fracture.ui.context import active_context, checkpoint_label, render_sidebar
+
+st.set_page_config(page_title="Fracture Lab", page_icon="🦴", layout="wide")
+
+PAGES = {
+    "pages/1_Dataset_Explorer.py": ("Dataset Explorer", "🗂️",
+                                    "Counts, label balance, image sizes and a study gallery."),
+    "pages/2_Preprocessing_Lab.py": ("Preprocessing Lab", "🧪",
+                                     "CLAHE, Canny and diffusion side by side, with the model's "
+                                     "probability and Grad-CAM for each."),
+    "pages/3_Train.py": ("Train", "🏋️",
+                         "Train a model in the background and watch it learn live."),
+    "pages/4_Predict.py": ("Predict", "🔍",
+                           "Drop X-rays, get a probability, a body part and a Grad-CAM overlay."),
+    "pages/5_Compare.py": ("Compare", "📊",
+                           "Metrics, ROC curves and confusion matrices of several models "
+                           "and their ensemble."),
+}
+
+
+def home() -> None:
+    """What the app is, what is active, and where to go."""
+    context = active_context()
+    st.title("🦴 Fracture Lab")
+    st.markdown(
+        "Fracture and abnormality detection in musculoskeletal radiographs: inspect a dataset, "
+        "see how preprocessing changes what a network sees, train a model and watch it learn, "
+        "get a prediction with a Grad-CAM explanation, and compare models. It reads "
+        "**MURA-v1.1**, **FracAtlas** and plain class-folder datasets, and ships a small "
+        "synthetic demo set so that every page works without a download."
+    )
+    st.warning(
+        "Fracture Lab is a teaching and research tool, **not a medical device**. Its outputs "
+        "must not be used for diagnosis or treatment decisions.",
+        icon="⚠️",
+    )
+    left, right = st.columns(2)
+    with left:
+        with st.container(border=True):
+            st.markdown("**Active dataset**")
+            if context.dataset_root is not None:
+                st.markdown(f"`{context.dataset_label}` — {context.dataset_root}")
+            else:
+                st.info(context.dataset_error or "No dataset selected.")
+    with right:
+        with st.container(border=True):
+            st.markdown("**Active model**")
+            if context.checkpoint is not None:
+                meta = context.checkpoint.meta or {}
+                st.markdown(
+                    f"`{checkpoint_label(context.checkpoint)}` — {meta.get('architecture', '?')} "
+                    f"at {meta.get('image_size', '?')} px"
+                )
+            else:
+                st.info("No model yet: train one on the Train page (about a minute on the demo set).")
+    st.subheader("Pages")
+    columns = st.columns(len(PAGES))
+    for column, (path, (title, icon, blurb)) in zip(columns, PAGES.items()):
+        with column, st.container(border=True, height="stretch"):
+            st.page_link(path, label=title, icon=icon)
+            st.caption(blurb)
+
+
+navigation = st.navigation(
+    [st.Page(home, title="Home", icon="🏠", default=True)]
+    + [st.Page(path, title=title, icon=icon) for path, (title, icon, _) in PAGES.items()]
+)
+render_sidebar()
+navigation.run()

@@ -1,0 +1,88 @@
+"""``python -m fracture evaluate``: metrics of checkpoints (and their ensemble) on a split."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "evaluate", help="image- and study-level metrics of checkpoints on a dataset split",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--checkpoint", action="append", required=True,
+                        help="a .safetensors checkpoint or a run directory; repeat for an ensemble")
+    parser.add_argument("--data", required=True, help="dataset root")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--threshold", type=float, help="override the checkpoint's decision threshold")
+    parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the AUC interval")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", dest="json_out", help="write the full report(s) as JSON here")
+    parser.add_argument("--write-meta", action="store_true",
+                        help="store the metrics in the checkpoint's metadata (one checkpoint, test split)")
+    parser.add_argument("--card", help="write a Markdown model card here (one checkpoint)")
+    parser.set_defaults(func=run)
+
+
+def _resolve(path: str) -> Path:
+    p = Path(path)
+    return p / "best.safetensors" if p.is_dir() else p
+
+
+def run(args: argparse.Namespace) -> int:
+    from fracture.compare import evaluate_checkpoint, evaluate_ensemble
+    from fracture.evaluate.report import format_report_markdown, metrics_table
+
+    checkpoints = [_resolve(c) for c in args.checkpoint]
+    results = [
+        evaluate_checkpoint(c, args.data, args.split, threshold=args.threshold, n_boot=args.n_boot, device=args.device)
+        for c in checkpoints
+    ]
+    reports = {r.name: r.report for r in results}
+    if len(checkpoints) > 1:
+        ens = evaluate_ensemble(checkpoints, args.data, args.split, n_boot=args.n_boot, device=args.device)
+        reports["ensemble"] = ens.report
+    for level in ("image", "study"):
+        print(f"\n{args.split} split, {level} level")
+        print(metrics_table(reports, level=level).to_string())
+    for result in results:
+        if result.problems:
+            print(f"\n{result.name}: {len(result.problems)} image(s) could not be read and were not evaluated:")
+            for problem in result.problems[:20]:
+                print(f"  {problem['message']}")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(reports, indent=2, default=_default))
+        print(f"\nwrote {args.json_out}")
+    if args.write_meta or args.card:
+        if len(results) != 1:
+            print("error: --write-meta and --card take exactly one checkpoint")
+            return 2
+        result = results[0]
+        if args.write_meta:
+            from fracture.checkpoint import load_checkpoint, save_checkpoint
+
+            model, meta = load_checkpoint(checkpoints[0])
+            half = bool(meta.get("stored_half") or (meta.get("train_config") or {}).get("checkpoint_half"))
+            metrics = dict(meta.get("metrics") or {})
+            report = dict(result.report)
+            report["command"] = "python -m fracture evaluate " + " ".join(
+                f"--checkpoint {c}" for c in args.checkpoint) + f" --data {args.data} --split {args.split}"
+            metrics[args.split] = report
+            meta["metrics"] = metrics
+            save_checkpoint(checkpoints[0], model, meta, half=half)
+            print(f"stored {args.split} metrics in {checkpoints[0]}")
+        if args.card:
+            from fracture.evaluate.card import write_model_card
+
+            write_model_card(checkpoints[0], result, args.card, data_root=args.data)
+            print(f"wrote {args.card}")
+    return 0
+
+
+def _default(value):
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)

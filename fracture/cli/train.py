@@ -1,0 +1,155 @@
+"""``python -m fracture train``: the contract the Train page and recipes rely on.
+
+Options are generated from :class:`TrainConfig`'s fields, so the CLI, the page
+and the recipe files can never disagree about what a run is. A recipe given
+with ``--config`` is the base; explicit flags override it.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import signal
+import threading
+import typing
+from pathlib import Path
+
+from fracture.errors import ConfigError
+from fracture.train.config import AugmentConfig, TrainConfig
+
+log = logging.getLogger(__name__)
+
+_HELP = {
+    "data": "dataset root (MURA-v1.1, FracAtlas, class folders or demo)",
+    "model": "architecture name (see `python -m fracture models`)",
+    "mode": "finetune the network, or train heads on frozen cached features",
+    "preprocess": "preset name (none, clahe, ...) or a JSON list of steps",
+    "max_train_images": "use a seeded subset of the training split (quick runs)",
+    "freeze_stages": "finetune: freeze the first k backbone stages",
+    "epochs": "number of epochs",
+}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_field(parser: argparse.ArgumentParser, field: dataclasses.Field, prefix: str = "") -> None:
+    name = prefix + field.name
+    hints = typing.get_type_hints(TrainConfig if not prefix else AugmentConfig)
+    kind = hints[field.name]
+    origin = typing.get_origin(kind)
+    args = typing.get_args(kind)
+    help_text = _HELP.get(field.name, field.name.replace("_", " "))
+    if kind is bool:
+        parser.add_argument(_flag(name), dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        return
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and type(None) in args:
+        kind = next(a for a in args if a is not type(None))
+    if kind in (int, float, str):
+        parser.add_argument(_flag(name), dest=name, type=kind, default=None, help=help_text)
+    else:  # lists / dicts given as JSON or a preset name
+        parser.add_argument(_flag(name), dest=name, type=str, default=None, help=help_text)
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("train", help="train a model and write a run directory",
+                                   description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--out", required=True, help="run directory to write (config, events, checkpoints)")
+    parser.add_argument("--config", help="a recipe / config JSON file; flags override it")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its last finished epoch")
+    for field in dataclasses.fields(TrainConfig):
+        if field.name != "augment":
+            _add_field(parser, field)
+    group = parser.add_argument_group("augmentation (training split only)")
+    for field in dataclasses.fields(AugmentConfig):
+        _add_field(group, field, prefix="aug_")
+    parser.set_defaults(func=run)
+
+
+def _parse_preprocess(value: str) -> list:
+    from fracture.preprocess.pipeline import PRESETS
+
+    if value in PRESETS:
+        return list(PRESETS[value])
+    try:
+        spec = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"--preprocess {value!r}: neither a preset ({', '.join(PRESETS)}) nor a JSON list of steps"
+        ) from exc
+    if not isinstance(spec, list):
+        raise ConfigError("--preprocess: the JSON must be a list of steps")
+    return spec
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Recipe (if any) overridden by the flags that were given."""
+    values: dict = {}
+    if args.config:
+        values = TrainConfig.from_json(args.config).to_dict()
+        values["recipe"] = values.get("recipe") or Path(args.config).name
+    for field in dataclasses.fields(TrainConfig):
+        if field.name == "augment":
+            continue
+        given = getattr(args, field.name, None)
+        if given is None:
+            continue
+        values[field.name] = _parse_preprocess(given) if field.name == "preprocess" else given
+    augment = dict(values.get("augment") or {})
+    for field in dataclasses.fields(AugmentConfig):
+        given = getattr(args, "aug_" + field.name, None)
+        if given is not None:
+            augment[field.name] = given
+    if augment:
+        values["augment"] = augment
+    return TrainConfig.from_dict(values)
+
+
+def _install_stop_handlers(stop: threading.Event) -> None:
+    def handler(signum, _frame):
+        log.warning("signal %s: stopping after the current step", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fracture.train.trainer import train
+
+    out = Path(args.out)
+    if args.resume:
+        run_dir = Path(args.resume)
+        config = TrainConfig.from_json(run_dir / "config.json")
+        resume = True
+    else:
+        run_dir = out
+        config = config_from_args(args)
+        resume = False
+    stop = threading.Event()
+    _install_stop_handlers(stop)
+    (run_dir).mkdir(parents=True, exist_ok=True)
+    (run_dir / "train.pid").write_text(str(__import__("os").getpid()))
+
+    def echo(event: dict) -> None:
+        kind = event["event"]
+        if kind == "epoch_end":
+            print(
+                f"epoch {event['epoch'] + 1}/{event['epochs']}  train_loss {event['train_loss']:.4f}  "
+                f"val_loss {event['val_loss']:.4f}  val_auc {_fmt(event.get('val_roc_auc'))}  "
+                f"val_acc {event['val_accuracy']:.3f}  ({event['seconds']} s)", flush=True,
+            )
+        elif kind in ("run_started", "finished", "cancelled", "failed", "checkpoint_saved"):
+            details = {k: v for k, v in event.items() if k not in ("event", "time", "unix", "traceback")}
+            print(f"{kind}: {json.dumps(details, default=str)}", flush=True)
+        elif kind in ("log", "data_problem"):
+            print(f"{kind}: {event.get('message') or event.get('path', '') + ' ' + event.get('reason', '')}", flush=True)
+
+    best = train(config, run_dir, callback=echo, stop_event=stop, resume=resume)
+    return 0 if not stop.is_set() else 130 if best is None else 0
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

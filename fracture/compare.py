@@ -1,0 +1,166 @@
+"""Evaluate checkpoints (and their ensemble) on a dataset split, with a disk cache.
+
+Used by ``python -m fracture evaluate`` and the Compare page. Predictions are
+cached per (checkpoint file content, dataset fingerprint, split, TTA), so
+reopening a comparison costs a file read, not a pass of the network.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from fracture.errors import DatasetError
+from fracture.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+PREDICTION_COLUMNS = ["path", "label", "body_part", "patient_id", "study_id", "prob"]
+
+
+@dataclass
+class EvaluationResult:
+    name: str
+    split: str
+    predictions: pd.DataFrame
+    report: dict[str, Any]
+    threshold: float
+    checkpoint_meta: dict[str, Any] | None = None
+    problems: list[dict[str, str]] | None = None
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def predict_split(
+    checkpoint: str | Path,
+    data_root: str | Path,
+    split: str,
+    *,
+    cache_dir: str | Path | None = None,
+    device: str = "auto",
+    progress: Callable[[int, int], None] | None = None,
+    manifest=None,
+) -> tuple[pd.DataFrame, dict[str, Any], list[dict[str, str]]]:
+    """Probabilities of one checkpoint for every image of a split (cached on disk).
+
+    Returns:
+        (predictions frame with PREDICTION_COLUMNS, checkpoint metadata,
+        images that could not be read — reported, not silently dropped).
+    Raises:
+        DatasetError: the split is empty or unknown.
+        CheckpointError: the checkpoint is invalid.
+    """
+    from fracture.cache import ImageCache
+    from fracture.checkpoint import load_checkpoint, read_checkpoint_meta
+    from fracture.data import SPLITS, open_dataset
+    from fracture.inference import InputSpec, body_part_indices, predict_batches, resolve_device
+
+    checkpoint = Path(checkpoint)
+    if split not in SPLITS:
+        raise DatasetError(f"split {split!r}: choose one of {', '.join(SPLITS)}")
+    meta = read_checkpoint_meta(checkpoint)
+    manifest = manifest or open_dataset(data_root, seed=int((meta.get("train_config") or {}).get("split_seed", 0)))
+    frame = manifest.subset(split).reset_index(drop=True)
+    if frame.empty:
+        raise DatasetError(f"{data_root}: the {split} split is empty")
+    cache_root = Path(cache_dir) if cache_dir else get_settings().cache_dir
+    key = hashlib.sha256(
+        json.dumps([_file_digest(checkpoint), manifest.fingerprint(), split, 2]).encode()
+    ).hexdigest()[:32]
+    pred_path = cache_root / "predictions" / f"{key}.csv"
+    problems_path = pred_path.with_suffix(".problems.json")
+    if pred_path.is_file() and problems_path.is_file():
+        return pd.read_csv(pred_path), meta, json.loads(problems_path.read_text())
+    model, meta = load_checkpoint(checkpoint)
+    cache = ImageCache.open_or_build(frame["path"].tolist(), meta["preprocess"], cache_root / "images", progress=progress)
+    valid = np.asarray(cache.valid_mask, dtype=bool)
+    problems = [{"path": f.path, "reason": f.reason, "message": f.message} for f in cache.failures]
+    for problem in problems:
+        log.warning("not evaluated: %s", problem["message"])
+    positions = np.flatnonzero(valid)
+    norm = meta["normalization"]
+    spec = InputSpec(in_chans=int(meta["in_chans"]), mean=tuple(norm["mean"]), std=tuple(norm["std"]))
+    body = None
+    if getattr(model, "num_body_parts", 0):
+        body = body_part_indices(frame["body_part"].iloc[positions].tolist(), meta.get("body_parts") or [])
+    dev = resolve_device(device)
+    probs, _ = predict_batches(
+        model.to(dev), lambda p: cache.get_batch(positions[p]), len(positions), spec,
+        device=dev, body_parts=body, tta_hflip=bool(meta.get("tta_hflip")),
+    )
+    out = frame.iloc[positions][PREDICTION_COLUMNS[:-1]].copy()
+    out["prob"] = probs
+    pred_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pred_path.with_suffix(".tmp")
+    out.to_csv(tmp, index=False)
+    problems_path.write_text(json.dumps(problems))
+    tmp.replace(pred_path)
+    return out.reset_index(drop=True), meta, problems
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    data_root: str | Path,
+    split: str = "test",
+    *,
+    threshold: float | None = None,
+    n_boot: int = 1000,
+    cache_dir: str | Path | None = None,
+    device: str = "auto",
+    progress: Callable[[int, int], None] | None = None,
+) -> EvaluationResult:
+    """Image- and study-level metrics of a checkpoint on one split, at its stored threshold."""
+    from fracture.evaluate.report import evaluate_frame
+
+    preds, meta, problems = predict_split(checkpoint, data_root, split, cache_dir=cache_dir, device=device, progress=progress)
+    used = float(meta["threshold"] if threshold is None else threshold)
+    report = evaluate_frame(preds, used, n_boot=n_boot, seed=0)
+    report["split"] = split
+    report["n_unreadable"] = len(problems)
+    return EvaluationResult(
+        name=Path(checkpoint).stem if Path(checkpoint).name != "best.safetensors" else Path(checkpoint).parent.name,
+        split=split, predictions=preds, report=report, threshold=used, checkpoint_meta=meta, problems=problems,
+    )
+
+
+def evaluate_ensemble(
+    checkpoints: Sequence[str | Path],
+    data_root: str | Path,
+    split: str = "test",
+    *,
+    n_boot: int = 1000,
+    cache_dir: str | Path | None = None,
+    device: str = "auto",
+) -> EvaluationResult:
+    """Mean of the members' probabilities (binary softmax-average), at the mean of their thresholds."""
+    from fracture.evaluate.ensemble import ensemble_probabilities
+    from fracture.evaluate.report import evaluate_frame
+
+    if len(checkpoints) < 2:
+        raise ValueError("an ensemble needs at least two checkpoints")
+    frames, thresholds, problems = [], [], []
+    for ckpt in checkpoints:
+        preds, meta, member_problems = predict_split(ckpt, data_root, split, cache_dir=cache_dir, device=device)
+        frames.append(preds)
+        thresholds.append(float(meta["threshold"]))
+        problems += member_problems
+    common = set.intersection(*(set(f["path"]) for f in frames))
+    frames = [f[f["path"].isin(common)].reset_index(drop=True) for f in frames]
+    merged = ensemble_probabilities(frames)
+    threshold = float(np.mean(thresholds))
+    report = evaluate_frame(merged, threshold, n_boot=n_boot, seed=0)
+    report["split"] = split
+    return EvaluationResult(name="ensemble", split=split, predictions=merged, report=report,
+                            threshold=threshold, problems=problems)

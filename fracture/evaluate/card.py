@@ -1,0 +1,148 @@
+"""Model cards rendered from a checkpoint's metadata alone.
+
+Every number on a card comes from the checkpoint's ``metrics`` (written by
+``python -m fracture evaluate --write-meta``), never typed by hand, so a test
+can re-render the card and compare it with the file in ``weights/``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from fracture.errors import CheckpointError
+from fracture.evaluate.report import format_report_markdown
+
+DATASET_NOTES = {
+    "fracatlas": (
+        "FracAtlas — Abedeen, I., Rahman, M. A., Prottyasha, F. Z., Ahmed, T., Chowdhury, T. M. & "
+        "Shatabda, S. \"FracAtlas: A Dataset for Fracture Classification, Localization and Segmentation "
+        "of Musculoskeletal Radiographs.\" *Scientific Data* 10, 521 (2023), "
+        "https://doi.org/10.1038/s41597-023-02432-4. Licence: CC BY 4.0. Used here: a downscaled copy "
+        "(longest side ≤ 512 px, 3,445 images; truncated files and a held-out sample removed — see its "
+        "ATTRIBUTION.md)."
+    ),
+    "mura": "MURA-v1.1 (Rajpurkar et al., 2017), Stanford ML Group research-use licence.",
+    "demo": "The built-in synthetic demo dataset (procedurally drawn; not real anatomy).",
+    "folders": "A class-folder dataset supplied by the user.",
+}
+
+LIMITS = [
+    "Not a medical device. It is a teaching and research model; it must not be used to diagnose or treat anyone.",
+    "FracAtlas is mostly legs and hands (hip and shoulder images are few), from a small number of hospitals in "
+    "Bangladesh; expect worse results on other populations, scanners and body regions.",
+    "FracAtlas labels fractures only. MURA's 'abnormal' (which also covers hardware, arthritis and other findings) "
+    "is a different question; do not read this model's probability as MURA abnormality.",
+    "82% of FracAtlas images are 'not fractured': accuracy alone says little, read sensitivity, specificity and ROC AUC.",
+    "FracAtlas has no patient ids: splits are by image, with known duplicate pictures kept on one side, so images of "
+    "one patient may still appear in train and test and the test figures may be optimistic.",
+    "The Grad-CAM map shows where the network's evidence is, not where the fracture is.",
+]
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def render_model_card(meta: dict[str, Any], *, checkpoint_name: str) -> str:
+    """Markdown card for one checkpoint, from its metadata only.
+
+    Raises:
+        CheckpointError: the metadata holds no test metrics yet.
+    """
+    metrics = meta.get("metrics") or {}
+    test = metrics.get("test")
+    if not test or "image" not in test:
+        raise CheckpointError(
+            f"{checkpoint_name}: no test metrics in the metadata; run `python -m fracture evaluate "
+            f"--checkpoint weights/{checkpoint_name} --data DATA --split test --write-meta` first"
+        )
+    cfg = meta.get("train_config") or {}
+    layout = meta.get("dataset_layout", "")
+    overall = test["image"]["overall"]
+    low, high = (overall.get("roc_auc_ci") or [None, None])[:2]
+    lines = [
+        f"# Model card: `{checkpoint_name}`",
+        "",
+        f"{meta['architecture']} ({meta['in_chans']}-channel input, {meta['image_size']} px, "
+        f"{'multi-task with body part' if meta.get('multitask') else 'fracture head only'}) predicting "
+        f"**{meta['class_names'][1]}** vs {meta['class_names'][0]}.",
+        "",
+        f"**Test ROC AUC (image level): {_fmt(overall.get('roc_auc'))} "
+        f"(95% CI {_fmt(low)}–{_fmt(high)})**, at threshold {test['threshold']:.3f}: "
+        f"sensitivity {_fmt(overall.get('recall'))}, specificity {_fmt(overall.get('specificity'))}.",
+        "",
+        "## Data",
+        "",
+        DATASET_NOTES.get(layout, f"Dataset layout: {layout}."),
+        "",
+        f"Dataset fingerprint (relative paths, labels, splits): `{meta.get('dataset_fingerprint', 'n/a')}`.",
+        "",
+        "| split | images | positives | studies |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, sizes in (meta.get("split_sizes") or {}).items():
+        lines.append(f"| {name} | {sizes['images']} | {sizes['positives']} | {sizes['studies']} |")
+    lines += [
+        "",
+        "## Training recipe",
+        "",
+        f"Mode `{cfg.get('mode')}`, pretrained ImageNet weights: {cfg.get('pretrained')}, {cfg.get('epochs')} epochs "
+        f"(best epoch by {cfg.get('monitor')}: {meta.get('epoch', 'n/a')}), batch {cfg.get('batch_size')}, "
+        f"{cfg.get('optimizer')} lr {cfg.get('lr')}, scheduler {cfg.get('scheduler')}, balancing "
+        f"{cfg.get('balancing')}, flip TTA: {meta.get('tta_hflip')}. Augmentation (train split only): "
+        f"`{json.dumps(cfg.get('augment'), sort_keys=True)}`. Decision threshold: {meta.get('threshold_rule')} "
+        "on the validation split.",
+        "",
+        f"Preprocessing stored in the checkpoint: `{json.dumps(meta['preprocess'])}`; normalisation "
+        f"`{json.dumps(meta['normalization'])}`.",
+        "",
+        "## Results",
+        "",
+        format_report_markdown(test, f"Test split ({layout})").rstrip(),
+        "",
+    ]
+    val = metrics.get("val")
+    if val and "image" in val:
+        v = val["image"]["overall"]
+        lines += [
+            f"Validation split (used for checkpoint and threshold choice, so optimistic): image ROC AUC "
+            f"{_fmt(v.get('roc_auc'))}.",
+            "",
+        ]
+    command = test.get("command") or (
+        f"python -m fracture evaluate --checkpoint weights/{checkpoint_name} --data DATA --split test"
+    )
+    lines += [
+        "## Reproduce",
+        "",
+        "The numbers above:",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        "The training run:",
+        "",
+        "```",
+        f"python -m fracture train --config fracture/recipes/{cfg.get('recipe') or 'RECIPE.json'} --out RUN_DIR",
+        "```",
+        "",
+        "## Known limits",
+        "",
+    ]
+    lines += [f"- {item}" for item in LIMITS]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def write_model_card(checkpoint: str | Path, result: Any, out: str | Path, *, data_root: str | None = None) -> Path:
+    """Render the card of ``checkpoint`` (its metadata must already hold test metrics) to ``out``."""
+    from fracture.checkpoint import read_checkpoint_meta
+
+    checkpoint = Path(checkpoint)
+    meta = read_checkpoint_meta(checkpoint)
+    text = render_model_card(meta, checkpoint_name=checkpoint.name)
+    out = Path(out)
+    out.write_text(text)
+    return out

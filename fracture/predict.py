@@ -1,0 +1,277 @@
+"""Prediction for people: one study (one or more images) from a checkpoint.
+
+The checkpoint carries its own preprocessing pipeline, normalisation, class
+names, body-part vocabulary and decision threshold, so a prediction here is
+made exactly as the model was validated. Optional ``extra_steps`` (the Predict
+page's CLAHE/Canny toggles) run first, at the original size, so the Grad-CAM
+map and the picture shown stay aligned.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from fracture.errors import CheckpointError, PreprocessError
+from fracture.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_POINTER = "default.txt"
+
+
+@dataclass
+class ImagePrediction:
+    name: str
+    prob: float
+    label: str
+    positive: bool
+    body_part: str | None
+    body_part_prob: float | None
+    image: np.ndarray = field(repr=False)
+    heatmap: np.ndarray | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "probability": self.prob, "label": self.label, "positive": self.positive,
+            "body_part": self.body_part, "body_part_probability": self.body_part_prob,
+            "height": int(self.image.shape[0]), "width": int(self.image.shape[1]),
+        }
+
+
+@dataclass
+class StudyPrediction:
+    images: list[ImagePrediction]
+    study_prob: float
+    study_label: str
+    positive: bool
+    threshold: float
+    class_names: tuple[str, str]
+    body_part: str | None
+    body_part_prob: float | None
+    body_part_source: str
+    checkpoint: str
+    preprocess: list[dict]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able result (no pixel arrays) for downloads and logs."""
+        return {
+            "checkpoint": self.checkpoint,
+            "study_probability": self.study_prob,
+            "study_label": self.study_label,
+            "positive": self.positive,
+            "threshold": self.threshold,
+            "class_names": list(self.class_names),
+            "body_part": self.body_part,
+            "body_part_probability": self.body_part_prob,
+            "body_part_source": self.body_part_source,
+            "study_rule": "mean of image probabilities",
+            "preprocess": self.preprocess,
+            "images": [p.to_dict() for p in self.images],
+        }
+
+
+class Predictor:
+    """A loaded checkpoint ready to predict studies and explain them."""
+
+    def __init__(self, model, meta: dict[str, Any], path: str | Path, device: str = "cpu") -> None:
+        import torch
+
+        from fracture.inference import InputSpec
+        from fracture.preprocess.pipeline import Pipeline
+
+        self.model = model.to(torch.device(device)).eval()
+        self.meta = meta
+        self.path = Path(path)
+        self.device = torch.device(device)
+        self.pipeline = Pipeline.from_spec(meta["preprocess"])
+        norm = meta["normalization"]
+        self.input_spec = InputSpec(in_chans=int(meta["in_chans"]), mean=tuple(norm["mean"]), std=tuple(norm["std"]))
+        self.threshold = float(meta["threshold"])
+        self.class_names = tuple(meta["class_names"])
+        self.body_parts = list(meta.get("body_parts") or [])
+        self.resize_mode = next((s.get("mode", "letterbox") for s in meta["preprocess"] if s.get("op") == "resize"), "letterbox")
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> "Predictor":
+        """Raises CheckpointError when the file is not a valid checkpoint."""
+        from fracture.checkpoint import load_checkpoint
+
+        model, meta = load_checkpoint(path, map_location=device)
+        return cls(model, meta, path, device)
+
+    @property
+    def multitask(self) -> bool:
+        return bool(getattr(self.model, "num_body_parts", 0))
+
+    def _prepare(self, image: np.ndarray, extra_steps: Sequence[dict] | None) -> tuple[np.ndarray, np.ndarray]:
+        from fracture.preprocess.pipeline import Pipeline
+
+        shown = image
+        if extra_steps:
+            extra = Pipeline.from_spec(list(extra_steps))
+            if any(s.op == "resize" for s in extra.steps):
+                raise PreprocessError("extra steps must not resize: the checkpoint's pipeline does that")
+            shown = extra(image)
+            if shown.ndim == 3:  # a channel-adding step: show and feed its first channel
+                shown = shown[..., 0]
+        return shown, self.pipeline(shown)
+
+    def predict(
+        self,
+        images: Sequence[np.ndarray],
+        *,
+        names: Sequence[str] | None = None,
+        body_part: str | None = None,
+        extra_steps: Sequence[dict] | None = None,
+        with_cam: bool = True,
+        cam_method: str = "gradcam",
+    ) -> StudyPrediction:
+        """Predict one study: each image's probability, the study mean, label and body part.
+
+        Args:
+            images: uint8 grayscale arrays (from :func:`fracture.data.load_image`).
+            body_part: the known body part (multi-task models); None lets the
+                model predict it.
+            extra_steps: preprocessing applied before the checkpoint's own pipeline.
+        Raises:
+            PreprocessError: bad ``extra_steps``.
+            ValueError: no images.
+        """
+        import torch
+
+        from fracture.inference import prepare_batch
+
+        if not images:
+            raise ValueError("predict needs at least one image")
+        names = list(names) if names is not None else [f"image {i + 1}" for i in range(len(images))]
+        body_index = None
+        if body_part is not None and self.multitask:
+            if body_part not in self.body_parts:
+                raise PreprocessError(f"body part {body_part!r} unknown to this model; it knows {', '.join(self.body_parts)}")
+            body_index = self.body_parts.index(body_part)
+        prepared = [self._prepare(img, extra_steps) for img in images]
+        batch = prepare_batch(np.stack([p[1] for p in prepared]), self.input_spec, self.device)
+        body_t = None if body_index is None else torch.full((len(images),), body_index, dtype=torch.long)
+        with torch.no_grad():
+            logit, body_logits = self.model(batch, body_part=body_t)
+            probs = torch.sigmoid(logit.float())
+            if self.meta.get("tta_hflip"):
+                flipped, _ = self.model(torch.flip(batch, dims=[3]), body_part=body_t)
+                probs = (probs + torch.sigmoid(flipped.float())) / 2
+        probs_np = probs.cpu().numpy().astype(float)
+        body_probs = torch.softmax(body_logits.float(), 1).cpu().numpy() if body_logits is not None else None
+        results = []
+        for i, (shown, _) in enumerate(prepared):
+            heatmap = None
+            if with_cam:
+                heatmap = self.explain(batch[i : i + 1], shown.shape[:2], body_t[i : i + 1] if body_t is not None else None, cam_method)
+            part, part_prob = None, None
+            if body_probs is not None:
+                j = int(body_probs[i].argmax())
+                part, part_prob = self.body_parts[j], float(body_probs[i, j])
+            positive = bool(probs_np[i] >= self.threshold)
+            results.append(ImagePrediction(
+                name=names[i], prob=float(probs_np[i]), label=self.class_names[int(positive)], positive=positive,
+                body_part=part, body_part_prob=part_prob, image=shown, heatmap=heatmap,
+            ))
+        study_prob = float(np.mean(probs_np))
+        positive = study_prob >= self.threshold
+        if body_part is not None:
+            part, part_prob, source = body_part, None, "given"
+        elif body_probs is not None:
+            mean_body = body_probs.mean(axis=0)
+            j = int(mean_body.argmax())
+            part, part_prob, source = self.body_parts[j], float(mean_body[j]), "predicted"
+        else:
+            part, part_prob, source = None, None, "none"
+        return StudyPrediction(
+            images=results, study_prob=study_prob, study_label=self.class_names[int(positive)], positive=positive,
+            threshold=self.threshold, class_names=self.class_names, body_part=part, body_part_prob=part_prob,
+            body_part_source=source, checkpoint=self.path.name, preprocess=list(extra_steps or []) + self.meta["preprocess"],
+        )
+
+    def explain(self, tensor, original_shape: tuple[int, int], body_part=None, method: str = "gradcam") -> np.ndarray:
+        """Grad-CAM of the fracture output, mapped back onto the original image."""
+        from fracture.explain.gradcam import gradcam, heatmap_to_original
+
+        heatmap = gradcam(self.model, tensor, method=method, body_part=body_part)
+        return heatmap_to_original(heatmap, original_shape, self.resize_mode)
+
+
+# ------------------------------------------------------------------ registry
+@dataclass
+class CheckpointEntry:
+    name: str
+    path: Path
+    meta: dict[str, Any]
+    source: str  # shipped | run
+
+
+def default_checkpoint(weights_dir: str | Path | None = None) -> Path | None:
+    """The shipped default: the file named in ``weights/default.txt``, else the first checkpoint there."""
+    weights_dir = Path(weights_dir or get_settings().weights_dir)
+    pointer = weights_dir / DEFAULT_POINTER
+    if pointer.is_file():
+        candidate = weights_dir / pointer.read_text().strip()
+        if candidate.is_file():
+            return candidate
+        log.warning("%s names %s, which does not exist", pointer, candidate.name)
+    found = sorted(weights_dir.glob("*.safetensors"))
+    return found[0] if found else None
+
+
+def list_checkpoints(weights_dir: str | Path | None = None, runs_dir: str | Path | None = None) -> list[CheckpointEntry]:
+    """Shipped checkpoints first, then the best checkpoint of each run (newest first).
+
+    Files that are not valid checkpoints are skipped with a warning in the log.
+    """
+    from fracture.checkpoint import read_checkpoint_meta
+
+    settings = get_settings()
+    weights_dir = Path(weights_dir or settings.weights_dir)
+    runs_dir = Path(runs_dir or settings.runs_dir)
+    entries: list[CheckpointEntry] = []
+    candidates = [(p, "shipped", p.stem) for p in sorted(weights_dir.glob("*.safetensors"))]
+    if runs_dir.is_dir():
+        for run in sorted((d for d in runs_dir.iterdir() if d.is_dir()), reverse=True):
+            best = run / "best.safetensors"
+            if best.is_file():
+                candidates.append((best, "run", run.name))
+    for path, source, name in candidates:
+        try:
+            meta = read_checkpoint_meta(path)
+        except CheckpointError as exc:
+            log.warning("skipping %s: %s", path, exc)
+            continue
+        entries.append(CheckpointEntry(name=name, path=path, meta=meta, source=source))
+    return entries
+
+
+def promote_checkpoint(source: str | Path, name: str, weights_dir: str | Path | None = None, *, make_default: bool = False) -> Path:
+    """Copy a run's best checkpoint into ``weights/`` under ``name`` (validated first).
+
+    Raises:
+        CheckpointError: the source is not a valid checkpoint, or ``name`` is not a plain file name.
+    """
+    from fracture.checkpoint import read_checkpoint_meta
+
+    source = Path(source)
+    if source.is_dir():
+        source = source / "best.safetensors"
+    read_checkpoint_meta(source)
+    safe = "".join(c for c in name if c.isalnum() or c in "-_.").strip(".")
+    if not safe or safe != name.removesuffix(".safetensors"):
+        raise CheckpointError(f"{name!r}: use letters, digits, '-', '_' and '.' only for a checkpoint name")
+    weights_dir = Path(weights_dir or get_settings().weights_dir)
+    target = weights_dir / f"{safe}.safetensors"
+    tmp = target.with_suffix(".tmp")
+    shutil.copyfile(source, tmp)
+    tmp.replace(target)
+    if make_default:
+        (weights_dir / DEFAULT_POINTER).write_text(target.name + "\n")
+    return target

@@ -1,0 +1,82 @@
+"""Where things live and what a shared server allows, from environment variables.
+
+Defaults keep everything outside the source tree except the shipped weights:
+
+- ``FRACTURE_HOME`` (default ``~/.cache/fracture-lab``): demo dataset, caches.
+- ``FRACTURE_RUNS_DIR`` (default ``$FRACTURE_HOME/runs``): training runs.
+- ``FRACTURE_DATA_ROOTS``: ``os.pathsep``-separated folders under which the app
+  accepts dataset paths (default: the demo folder, ``./datasets`` and
+  ``../shared/data`` beside the checkout).
+- ``FRACTURE_MAX_TRAINING_JOBS`` (default 1): training processes at once.
+- ``FRACTURE_MAX_UPLOAD_MB`` (default 50) and ``FRACTURE_MAX_PIXELS``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fracture.errors import DatasetError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS_DIR = REPO_ROOT / "weights"
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+
+
+def _env_path(name: str, default: Path) -> Path:
+    value = os.environ.get(name)
+    return Path(value).expanduser() if value else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    runs_dir: Path
+    demo_dir: Path
+    cache_dir: Path
+    data_roots: tuple[Path, ...]
+    max_training_jobs: int
+    max_upload_mb: int
+    weights_dir: Path = field(default=WEIGHTS_DIR)
+
+
+def get_settings() -> Settings:
+    """Read the settings now (environment variables may change between tests)."""
+    home = _env_path("FRACTURE_HOME", Path.home() / ".cache" / "fracture-lab")
+    demo_dir = home / "demo"
+    roots_env = os.environ.get("FRACTURE_DATA_ROOTS")
+    if roots_env:
+        roots = tuple(Path(p).expanduser() for p in roots_env.split(os.pathsep) if p)
+    else:
+        roots = (demo_dir, REPO_ROOT / "datasets", REPO_ROOT.parent / "shared" / "data")
+    return Settings(
+        home=home,
+        runs_dir=_env_path("FRACTURE_RUNS_DIR", home / "runs"),
+        demo_dir=demo_dir,
+        cache_dir=_env_path("FRACTURE_CACHE_DIR", home / "cache"),
+        data_roots=tuple(roots),
+        max_training_jobs=int(os.environ.get("FRACTURE_MAX_TRAINING_JOBS", "1")),
+        max_upload_mb=int(os.environ.get("FRACTURE_MAX_UPLOAD_MB", "50")),
+    )
+
+
+def check_data_path(path: str | Path, settings: Settings | None = None) -> Path:
+    """Resolve a user-given dataset folder and refuse one outside the allowed roots.
+
+    Raises:
+        DatasetError: the folder is outside every configured data root (the
+            message lists them and names ``FRACTURE_DATA_ROOTS``), or missing.
+    """
+    settings = settings or get_settings()
+    resolved = Path(path).expanduser().resolve()
+    for root in settings.data_roots:
+        root = root.expanduser().resolve()
+        if resolved == root or root in resolved.parents:
+            if not resolved.is_dir():
+                raise DatasetError(f"{resolved}: folder does not exist")
+            return resolved
+    allowed = ", ".join(str(r) for r in settings.data_roots)
+    raise DatasetError(
+        f"{resolved}: outside the allowed data folders ({allowed}); move the dataset "
+        "under one of them or add its parent to FRACTURE_DATA_ROOTS"
+    )

@@ -1,0 +1,62 @@
+"""Batch augmentation as tensor ops, on whatever device the batch is on.
+
+Per-image PIL/OpenCV augmentation in worker processes is what starves a GPU
+and eats a CPU; here a whole batch is flipped, rotated, shifted, zoomed and
+contrast-jittered with one ``affine_grid``/``grid_sample`` call. It has its own
+seeded generator, so a run is reproducible, and it is only ever applied to the
+training split.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from fracture.train.config import AugmentConfig
+
+
+class BatchAugment:
+    """Random flips, rotation, shift, zoom, brightness and contrast for a float batch in [0, 1]."""
+
+    def __init__(self, config: AugmentConfig, seed: int = 0) -> None:
+        self.config = config
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def _uniform(self, n: int, low: float, high: float) -> torch.Tensor:
+        return torch.rand(n, generator=self.generator) * (high - low) + low
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+    @torch.no_grad()
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        """Augment ``batch`` (B, C, H, W) float in [0, 1]; returns a new tensor."""
+        cfg = self.config
+        n = batch.shape[0]
+        device = batch.device
+        angle = self._uniform(n, -cfg.rotation_deg, cfg.rotation_deg) * math.pi / 180
+        scale = 1.0 / self._uniform(n, 1 - cfg.zoom, 1 + cfg.zoom)  # grid scale is inverse zoom
+        tx = self._uniform(n, -cfg.shift, cfg.shift) * 2
+        ty = self._uniform(n, -cfg.shift, cfg.shift) * 2
+        flip_x = torch.where(torch.rand(n, generator=self.generator) < 0.5, -1.0, 1.0) if cfg.hflip else torch.ones(n)
+        flip_y = torch.where(torch.rand(n, generator=self.generator) < 0.5, -1.0, 1.0) if cfg.vflip else torch.ones(n)
+        cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+        theta = torch.stack(
+            [
+                torch.stack([cos * flip_x, -sin * flip_y, tx], dim=1),
+                torch.stack([sin * flip_x, cos * flip_y, ty], dim=1),
+            ],
+            dim=1,
+        ).to(device=device, dtype=batch.dtype)
+        grid = F.affine_grid(theta, list(batch.shape), align_corners=False)
+        out = F.grid_sample(batch, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        if cfg.brightness or cfg.contrast:
+            gain = self._uniform(n, 1 - cfg.contrast, 1 + cfg.contrast).to(device, batch.dtype).view(n, 1, 1, 1)
+            bias = self._uniform(n, -cfg.brightness, cfg.brightness).to(device, batch.dtype).view(n, 1, 1, 1)
+            mean = out.mean(dim=(1, 2, 3), keepdim=True)
+            out = ((out - mean) * gain + mean + bias).clamp_(0.0, 1.0)
+        return out

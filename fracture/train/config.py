@@ -1,0 +1,162 @@
+"""The one training configuration, shared by the CLI, the Train page and recipes.
+
+A run directory always holds the resolved config as ``config.json`` so that a
+run can be resumed, reproduced or compared without guessing its settings.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fracture.errors import ConfigError
+
+MODES = ("finetune", "frozen")
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULERS = ("cosine_restarts", "plateau", "onecycle", "none")
+BALANCING = ("none", "class_weights", "oversample")
+MONITORS = ("val_roc_auc", "val_loss", "val_accuracy", "val_kappa")
+THRESHOLD_RULES = ("youden", "sensitivity", "f1")
+RESIZE_MODES = ("letterbox", "stretch")
+
+
+@dataclass
+class AugmentConfig:
+    """Training-split augmentation; never applied to validation or test data."""
+
+    hflip: bool = True
+    vflip: bool = False
+    rotation_deg: float = 15.0
+    shift: float = 0.1
+    zoom: float = 0.1
+    brightness: float = 0.1
+    contrast: float = 0.1
+
+    def validate(self) -> None:
+        if not 0 <= self.rotation_deg <= 45:
+            raise ConfigError(f"augment.rotation_deg={self.rotation_deg}: use 0..45 degrees")
+        for name in ("shift", "zoom", "brightness", "contrast"):
+            value = getattr(self, name)
+            if not 0 <= value <= 0.5:
+                raise ConfigError(f"augment.{name}={value}: use a fraction in 0..0.5")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run.
+
+    ``data`` is a dataset root that :func:`fracture.data.open_dataset` can read.
+    ``preprocess`` holds the enhancement steps only; the resize step
+    (``image_size``, ``resize_mode``) is appended by the trainer, and the full
+    pipeline is stored in every checkpoint.
+    """
+
+    data: str = ""
+    model: str = "small_cnn"
+    mode: str = "finetune"
+    pretrained: bool = False
+    weights_path: str | None = None
+    in_chans: int = 3
+    image_size: int = 224
+    resize_mode: str = "letterbox"
+    preprocess: list[dict[str, Any]] = field(default_factory=list)
+    multitask: bool = False
+    epochs: int = 5
+    batch_size: int = 32
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    scheduler: str = "cosine_restarts"
+    restart_period: int = 5
+    warmup_fraction: float = 0.2
+    balancing: str = "class_weights"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    early_stopping_patience: int = 0
+    monitor: str = "val_roc_auc"
+    threshold_rule: str = "youden"
+    target_sensitivity: float | None = None
+    freeze_stages: int = 0
+    tta_hflip: bool = False
+    seed: int = 0
+    split_seed: int = 0
+    device: str = "auto"
+    workers: int = 0
+    amp: bool = True
+    channels_last: bool = True
+    compile: bool = False
+    max_train_images: int | None = None
+    eval_test: bool = True
+    checkpoint_half: bool = False
+    cache_dir: str | None = None
+    notes: str = ""
+    recipe: str = ""
+
+    def validate(self) -> "TrainConfig":
+        """Raise ConfigError naming the first invalid field; return self."""
+        choices = {
+            "mode": MODES,
+            "optimizer": OPTIMIZERS,
+            "scheduler": SCHEDULERS,
+            "balancing": BALANCING,
+            "monitor": MONITORS,
+            "threshold_rule": THRESHOLD_RULES,
+            "resize_mode": RESIZE_MODES,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name}={getattr(self, name)!r}: choose one of {', '.join(allowed)}")
+        if not self.data:
+            raise ConfigError("data is empty: give a dataset root (--data DIR)")
+        if self.in_chans not in (1, 3):
+            raise ConfigError(f"in_chans={self.in_chans}: use 1 or 3")
+        if not 32 <= self.image_size <= 1024:
+            raise ConfigError(f"image_size={self.image_size}: use 32..1024 pixels")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError("epochs and batch_size must be at least 1")
+        if not 0 < self.lr < 1:
+            raise ConfigError(f"lr={self.lr}: use a learning rate in (0, 1)")
+        if self.threshold_rule == "sensitivity" and not self.target_sensitivity:
+            raise ConfigError("threshold_rule='sensitivity' needs target_sensitivity (e.g. 0.9)")
+        self.augment.validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """Build from a dict (a recipe or config.json); unknown keys are an error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known - {"$schema", "description"})
+        if unknown:
+            raise ConfigError(f"unknown training option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        values = {k: v for k, v in values.items() if k in known}
+        augment = values.pop("augment", None)
+        config = cls(**values)
+        if isinstance(augment, dict):
+            aug_known = {f.name for f in dataclasses.fields(AugmentConfig)}
+            bad = sorted(set(augment) - aug_known)
+            if bad:
+                raise ConfigError(f"unknown augment option(s): {', '.join(bad)}; known: {', '.join(sorted(aug_known))}")
+            config.augment = AugmentConfig(**augment)
+        elif isinstance(augment, AugmentConfig):
+            config.augment = augment
+        return config
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "TrainConfig":
+        path = Path(path)
+        try:
+            values = json.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{path}: config file not found") from exc
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: expected a JSON object of training options")
+        return cls.from_dict(values)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))

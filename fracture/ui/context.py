@@ -1,0 +1,185 @@
+"""The sidebar every page shares: which dataset and which model are active.
+
+``app.py`` calls :func:`render_sidebar` on every run, before the page runs, so
+the choice persists while a person moves between pages. Pages call
+:func:`active_context` to read it, and :func:`require_manifest` /
+:func:`require_checkpoint` to stop with a clear note when nothing is there yet.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import streamlit as st
+
+from fracture.errors import FractureError
+from fracture.settings import Settings, check_data_path, get_settings
+from fracture.ui import loaders
+from fracture.ui.demo import demo_studies
+
+if TYPE_CHECKING:
+    from fracture.data.manifest import Manifest
+
+log = logging.getLogger(__name__)
+
+CONTEXT_KEY = "fracture_active_context"
+DATASET_SOURCE_KEY = "sidebar_dataset_source"
+DATASET_PATH_KEY = "sidebar_dataset_path"
+MODEL_KEY = "sidebar_model"
+DEMO_SOURCE = "Built-in demo"
+FOLDER_SOURCE = "Folder path"
+NO_MODEL = "(none)"
+
+
+@dataclass(frozen=True)
+class ActiveContext:
+    """What the sidebar chose for this run.
+
+    Attributes:
+        settings: the server settings (folders, limits).
+        dataset_root: the active dataset folder, or None.
+        dataset_label: a short name for it.
+        dataset_error: why no dataset is active (shown by pages), or None.
+        checkpoint: the active model's checkpoint entry
+            (``fracture.predict.CheckpointEntry``), or None.
+        checkpoints: every checkpoint the sidebar offered.
+        model_error: why the model list could not be read, or None.
+    """
+
+    settings: Settings
+    dataset_root: Path | None = None
+    dataset_label: str = ""
+    dataset_error: str | None = None
+    checkpoint: Any = None
+    checkpoints: list[Any] = field(default_factory=list)
+    model_error: str | None = None
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return Path(self.checkpoint.path) if self.checkpoint is not None else None
+
+
+def _dataset_sidebar(settings: Settings) -> tuple[Path | None, str, str | None]:
+    st.sidebar.subheader("Dataset")
+    source = st.sidebar.radio(
+        "Source", (DEMO_SOURCE, FOLDER_SOURCE), key=DATASET_SOURCE_KEY, horizontal=True,
+        help="The demo set is synthetic and generated on first start. A folder must hold "
+             "a MURA-v1.1, FracAtlas or class-folder dataset under an allowed data root.",
+    )
+    if source == DEMO_SOURCE:
+        root = Path(loaders.demo_dataset_root(str(settings.demo_dir), demo_studies()))
+        return root, "demo (synthetic)", None
+    typed = st.sidebar.text_input(
+        "Dataset folder", key=DATASET_PATH_KEY,
+        placeholder=str(settings.data_roots[0]) if settings.data_roots else "",
+        help="Allowed roots: " + ", ".join(str(r) for r in settings.data_roots),
+    ).strip()
+    if not typed:
+        message = "Type a dataset folder in the sidebar (or switch to the built-in demo)."
+        st.sidebar.info(message)
+        return None, "", message
+    try:
+        root = check_data_path(typed, settings)
+    except FractureError as exc:
+        st.sidebar.error(str(exc))
+        return None, "", str(exc)
+    return root, root.name, None
+
+
+def _describe_manifest(root: Path) -> str | None:
+    """Show the active dataset's size under the picker; return an error text, if any."""
+    try:
+        manifest = loaders.load_manifest(root)
+    except FractureError as exc:
+        st.sidebar.error(str(exc))
+        return str(exc)
+    frame = manifest.frame
+    st.sidebar.caption(
+        f"{manifest.layout} layout · {len(frame):,} images · "
+        f"{frame['study_id'].nunique():,} studies · {len(manifest.problems)} problem file(s)"
+    )
+    return None
+
+
+def checkpoint_label(entry: Any) -> str:
+    """How a checkpoint is named in pickers: ``name (shipped)`` or ``name (run)``."""
+    return f"{entry.name} ({entry.source})"
+
+
+def _model_sidebar(settings: Settings) -> tuple[Any, list[Any], str | None]:
+    st.sidebar.subheader("Model")
+    try:
+        entries = loaders.list_checkpoint_entries(settings.weights_dir, settings.runs_dir)
+    except FractureError as exc:
+        st.sidebar.error(str(exc))
+        return None, [], str(exc)
+    if not entries:
+        st.sidebar.info("No model yet: train one on the Train page, or put a checkpoint in weights/.")
+        return None, [], None
+    from fracture.predict import default_checkpoint
+
+    labels = [checkpoint_label(e) for e in entries]
+    by_label = dict(zip(labels, entries))
+    if st.session_state.get(MODEL_KEY) not in by_label:
+        default = default_checkpoint()
+        index = next(
+            (i for i, e in enumerate(entries) if default and Path(e.path) == Path(default)), 0
+        )
+        st.session_state[MODEL_KEY] = labels[index]
+    label = st.sidebar.selectbox("Active model", labels, key=MODEL_KEY)
+    entry = by_label[label]
+    meta = entry.meta or {}
+    st.sidebar.caption(
+        f"{meta.get('architecture', '?')} · {meta.get('image_size', '?')} px · "
+        f"threshold {meta.get('threshold', float('nan')):.3f}"
+    )
+    return entry, entries, None
+
+
+def render_sidebar() -> ActiveContext:
+    """Draw the shared sidebar and remember the choice for the page about to run."""
+    settings = get_settings()
+    with st.sidebar:
+        st.markdown("### 🦴 Fracture Lab")
+    root, label, error = _dataset_sidebar(settings)
+    if root is not None:
+        error = _describe_manifest(root)
+        if error:
+            root = None
+    entry, entries, model_error = _model_sidebar(settings)
+    st.sidebar.caption("A teaching and research tool, not a medical device.")
+    context = ActiveContext(
+        settings=settings, dataset_root=root, dataset_label=label, dataset_error=error,
+        checkpoint=entry, checkpoints=entries, model_error=model_error,
+    )
+    st.session_state[CONTEXT_KEY] = context
+    return context
+
+
+def active_context() -> ActiveContext:
+    """The sidebar's choice for this run (drawn now if the page runs on its own)."""
+    context = st.session_state.get(CONTEXT_KEY)
+    if context is None:
+        context = render_sidebar()
+    return context
+
+
+def require_manifest(context: ActiveContext) -> "Manifest":
+    """The active dataset's manifest, or an info box and a stop of this page run."""
+    if context.dataset_root is None:
+        st.info(context.dataset_error or "No dataset is active: pick one in the sidebar.")
+        st.stop()
+    return loaders.load_manifest(context.dataset_root)
+
+
+def require_checkpoint(context: ActiveContext, what: str = "this page") -> Any:
+    """The active checkpoint entry, or an info box and a stop of this page run."""
+    if context.checkpoint is None:
+        st.info(
+            f"No model is available for {what} yet. Train one on the Train page (the defaults "
+            "finish in about a minute on the demo dataset), or place a checkpoint in weights/."
+        )
+        st.stop()
+    return context.checkpoint

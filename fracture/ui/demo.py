@@ -1,0 +1,72 @@
+"""The built-in demo dataset, generated once per machine on the first start.
+
+Several browser sessions (or several server processes) may open the app at the
+same moment; a file lock makes exactly one of them generate the set while the
+others wait, and a flag file written last marks a complete set, so a start
+that was killed half-way is redone instead of being read as a dataset.
+"""
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import shutil
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+#: Written after generation finished; its absence means "generate (again)".
+READY_FLAG = ".fracture-demo-complete"
+DEFAULT_STUDIES = 160
+
+
+def demo_studies() -> int:
+    """How many studies the demo set gets (``FRACTURE_DEMO_STUDIES``, default 160).
+
+    Tests set a small number so that the whole app starts in seconds.
+    """
+    value = os.environ.get("FRACTURE_DEMO_STUDIES", "")
+    return int(value) if value.strip() else DEFAULT_STUDIES
+
+
+def demo_ready(demo_dir: str | Path) -> bool:
+    """True when a complete demo set lies in ``demo_dir``."""
+    return (Path(demo_dir) / READY_FLAG).is_file()
+
+
+def ensure_demo_dataset(demo_dir: str | Path, *, studies: int | None = None, seed: int = 0) -> Path:
+    """Generate the demo dataset into ``demo_dir`` unless a complete one is there.
+
+    Args:
+        demo_dir: where the set lives (``Settings.demo_dir``).
+        studies: number of studies (default :func:`demo_studies`).
+        seed: generator seed; the same seed gives the same images.
+
+    Returns:
+        ``demo_dir``, holding a complete dataset that ``open_dataset`` reads.
+    """
+    from fracture.data.demo import make_demo_dataset
+
+    demo_dir = Path(demo_dir)
+    if demo_ready(demo_dir):
+        return demo_dir
+    demo_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = demo_dir.parent / f".{demo_dir.name}.lock"
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another session may be generating right now
+        try:
+            if demo_ready(demo_dir):
+                return demo_dir
+            studies = demo_studies() if studies is None else studies
+            partial = demo_dir.with_name(f".{demo_dir.name}.partial")
+            if partial.exists():
+                shutil.rmtree(partial)  # left by a start that was killed half-way
+            log.info("generating the demo dataset (%d studies) in %s", studies, demo_dir)
+            make_demo_dataset(partial, seed=seed, studies=studies)
+            (partial / READY_FLAG).write_text(f"studies={studies} seed={seed}\n")
+            if demo_dir.exists():
+                shutil.rmtree(demo_dir)  # an incomplete set without the flag
+            os.replace(partial, demo_dir)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return demo_dir

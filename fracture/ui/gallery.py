@@ -1,0 +1,73 @@
+"""A paginated study gallery with a full-size view (Dataset Explorer).
+
+Only the images of the page on screen are decoded (as cached thumbnails), so
+the gallery stays quick on a 40k-image dataset.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from fracture.errors import ImageLoadError
+from fracture.ui import loaders
+from fracture.ui.samples import study_table
+
+STUDIES_PER_PAGE = 6
+IMAGES_PER_ROW = 6
+
+
+@st.dialog("Full-size image", width="large")
+def show_full_size(path: str, caption: str) -> None:
+    """A dialog with the image at full resolution."""
+    try:
+        image = loaders.load_full_image(path, loaders.path_signature(path))
+    except ImageLoadError as exc:
+        st.error(str(exc))
+        return
+    st.image(image, caption=f"{caption} — {image.shape[1]}×{image.shape[0]} px", width="stretch")
+    st.caption(path)
+
+
+def page_count(n_items: int, per_page: int) -> int:
+    """Number of pages (at least 1)."""
+    return max(1, math.ceil(n_items / per_page))
+
+
+def study_gallery(frame: pd.DataFrame, class_names: tuple[str, str], *, key: str,
+                  per_page: int = STUDIES_PER_PAGE) -> None:
+    """Draw the studies of ``frame`` (already filtered), grouped and paginated."""
+    studies = study_table(frame)
+    if studies.empty:
+        st.info("No study matches these filters.")
+        return
+    pages = page_count(len(studies), per_page)
+    c1, c2 = st.columns([1, 3])
+    page = c1.number_input(f"Page (of {pages})", 1, pages, 1, key=f"{key}-page")
+    c2.caption(f"{len(studies):,} studies, {len(frame):,} images match; {per_page} studies per page.")
+    shown = studies.iloc[(page - 1) * per_page: page * per_page]
+    by_study = {sid: rows for sid, rows in frame.groupby("study_id", sort=False)}
+    for _, study in shown.iterrows():
+        rows = by_study[study["study_id"]]
+        with st.container(border=True):
+            st.markdown(
+                f"**{study['study_id']}** · {study['split']} · {study['body_part']} · "
+                f"{'🔴' if study['label'] else '🟢'} {class_names[int(study['label'])]} · "
+                f"{study['images']} image(s)"
+            )
+            paths = rows["path"].tolist()
+            for start in range(0, len(paths), IMAGES_PER_ROW):
+                columns = st.columns(IMAGES_PER_ROW)
+                for column, path in zip(columns, paths[start:start + IMAGES_PER_ROW]):
+                    name = Path(path).name
+                    with column:
+                        try:
+                            thumb = loaders.load_thumbnail(path, loaders.path_signature(path))
+                        except ImageLoadError as exc:
+                            st.error(f"{name}: {exc.reason.replace('_', ' ')}")
+                            continue
+                        st.image(thumb, caption=name, width="stretch")
+                        if st.button("🔍 Full size", key=f"{key}-full-{path}"):
+                            show_full_size(path, f"{study['study_id']} / {name}")

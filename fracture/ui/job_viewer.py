@@ -1,0 +1,140 @@
+"""The live view of one training run, read from its directory.
+
+The view is a fragment that re-reads ``events.jsonl`` every couple of
+seconds while the run's process is alive, so it keeps working after a page
+switch, a browser reload or an app restart (the run is found again from its
+folder), and a crash in training shows up as a failed or stale run instead of
+taking the app down. When the run ends, the fragment triggers one full rerun
+so the page stops polling and the sidebar lists the new checkpoint.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from fracture.train.events import PID_FILE, pid_alive, read_events, run_status
+from fracture.train.launcher import STDOUT_FILE, stop_run
+from fracture.ui import loaders
+
+REFRESH_S = 2.0
+LIVE_STATES = ("running", "not_started")
+STATE_ICONS = {
+    "running": "🟢", "not_started": "⏳", "finished": "✅", "cancelled": "⏹️",
+    "failed": "❌", "stale": "⚠️",
+}
+EVENT_LOG_ROWS = 200
+EVENT_COLUMNS = ("time", "event", "epoch", "step", "loss", "val_loss", "val_roc_auc", "message",
+                 "error", "path", "reason")
+
+
+def process_alive(run_dir: str | Path) -> bool:
+    """True while the run's training process exists."""
+    try:
+        return pid_alive(int((Path(run_dir) / PID_FILE).read_text().strip()))
+    except (FileNotFoundError, ValueError):
+        return False
+
+
+def is_live(run_dir: str | Path) -> bool:
+    """The run has not ended and its process is alive (the view should keep polling)."""
+    return run_status(run_dir).state in LIVE_STATES and process_alive(run_dir)
+
+
+def format_seconds(seconds: float | None) -> str:
+    """``95`` -> ``1 min 35 s``; None -> ``–``."""
+    if seconds is None:
+        return "–"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def stdout_tail(run_dir: str | Path, lines: int = 30) -> str:
+    """The last lines the training process printed (its traceback when it crashed early)."""
+    path = Path(run_dir) / STDOUT_FILE
+    if not path.is_file():
+        return ""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def events_table(events: list[dict[str, Any]]) -> pd.DataFrame:
+    """The newest events first, with the columns a person reads."""
+    frame = pd.DataFrame(events[-EVENT_LOG_ROWS:][::-1])
+    if frame.empty:
+        return frame
+    columns = [c for c in EVENT_COLUMNS if c in frame.columns]
+    frame = frame[columns]
+    if "time" in frame:
+        frame["time"] = frame["time"].astype(str).str.slice(11, 19)
+    return frame
+
+
+def show_run(run_dir: str | Path, *, refresh_s: float = REFRESH_S) -> None:
+    """Draw the run view; it refreshes itself while the run is alive."""
+    live = is_live(run_dir)
+    view = st.fragment(_run_view, run_every=refresh_s if live else None)
+    view(str(run_dir), live)
+
+
+def _run_view(run_dir: str, was_live: bool) -> None:
+    from fracture.viz.charts import step_loss_chart, training_curves_chart
+
+    events = read_events(run_dir)
+    status = run_status(run_dir, events)
+    alive = process_alive(run_dir)
+    if was_live and not (status.state in LIVE_STATES and alive):
+        loaders.refresh_checkpoints()
+        st.rerun()  # the whole page: stop polling, list the new checkpoint
+    icon = STATE_ICONS.get(status.state, "")
+    st.markdown(f"#### {icon} `{Path(run_dir).name}` — {status.state.replace('_', ' ')}")
+    if status.state == "not_started" and not alive:
+        st.error("The training process ended before it started the run. Its output:")
+        st.code(stdout_tail(run_dir) or "(no output)")
+        return
+    text = (
+        f"epoch {min(status.epoch + 1, status.epochs) if status.epochs else 0}/{status.epochs}"
+        f" · step {status.step}/{status.steps_per_epoch}"
+        if status.state in LIVE_STATES else f"{status.epoch}/{status.epochs} epochs done"
+    )
+    st.progress(status.progress, text=text)
+    cols = st.columns(4)
+    cols[0].metric("Images/s", f"{status.images_per_s:.1f}" if status.images_per_s else "–")
+    cols[1].metric("ETA", format_seconds(status.eta_s) if status.state in LIVE_STATES else "–")
+    cols[2].metric(
+        f"Best {status.monitor or 'metric'}",
+        f"{status.best_metric:.3f}" if status.best_metric is not None else "–",
+    )
+    finished = next((e for e in reversed(events) if e["event"] == "finished"), None)
+    test_auc = finished.get("test_image_roc_auc") if finished else None
+    cols[3].metric("Test ROC AUC (image)", f"{test_auc:.3f}" if test_auc is not None else "–",
+                   help="Computed at the end of the run on the held-out test split.")
+    if status.error:
+        st.error(status.error)
+        tail = stdout_tail(run_dir)
+        if tail:
+            with st.expander("Training process output"):
+                st.code(tail)
+    if alive and status.state in LIVE_STATES:
+        if st.button("⏹ Stop", key=f"stop-{Path(run_dir).name}",
+                     help="Stop after the current step; the best checkpoint so far is kept."):
+            if stop_run(run_dir):
+                st.toast("Stop requested: the run ends after its current step.")
+    epochs = pd.DataFrame(status.epochs_log)
+    steps = pd.DataFrame([e for e in events if e["event"] == "step"])
+    if not epochs.empty:
+        st.plotly_chart(training_curves_chart(epochs), key=f"curves-{Path(run_dir).name}")
+    else:
+        st.caption("Epoch curves appear after the first epoch.")
+    if not steps.empty:
+        st.plotly_chart(step_loss_chart(steps, steps_per_epoch=status.steps_per_epoch or None),
+                        key=f"steps-{Path(run_dir).name}", height=320)
+    with st.expander("Event log", expanded=False):
+        st.dataframe(events_table(events), hide_index=True, height=300)

@@ -1,0 +1,231 @@
+"""Cached loaders: every expensive call a page makes goes through here.
+
+Streamlit re-runs a page script on every click; these wrappers make the
+second run of the same work free. Keys are chosen so that a cache entry goes
+stale when its input changes on disk (a folder's or a file's modification
+time), and the core modules are imported inside the functions so that opening
+the home page or the Dataset Explorer does not import torch.
+
+``st.cache_resource`` holds objects that are shared read-only between sessions
+(a scanned manifest, a loaded model); ``st.cache_data`` holds values that are
+copied per call (statistics, thumbnails, evaluation tables).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+import streamlit as st
+
+from fracture.ui.demo import ensure_demo_dataset
+
+if TYPE_CHECKING:
+    from fracture.data.manifest import Manifest
+
+THUMBNAIL_SIZE = 256
+
+
+def path_signature(path: str | Path) -> int:
+    """Modification time in ns of a file or folder (0 when missing), for cache keys."""
+    try:
+        return os.stat(path).st_mtime_ns
+    except FileNotFoundError:
+        return 0
+
+
+def _folder_signature(root: Path) -> str:
+    """A cheap fingerprint of a dataset folder: mtimes of the root and its direct entries.
+
+    Label CSVs and split folders sit at the top of every supported layout, so a
+    changed dataset changes this without walking 40k files.
+    """
+    parts = [str(path_signature(root))]
+    try:
+        for entry in sorted(os.scandir(root), key=lambda e: e.name):
+            parts.append(f"{entry.name}:{entry.stat().st_mtime_ns}")
+    except FileNotFoundError:
+        pass
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()
+
+
+@st.cache_resource(show_spinner="Generating the built-in demo dataset (first start only)…")
+def demo_dataset_root(demo_dir: str, studies: int) -> str:
+    """The demo dataset folder, generated on the first call (see :mod:`fracture.ui.demo`)."""
+    return str(ensure_demo_dataset(demo_dir, studies=studies))
+
+
+@st.cache_resource(show_spinner="Scanning the dataset…", max_entries=4)
+def _open_dataset(root: str, signature: str) -> "Manifest":
+    from fracture.data import open_dataset
+
+    return open_dataset(root)
+
+
+def load_manifest(root: str | Path) -> "Manifest":
+    """Scan a dataset root once per change of its top-level files.
+
+    Raises:
+        DatasetError: the folder is not a layout the core knows.
+    """
+    root = Path(root)
+    return _open_dataset(str(root), _folder_signature(root))
+
+
+@st.cache_data(show_spinner="Reading image headers…", max_entries=4)
+def load_dataset_stats(root: str, fingerprint: str, _manifest: "Manifest") -> Any:
+    """Dataset statistics from image headers (no pixel decoding), once per manifest."""
+    from fracture.data.stats import dataset_stats
+
+    return dataset_stats(_manifest)
+
+
+INTENSITY_SAMPLE = 120
+
+
+@st.cache_data(show_spinner="Decoding a sample of images for the intensity histogram…", max_entries=4)
+def load_intensity_histogram(root: str, fingerprint: str, _manifest: "Manifest",
+                             n_sample: int = INTENSITY_SAMPLE) -> Any:
+    """Mean grey-level histogram per class over a seeded sample (decodes only that sample)."""
+    from fracture.data.stats import intensity_histogram
+
+    return intensity_histogram(_manifest, n_sample=n_sample)
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def load_thumbnail(path: str, signature: int, size: int = THUMBNAIL_SIZE) -> np.ndarray:
+    """A decoded image scaled so its longer side is ``size`` (for galleries).
+
+    Raises:
+        ImageLoadError: the file is not a readable image.
+    """
+    import cv2
+
+    from fracture.data.imageio import load_image
+
+    image = load_image(path)
+    scale = size / max(image.shape)
+    if scale < 1:
+        new = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+        image = cv2.resize(image, new, interpolation=cv2.INTER_AREA)
+    return image
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def load_full_image(path: str, signature: int) -> np.ndarray:
+    """A decoded dataset image at full size (the full-size view, the Preprocessing Lab)."""
+    from fracture.data.imageio import load_image
+
+    return load_image(path)
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def _checkpoints(weights_dir: str, runs_dir: str) -> list[Any]:
+    from fracture.predict import list_checkpoints
+
+    return list_checkpoints(weights_dir, runs_dir)
+
+
+def list_checkpoint_entries(weights_dir: str | Path, runs_dir: str | Path) -> list[Any]:
+    """Shipped checkpoints and finished runs' best checkpoints (refreshed every 10 s)."""
+    return _checkpoints(str(weights_dir), str(runs_dir))
+
+
+def refresh_checkpoints() -> None:
+    """Forget the checkpoint list (after a promotion or a finished run)."""
+    _checkpoints.clear()
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=4)
+def _predictor(path: str, signature: int) -> Any:
+    from fracture.predict import Predictor
+
+    return Predictor.from_checkpoint(path)
+
+
+def load_predictor(path: str | Path) -> Any:
+    """A :class:`fracture.predict.Predictor`, loaded once per checkpoint file version.
+
+    Raises:
+        CheckpointError: the file is not a valid checkpoint.
+    """
+    return _predictor(str(path), path_signature(path))
+
+
+def image_digest(image: np.ndarray) -> str:
+    """A short content hash of an array, so cached predictions key on pixels."""
+    digest = hashlib.sha1(np.ascontiguousarray(image).tobytes())
+    digest.update(str(image.shape).encode())
+    return digest.hexdigest()[:16]
+
+
+@st.cache_data(max_entries=64, show_spinner="Running the model…")
+def _predict(
+    path: str,
+    signature: int,
+    digests: tuple[str, ...],
+    names: tuple[str, ...],
+    body_part: str | None,
+    extra_steps_key: str,
+    with_cam: bool,
+    _images: Sequence[np.ndarray],
+    _extra_steps: list[dict[str, Any]] | None,
+) -> Any:
+    predictor = _predictor(path, signature)
+    return predictor.predict(
+        list(_images), names=list(names), body_part=body_part,
+        extra_steps=_extra_steps or None, with_cam=with_cam,
+    )
+
+
+def predict_study(
+    checkpoint: str | Path,
+    images: Sequence[np.ndarray],
+    names: Sequence[str],
+    *,
+    body_part: str | None = None,
+    extra_steps: list[dict[str, Any]] | None = None,
+    with_cam: bool = True,
+) -> Any:
+    """Predict one study with the checkpoint's predictor, cached on pixels and options.
+
+    Returns:
+        A :class:`fracture.predict.StudyPrediction`.
+
+    Raises:
+        FractureError: a bad preprocessing step, or a model that cannot run.
+    """
+    import json
+
+    key = json.dumps(extra_steps or [], sort_keys=True)
+    return _predict(
+        str(checkpoint), path_signature(checkpoint),
+        tuple(image_digest(img) for img in images), tuple(names), body_part, key, with_cam,
+        list(images), extra_steps,
+    )
+
+
+@st.cache_data(max_entries=32, show_spinner="Evaluating (cached after the first time)…")
+def evaluate_checkpoints(
+    checkpoints: tuple[str, ...],
+    signatures: tuple[int, ...],
+    data_root: str,
+    split: str,
+    fingerprint: str,
+) -> dict[str, Any]:
+    """Evaluate checkpoints on one split; the core also caches each result on disk.
+
+    Returns:
+        ``{checkpoint path: EvaluationResult}`` and, with two or more
+        checkpoints, the ensemble under the key ``"ensemble"``.
+    """
+    from fracture.compare import evaluate_checkpoint, evaluate_ensemble
+
+    results: dict[str, Any] = {
+        path: evaluate_checkpoint(path, data_root, split) for path in checkpoints
+    }
+    if len(checkpoints) >= 2:
+        results["ensemble"] = evaluate_ensemble(list(checkpoints), data_root, split)
+    return results

@@ -1,0 +1,105 @@
+"""Preprocessing Lab: one image through CLAHE, Canny and diffusion, side by side, with the model's view."""
+from __future__ import annotations
+
+import streamlit as st
+
+from fracture.errors import FractureError
+from fracture.ui import loaders
+from fracture.ui.context import active_context, checkpoint_label
+from fracture.ui.lab import DEFAULT_VARIANTS, LAB_MAX_SIDE, apply_spec, fit_image, lab_variants
+from fracture.ui.samples import load_study_images, study_picker
+from fracture.ui.uploads import UPLOAD_TYPES, read_uploads
+from fracture.ui.widgets import op_controls, overlay
+from fracture.viz.charts import image_histogram_chart
+
+SOURCES = {"sample": "Sample from the dataset", "upload": "Upload an image"}
+PER_ROW = 3
+
+context = active_context()
+st.title("🧪 Preprocessing Lab")
+st.caption(
+    "How do CLAHE, Canny edges and anisotropic diffusion change an X-ray, its histogram, and what "
+    "the network predicts and looks at? Each variant below goes through the active model's own "
+    "pipeline after the shown steps."
+)
+
+source = st.radio("Image", tuple(SOURCES), format_func=SOURCES.get, horizontal=True, key="image",
+                  bind="query-params")
+image, name = None, ""
+if source == "upload":
+    upload = st.file_uploader("One X-ray (PNG, JPEG, DICOM)", type=list(UPLOAD_TYPES), key="lab-upload",
+                              max_upload_size=context.settings.max_upload_mb)
+    loaded, problems = read_uploads([upload] if upload else [], max_mb=context.settings.max_upload_mb)
+    for problem in problems:
+        st.error(problem.message)
+    if loaded:
+        image, name = loaded[0].image, loaded[0].name
+elif context.dataset_root is None:
+    st.info(context.dataset_error or "Pick a dataset in the sidebar, or upload an image.")
+else:
+    with st.expander("Choose the sample", expanded=True):
+        study = study_picker(loaders.load_manifest(context.dataset_root), key="lab")
+        if study is not None:
+            images, names, problems = load_study_images(study)
+            for message in problems:
+                st.error(message)
+            if images:
+                index = st.radio("View", range(len(images)), format_func=lambda i: names[i],
+                                 horizontal=True, key="lab-view") if len(images) > 1 else 0
+                image, name = images[index], names[index]
+if image is None:
+    st.info("Pick a sample or upload an image to start.")
+    st.stop()
+
+with st.expander("Parameters", expanded=True):
+    c1, c2, c3 = st.columns(3)
+    with c1:
+        st.markdown("**CLAHE**")
+        clahe = op_controls("clahe", key="lab")
+    with c2:
+        st.markdown("**Canny edges**")
+        canny = op_controls("canny", key="lab")
+    with c3:
+        st.markdown("**Anisotropic diffusion**")
+        diffusion = op_controls("diffusion", key="lab")
+    variants = lab_variants(clahe, canny, diffusion)
+    chosen = st.multiselect("Variants", list(variants), default=list(DEFAULT_VARIANTS), key="lab-variants")
+    alpha = st.slider("Grad-CAM opacity", 0.0, 1.0, 0.45, 0.05, key="lab-alpha")
+
+work = fit_image(image)
+if work.shape != image.shape:
+    st.caption(f"Working on a copy scaled to {work.shape[1]}×{work.shape[0]} px "
+               f"(longer side {LAB_MAX_SIDE}) so that the sliders stay interactive.")
+entry = context.checkpoint
+if entry is None:
+    st.info("No model is active, so only the images and histograms are shown. Train one on the "
+            "Train page to see probabilities and Grad-CAM here.")
+else:
+    st.caption(f"Model: `{checkpoint_label(entry)}` · threshold {entry.meta.get('threshold', 0):.3f}")
+
+for start in range(0, len(chosen), PER_ROW):
+    columns = st.columns(PER_ROW)
+    for column, variant in zip(columns, chosen[start:start + PER_ROW]):
+        spec = variants[variant]
+        with column, st.container(border=True):
+            st.markdown(f"**{variant}**")
+            try:
+                processed = apply_spec(work, spec)
+            except FractureError as exc:
+                st.error(str(exc))
+                continue
+            st.image(processed, width="stretch")
+            st.plotly_chart(image_histogram_chart(processed, variant, height=200), key=f"lab-hist-{variant}",
+                            config={"displayModeBar": False})
+            if entry is None:
+                continue
+            try:
+                prediction = loaders.predict_study(entry.path, [work], [name], extra_steps=spec or None)
+            except FractureError as exc:
+                st.error(str(exc))
+                continue
+            item = prediction.images[0]
+            st.metric(f"P({prediction.class_names[1]})", f"{item.prob:.3f}",
+                      help=f"Label at threshold {prediction.threshold:.3f}: {item.label}")
+            st.caption(f"{'🔴' if item.positive else '🟢'} {item.label}")
+            st.image(overlay(item.image, item.heatmap, alpha), caption="Grad-CAM", width="stretch")

@@ -1,0 +1,72 @@
+"""Train: start a background training run, watch it live, promote its checkpoint."""
+from __future__ import annotations
+
+import streamlit as st
+
+from fracture.errors import FractureError
+from fracture.train.launcher import list_runs
+from fracture.ui import loaders
+from fracture.ui.context import active_context
+from fracture.ui.job_viewer import is_live, show_run
+from fracture.ui.train_form import launch_from_form, past_runs_table, promote_run, train_form
+
+RUN_KEY = "train_selected_run"
+
+context = active_context()
+settings = context.settings
+st.title("🏋️ Train")
+st.caption(
+    "Training runs as a separate process (`python -m fracture train`) that writes its events to "
+    f"its run folder under `{settings.runs_dir}`; this page reads them, so a run keeps going when "
+    "you switch pages or reload. The defaults finish in about a minute on 2 CPU cores on the demo set."
+)
+
+runs = list_runs(settings.runs_dir)
+with st.expander("Start a new run", expanded=not runs):
+    if context.dataset_root is None:
+        st.info(context.dataset_error or "Pick a dataset in the sidebar first.")
+    else:
+        config = train_form(context.dataset_root)
+        if config is not None:
+            try:
+                run_dir = launch_from_form(config, settings)
+            except FractureError as exc:
+                st.error(str(exc))
+            else:
+                st.session_state[RUN_KEY] = run_dir.name
+                st.success(f"Started run `{run_dir.name}`.")
+                runs = list_runs(settings.runs_dir)
+
+if not runs:
+    st.info("No runs yet: start one above.")
+    st.stop()
+
+names = [r.run_dir.name for r in runs]
+if st.session_state.get(RUN_KEY) not in names:
+    live = [r.run_dir.name for r in runs if is_live(r.run_dir)]
+    st.session_state[RUN_KEY] = live[0] if live else names[0]
+st.subheader("Run")
+selected = st.selectbox("Run to show", names, key=RUN_KEY,
+                        help="The newest running run is shown after a reload.")
+run_dir = settings.runs_dir / selected
+show_run(run_dir)
+
+st.subheader("Past runs")
+st.dataframe(past_runs_table(runs), hide_index=True)
+with st.form("promote"):
+    st.markdown(
+        "**Promote** a run's best checkpoint into `weights/` so that it is offered on every page "
+        "under that name."
+    )
+    cols = st.columns([2, 2, 1])
+    run_name = cols[0].selectbox("Run", names, index=names.index(selected))
+    new_name = cols[1].text_input("Checkpoint name", value=f"{selected}")
+    make_default = cols[2].checkbox("Make default", value=False)
+    if st.form_submit_button("Promote"):
+        try:
+            target = promote_run(settings.runs_dir / run_name, new_name, make_default=make_default)
+        except FractureError as exc:
+            st.error(str(exc))
+        else:
+            loaders.refresh_checkpoints()
+            st.success(f"Promoted to `{target}`; pick it in the sidebar.")

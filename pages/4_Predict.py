@@ -1,0 +1,129 @@
+"""Predict: drop X-rays (one study) or pick a sample, get probabilities and a Grad-CAM overlay."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import streamlit as st
+
+from fracture.errors import FractureError
+from fracture.ui import loaders
+from fracture.ui.context import active_context, checkpoint_label, require_checkpoint
+from fracture.ui.samples import load_study_images, study_picker
+from fracture.ui.uploads import UPLOAD_TYPES, read_uploads
+from fracture.ui.widgets import enhancement_controls, model_card, overlay, png_bytes
+
+SOURCES = {"upload": "Upload images", "sample": "Sample from the dataset"}
+
+context = active_context()
+st.title("🔍 Predict")
+st.caption(
+    "Several files are one study: the study probability is the mean of its images' probabilities "
+    "(the MURA rule). A teaching and research tool, not a medical device."
+)
+entry = require_checkpoint(context, "prediction")
+meta = entry.meta or {}
+
+inputs, options = st.columns([3, 1])
+with options:
+    st.markdown("**Before the model**")
+    extra_steps = enhancement_controls(key="predict")
+    body_parts = list(meta.get("body_parts") or []) if meta.get("multitask") else []
+    body_part = None
+    if body_parts:
+        choice = st.selectbox("Body part", ["predict it"] + body_parts, key="predict-body-part",
+                              help="A multi-task model predicts the body part; you can also tell it.")
+        body_part = None if choice == "predict it" else choice
+    alpha = st.slider("Grad-CAM opacity", 0.0, 1.0, 0.45, 0.05, key="predict-alpha")
+
+with inputs:
+    source = st.radio("Input", tuple(SOURCES), format_func=SOURCES.get, horizontal=True, key="input",
+                      bind="query-params")
+    images, names, problems = [], [], []
+    if source == "upload":
+        max_mb = context.settings.max_upload_mb
+        files = st.file_uploader(
+            f"X-ray images of one study (PNG, JPEG, DICOM; up to {max_mb} MB each)",
+            type=list(UPLOAD_TYPES), accept_multiple_files=True, key="predict-upload",
+            max_upload_size=max_mb,
+        )
+        loaded, upload_problems = read_uploads(files or [], max_mb=max_mb)
+        images = [item.image for item in loaded]
+        names = [item.name for item in loaded]
+        problems = [p.message for p in upload_problems]
+    elif context.dataset_root is None:
+        st.info(context.dataset_error or "Pick a dataset in the sidebar to use its samples.")
+    else:
+        try:
+            study = study_picker(loaders.load_manifest(context.dataset_root), key="predict")
+        except FractureError as exc:
+            st.error(str(exc))
+            study = None
+        if study is not None:
+            images, names, problems = load_study_images(study)
+
+for message in problems:
+    st.error(message)
+if not images:
+    st.info("Drop one or more images above, or pick a sample study from the dataset.")
+    st.stop()
+
+try:
+    prediction = loaders.predict_study(entry.path, images, names, body_part=body_part,
+                                       extra_steps=extra_steps)
+except FractureError as exc:
+    st.error(str(exc))
+    st.stop()
+
+positive_name = prediction.class_names[1]
+cols = st.columns(4)
+cols[0].metric(f"Study P({positive_name})", f"{prediction.study_prob:.3f}",
+               help="Mean of the images' probabilities.")
+cols[1].metric("Study label", prediction.study_label,
+               help=f"Positive when the probability is at least the checkpoint's threshold.")
+cols[2].metric("Threshold", f"{prediction.threshold:.3f}",
+               help=f"Chosen on the validation split ({meta.get('threshold_rule', '?')} rule).")
+if prediction.body_part is not None:
+    confidence = f" ({prediction.body_part_prob:.0%})" if prediction.body_part_prob is not None else ""
+    cols[3].metric("Body part", f"{prediction.body_part}{confidence}",
+                   help=f"{prediction.body_part_source} by the model" if prediction.body_part_source == "predicted"
+                   else "given by you")
+else:
+    cols[3].metric("Body part", "–", help="This model has no body-part head.")
+if prediction.positive:
+    st.error(f"**{prediction.study_label}** at threshold {prediction.threshold:.3f} — "
+             f"model: `{checkpoint_label(entry)}`", icon="🩻")
+else:
+    st.success(f"**{prediction.study_label}** at threshold {prediction.threshold:.3f} — "
+               f"model: `{checkpoint_label(entry)}`", icon="🩻")
+
+overlays = []
+per_row = min(len(prediction.images), 3)
+for start in range(0, len(prediction.images), per_row):
+    row = st.columns(per_row)
+    for column, item in zip(row, prediction.images[start:start + per_row]):
+        blended = overlay(item.image, item.heatmap, alpha)
+        overlays.append((item.name, blended))
+        with column, st.container(border=True):
+            st.image(blended, caption=f"{item.name} — P({positive_name}) {item.prob:.3f} · {item.label}",
+                     width="stretch")
+            if item.body_part is not None:
+                st.caption(f"body part: {item.body_part} ({item.body_part_prob:.0%})")
+
+result = prediction.to_dict()
+result["model"] = checkpoint_label(entry)
+result["extra_preprocess"] = extra_steps
+d1, d2 = st.columns(2)
+d1.download_button("⬇ Result (JSON)", json.dumps(result, indent=2), file_name="prediction.json",
+                   mime="application/json")
+if overlays:
+    index = 0
+    if len(overlays) > 1:
+        index = d2.selectbox("Overlay to download", range(len(overlays)), key="predict-overlay-index",
+                             format_func=lambda i: overlays[i][0])
+    name, image = overlays[index]
+    d2.download_button("⬇ Overlay (PNG)", png_bytes(image), file_name=f"gradcam-{Path(name).stem}.png",
+                       mime="image/png")
+
+st.subheader("Model card")
+model_card(entry)

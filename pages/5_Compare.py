@@ -1,0 +1,116 @@
+"""Compare: several checkpoints and their ensemble on one split of the active dataset."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from fracture.errors import FractureError
+from fracture.evaluate import body_part_metric, metrics_table, report_curves
+from fracture.train.events import read_events, run_status
+from fracture.ui import loaders
+from fracture.ui.context import active_context, checkpoint_label, require_manifest
+from fracture.viz.charts import (
+    body_part_auc_chart,
+    confusion_matrix_chart,
+    metrics_bar_chart,
+    overlay_training_curves_chart,
+    roc_chart,
+)
+
+ENSEMBLE = "ensemble"
+
+context = active_context()
+st.title("📊 Compare")
+st.caption(
+    "Every number is computed here by the project's own code on the chosen split of the active "
+    "dataset, at each checkpoint's stored threshold (chosen on validation data). Results are cached."
+)
+if not context.checkpoints:
+    st.info("No models to compare yet: train one on the Train page or place checkpoints in weights/.")
+    st.stop()
+manifest = require_manifest(context)
+
+labels = [checkpoint_label(e) for e in context.checkpoints]
+by_label = dict(zip(labels, context.checkpoints))
+default = [checkpoint_label(context.checkpoint)] if context.checkpoint is not None else labels[:1]
+splits = [s for s in ("test", "val", "train") if (manifest.frame["split"] == s).any()]
+c1, c2, c3 = st.columns([4, 1, 1])
+chosen = c1.multiselect("Models", labels, default=[label for label in default if label in labels],
+                        key="models", bind="query-params",
+                        help="Two or more add their ensemble (mean of probabilities) as a row.")
+split = c2.selectbox("Split", splits, key="split", bind="query-params",
+                     help="Use test for final numbers, val while choosing.")
+level = c3.radio("Level", ("image", "study"), key="level", bind="query-params",
+                 help="Study level: a study's probability is the mean of its images' probabilities.")
+if not chosen:
+    st.info("Pick at least one model.")
+    st.stop()
+
+paths = tuple(str(by_label[label].path) for label in chosen)
+try:
+    results = loaders.evaluate_checkpoints(
+        paths, tuple(loaders.path_signature(p) for p in paths), str(context.dataset_root), split,
+        manifest.fingerprint(),
+    )
+except FractureError as exc:
+    st.error(str(exc))
+    st.stop()
+
+names = {str(by_label[label].path): label for label in chosen}
+reports = {names[path]: result.report for path, result in results.items() if path != ENSEMBLE}
+if ENSEMBLE in results:
+    reports[f"ensemble of {len(chosen)} (mean)"] = results[ENSEMBLE].report
+problems = {p["path"]: p for r in results.values() for p in (r.problems or [])}
+if problems:
+    with st.expander(f"{len(problems)} image(s) could not be read and were left out"):
+        st.dataframe([{"path": p["path"], "reason": p["reason"]} for p in problems.values()])
+
+table = metrics_table(reports, level)
+st.subheader(f"Metrics — {split} split, {level} level")
+st.dataframe(table, column_config={c: st.column_config.NumberColumn(format="%.3f")
+                                   for c in table.columns if c != "n"})
+
+left, right = st.columns(2)
+with left:
+    st.plotly_chart(metrics_bar_chart(table, split=split, level=level), key="compare-bars")
+with right:
+    curves = report_curves(reports, level, "roc")
+    if curves:
+        st.plotly_chart(roc_chart(curves, split=split, level=level), key="compare-roc")
+    else:
+        st.info("ROC curves need both classes in this split.")
+
+st.subheader("Confusion matrices")
+class_names = tuple(manifest.class_names)
+columns = st.columns(min(len(reports), 4))
+for index, (name, report) in enumerate(reports.items()):
+    with columns[index % len(columns)]:
+        st.plotly_chart(
+            confusion_matrix_chart(report[level]["overall"]["confusion"],
+                                   f"{name} — thr {report['threshold']:.3f}", class_names=class_names),
+            key=f"compare-cm-{index}",
+        )
+
+st.plotly_chart(
+    body_part_auc_chart({name: body_part_metric(r, level) for name, r in reports.items()},
+                        split=split, level=level),
+    key="compare-body-parts",
+)
+
+st.subheader("Training curves")
+runs = {}
+for label in chosen:
+    entry = by_label[label]
+    run_dir = Path(entry.path).parent
+    if entry.source == "run" and read_events(run_dir):
+        epochs = run_status(run_dir).epochs_log
+        if epochs:
+            runs[label] = pd.DataFrame(epochs)
+if runs:
+    metric = st.selectbox("Metric", ("val_roc_auc", "val_loss", "train_loss", "val_accuracy"),
+                          key="compare-curve-metric")
+    st.plotly_chart(overlay_training_curves_chart(runs, metric), key="compare-curves")
+else:
+    st.caption("Training curves are shown for checkpoints that come from runs on this machine.")

@@ -1,0 +1,156 @@
+"""Trainer: events, checkpoints, frozen features, cancel/resume, CLI, recipes."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from fracture.checkpoint import load_checkpoint, read_checkpoint_meta
+from fracture.errors import ConfigError
+from fracture.train import TrainConfig, read_events, run_status
+from fracture.train.trainer import train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_config(data: Path, tmp_path: Path, **overrides) -> TrainConfig:
+    values = dict(
+        data=str(data), model="small_cnn", image_size=64, epochs=2, batch_size=16, lr=3e-3,
+        scheduler="none", cache_dir=str(tmp_path / "cache"), seed=0,
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_finetune_run_writes_events_config_and_a_loadable_checkpoint(demo_root, tmp_path):
+    run_dir = tmp_path / "run"
+    seen = []
+    best = train(tiny_config(demo_root, tmp_path), run_dir, callback=seen.append)
+    events = read_events(run_dir)
+    kinds = [e["event"] for e in events]
+    assert kinds[0] in ("log", "data_problem", "run_started")
+    assert "run_started" in kinds and kinds[-1] == "finished"
+    assert kinds.count("epoch_end") == 2
+    assert "step" in kinds and "checkpoint_saved" in kinds
+    assert [e["event"] for e in seen] == kinds  # the callback saw the same stream
+    epoch_end = [e for e in events if e["event"] == "epoch_end"]
+    for record in epoch_end:
+        for key in ("train_loss", "val_loss", "val_accuracy", "val_roc_auc", "lr", "train_accuracy"):
+            assert key in record
+    step = next(e for e in events if e["event"] == "step")
+    assert step["images_per_s"] > 0 and step["steps_per_epoch"] >= 1
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["model"] == "small_cnn" and config["image_size"] == 64
+    model, meta = load_checkpoint(best)
+    assert meta["architecture"] == "small_cnn"
+    assert 0.0 <= meta["threshold"] <= 1.0
+    assert meta["preprocess"][-1]["op"] == "resize" and meta["preprocess"][-1]["size"] == 64
+    assert set(meta["metrics"]) == {"val", "test"}
+    assert meta["metrics"]["test"]["image"]["overall"]["n"] == meta["split_sizes"]["test"]["images"]
+    assert (run_dir / "predictions_test.csv").is_file()
+    assert run_status(run_dir).state == "finished"
+
+
+def test_frozen_mode_caches_features_between_runs(demo_root, tmp_path):
+    config = tiny_config(demo_root, tmp_path, model="small_cnn", mode="frozen", epochs=3, lr=1e-2)
+    train(config, tmp_path / "a")
+    train(config, tmp_path / "b")
+    first = [e.get("message", "") for e in read_events(tmp_path / "a") if e["event"] == "log"]
+    second = [e.get("message", "") for e in read_events(tmp_path / "b") if e["event"] == "log"]
+    assert any("extracted" in m for m in first)
+    assert any("frozen features from cache" in m for m in second)
+    assert not any("extracted" in m for m in second)
+
+
+def test_multitask_checkpoint_predicts_body_parts(demo_root, tmp_path):
+    best = train(tiny_config(demo_root, tmp_path, multitask=True, epochs=1), tmp_path / "mt")
+    model, meta = load_checkpoint(best)
+    assert meta["multitask"] is True
+    assert model.num_body_parts == len(meta["body_parts"]) == 7
+
+
+def test_stop_then_resume_finishes_the_run(demo_root, tmp_path):
+    stop = threading.Event()
+    run_dir = tmp_path / "stop"
+
+    def stop_after_first_epoch(event):
+        if event["event"] == "epoch_end":
+            stop.set()
+
+    config = tiny_config(demo_root, tmp_path, epochs=3)
+    train(config, run_dir, callback=stop_after_first_epoch, stop_event=stop)
+    assert run_status(run_dir).state == "cancelled"
+    assert (run_dir / "best.safetensors").is_file()
+    train(TrainConfig.from_json(run_dir / "config.json"), run_dir, resume=True)
+    events = read_events(run_dir)
+    assert [e["epoch"] for e in events if e["event"] == "epoch_end"] == [0, 1, 2]
+    assert events[-1]["event"] == "finished"
+
+
+def test_invalid_config_names_the_field():
+    with pytest.raises(ConfigError, match="scheduler"):
+        TrainConfig(data="x", scheduler="sometimes").validate()
+    with pytest.raises(ConfigError, match="unknown training option"):
+        TrainConfig.from_dict({"data": "x", "learning_rate": 1})
+
+
+def test_failed_run_is_recorded(tmp_path):
+    run_dir = tmp_path / "bad"
+    with pytest.raises(Exception):
+        train(TrainConfig(data=str(tmp_path / "nowhere"), cache_dir=str(tmp_path / "c")), run_dir)
+    last = read_events(run_dir)[-1]
+    assert last["event"] == "failed" and "nowhere" in last["error"]
+
+
+@pytest.mark.parametrize("recipe", sorted((REPO / "fracture" / "recipes").glob("*.json")), ids=lambda p: p.stem)
+def test_recipes_are_valid_configs(recipe):
+    config = TrainConfig.from_json(recipe)
+    config.validate()
+    assert config.model and config.epochs >= 1
+
+
+@pytest.mark.parametrize("recipe", ["mura_b0_multitask.json", "mura_densenet169_320.json"])
+def test_mura_recipes_run_on_the_demo_set(recipe, demo_root, tmp_path):
+    config = TrainConfig.from_json(REPO / "fracture" / "recipes" / recipe)
+    config.data = str(demo_root)
+    config.epochs = 1
+    config.pretrained = False  # no offline ImageNet weights for these in CI
+    config.image_size = 32
+    config.batch_size = 16
+    config.max_train_images = 24
+    config.cache_dir = str(tmp_path / "cache")
+    best = train(config, tmp_path / "run")
+    meta = read_checkpoint_meta(best)
+    assert meta["architecture"] == config.model
+    assert meta["metrics"]["test"]["study"]["overall"]["n"] > 0
+
+
+def test_cli_train_and_sigterm_stop(demo_root, tmp_path):
+    """The Train page's contract: a separate process, stopped by a signal, best checkpoint intact."""
+    run_dir = tmp_path / "cli"
+    env = dict(os.environ, FRACTURE_CACHE_DIR=str(tmp_path / "cache"), PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "fracture", "train", "--data", str(demo_root), "--out", str(run_dir),
+           "--model", "small_cnn", "--image-size", "64", "--epochs", "50", "--batch-size", "8"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if any(e["event"] == "epoch_end" for e in read_events(run_dir)):
+                break
+            assert proc.poll() is None, proc.stdout.read().decode()
+            time.sleep(0.3)
+        proc.terminate()
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    events = read_events(run_dir)
+    assert events[-1]["event"] == "cancelled"
+    assert (run_dir / "best.safetensors").is_file()
+    assert (run_dir / "resume_state.pt").is_file()

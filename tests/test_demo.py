@@ -32,7 +32,7 @@ STUDY_ROW = re.compile(
 
 
 @pytest.fixture(scope="module")
-def demo_root(tmp_path_factory) -> Path:
+def demo_set(tmp_path_factory) -> Path:
     return make_demo_dataset(tmp_path_factory.mktemp("demo") / "MURA-v1.1", seed=0, studies=60,
                              size_range=SIZE_RANGE)
 
@@ -43,15 +43,15 @@ def _read_rows(path: Path) -> list[list[str]]:
 
 
 @pytest.fixture(scope="module")
-def images(demo_root) -> list[dict]:
+def images(demo_set) -> list[dict]:
     """One dict per image listed in the image CSVs, with label and pixel statistics."""
     rows = []
     for split in ("train", "valid"):
-        for (listed,) in _read_rows(demo_root / f"{split}_image_paths.csv"):
+        for (listed,) in _read_rows(demo_set / f"{split}_image_paths.csv"):
             match = IMAGE_ROW.match(listed)
             assert match, listed
             rel = listed.split("/", 1)[1]
-            path = demo_root / rel
+            path = demo_set / rel
             with Image.open(path) as im:
                 mode = im.mode
                 pixels = np.asarray(im)
@@ -66,9 +66,9 @@ def images(demo_root) -> list[dict]:
     return rows
 
 
-def test_csvs_have_the_mura_format(demo_root, images):
+def test_csvs_have_the_mura_format(demo_set, images):
     for split in ("train", "valid"):
-        study_rows = _read_rows(demo_root / f"{split}_labeled_studies.csv")
+        study_rows = _read_rows(demo_set / f"{split}_labeled_studies.csv")
         assert study_rows, f"{split} has no studies"
         labels = {}
         for path, label in study_rows:  # header-less, two columns
@@ -80,13 +80,13 @@ def test_csvs_have_the_mura_format(demo_root, images):
         assert {r["study"] for r in split_images} == set(labels)
         assert all(labels[r["study"]] == r["label"] for r in split_images)
     for row in images:
-        assert (demo_root / row["rel"]).is_file()
+        assert (demo_set / row["rel"]).is_file()
 
 
-def test_files_on_disk_are_exactly_the_listed_ones(demo_root, images):
-    on_disk = {p.relative_to(demo_root).as_posix() for p in demo_root.rglob("*.png")}
+def test_files_on_disk_are_exactly_the_listed_ones(demo_set, images):
+    on_disk = {p.relative_to(demo_set).as_posix() for p in demo_set.rglob("*.png")}
     assert on_disk == {r["rel"] for r in images}
-    assert {p.name for p in demo_root.iterdir() if p.is_file()} == {
+    assert {p.name for p in demo_set.iterdir() if p.is_file()} == {
         "train_image_paths.csv", "train_labeled_studies.csv", "valid_image_paths.csv",
         "valid_labeled_studies.csv", "DEMO.txt", "fracture_locations.csv"}
 
@@ -126,17 +126,17 @@ def test_all_body_parts_and_both_file_modes(images):
     assert any(r["height"] != r["width"] for r in images)
 
 
-def test_demo_marker(demo_root):
-    marker = read_demo_marker(demo_root)
+def test_demo_marker(demo_set):
+    marker = read_demo_marker(demo_set)
     assert marker is not None
     assert marker["seed"] == "0" and marker["generator_version"] == GENERATOR_VERSION
-    assert "synthetic" in (demo_root / "DEMO.txt").read_text()
-    assert read_demo_marker(demo_root / "train") is None
+    assert "synthetic" in (demo_set / "DEMO.txt").read_text()
+    assert read_demo_marker(demo_set / "train") is None
 
 
-def test_fracture_sidecar_points_at_abnormal_images(demo_root, images):
+def test_fracture_sidecar_points_at_abnormal_images(demo_set, images):
     by_rel = {r["rel"]: r for r in images}
-    with open(demo_root / "fracture_locations.csv", newline="") as handle:
+    with open(demo_set / "fracture_locations.csv", newline="") as handle:
         reader = csv.DictReader(handle)
         assert tuple(reader.fieldnames) == LOCATION_COLUMNS
         rows = list(reader)
@@ -152,7 +152,7 @@ def test_fracture_sidecar_points_at_abnormal_images(demo_root, images):
     assert {row["path"].rsplit("/", 1)[0] for row in rows} == positive_studies
     kinds = [row["kind"] for row in rows]
     assert kinds.count("fracture") > kinds.count("hardware") > 0
-    frame = read_fracture_locations(demo_root)
+    frame = read_fracture_locations(demo_set)
     assert len(frame) == len(rows) and all(Path(p).is_absolute() for p in frame["path"])
 
 
@@ -234,16 +234,16 @@ def test_unknown_parts_and_sizes_fail():
         render_demo_image("hand", size_range=(300, 200))
 
 
-def test_mura_reader_reads_the_demo_set(demo_root, images):
+def test_mura_reader_reads_the_demo_set(demo_set, images):
     from fracture.data.readers.mura import read_mura
 
-    manifest = read_mura(demo_root, seed=0)
+    manifest = read_mura(demo_set, seed=0)
     assert manifest.problems == []
     frame = manifest.frame
     assert len(frame) == len(images)
     assert set(frame["source"]) == {"demo"}
     assert set(frame["body_part"]) == set(BODY_PARTS)
-    labels = {str(demo_root / r["rel"]): r["label"] for r in images}
+    labels = {str(demo_set / r["rel"]): r["label"] for r in images}
     assert all(labels[p] == lab for p, lab in zip(frame["path"], frame["label"]))
 
 

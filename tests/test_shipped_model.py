@@ -1,0 +1,72 @@
+"""The shipped default model: loads, predicts, carries honest metadata, matches its card."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fracture.checkpoint import load_checkpoint, read_checkpoint_meta
+from fracture.evaluate.card import render_model_card
+from fracture.predict import Predictor, default_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+WEIGHTS = REPO / "weights"
+
+
+@pytest.fixture(scope="module")
+def shipped() -> Path:
+    path = default_checkpoint(WEIGHTS)
+    assert path is not None, "weights/ holds no default checkpoint"
+    return path
+
+
+def test_weights_folder_is_small_enough():
+    total = sum(p.stat().st_size for p in WEIGHTS.rglob("*") if p.is_file())
+    assert total < 25 * 1024 * 1024
+
+
+def test_shipped_checkpoint_loads_and_predicts(shipped):
+    predictor = Predictor.from_checkpoint(shipped)
+    rng = np.random.default_rng(0)
+    image = (rng.random((300, 240)) * 255).astype(np.uint8)
+    result = predictor.predict([image], with_cam=True)
+    assert 0.0 <= result.study_prob <= 1.0
+    assert result.images[0].heatmap.shape == image.shape
+    assert result.study_label in predictor.class_names
+
+
+def test_shipped_metadata_has_the_promised_fields(shipped):
+    meta = read_checkpoint_meta(shipped)
+    for key in ("architecture", "image_size", "preprocess", "normalization", "class_names",
+                "threshold", "threshold_rule", "train_config", "dataset_fingerprint", "metrics",
+                "split_sizes", "created_at", "versions"):
+        assert key in meta, key
+    assert meta["train_config"]["recipe"] == "fracatlas_lite0_cpu.json"
+    test = meta["metrics"]["test"]
+    assert test["split"] == "test" and "python -m fracture evaluate" in test["command"]
+    overall = test["image"]["overall"]
+    assert overall["n"] == meta["split_sizes"]["test"]["images"]
+    low, high = overall["roc_auc_ci"]
+    assert low <= overall["roc_auc"] <= high
+    model, _ = load_checkpoint(shipped)
+    assert all(t.dtype.is_floating_point and t.dtype == model.state_dict()[k].dtype
+               for k, t in model.state_dict().items() if t.dtype.is_floating_point)
+
+
+def test_model_card_matches_the_metadata(shipped):
+    card = (WEIGHTS / "README.md").read_text()
+    assert card == render_model_card(read_checkpoint_meta(shipped), checkpoint_name=shipped.name)
+
+
+@pytest.mark.integration
+def test_evaluate_reproduces_the_card(shipped, fracatlas_root, tmp_path):
+    from fracture.compare import evaluate_checkpoint
+
+    meta = read_checkpoint_meta(shipped)
+    result = evaluate_checkpoint(shipped, fracatlas_root, "test", n_boot=0, cache_dir=tmp_path)
+    stored = meta["metrics"]["test"]["image"]["overall"]
+    got = result.report["image"]["overall"]
+    assert got["n"] == stored["n"]
+    assert got["roc_auc"] == pytest.approx(stored["roc_auc"], abs=1e-4)
+    assert got["confusion"] == stored["confusion"]

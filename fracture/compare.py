@@ -68,11 +68,11 @@ def predict_split(
     from fracture.inference import InputSpec, body_part_indices, predict_batches, resolve_device
 
     checkpoint = Path(checkpoint)
-    if split not in SPLITS:
-        raise DatasetError(f"split {split!r}: choose one of {', '.join(SPLITS)}")
+    if split not in (*SPLITS, "all"):
+        raise DatasetError(f"split {split!r}: choose one of {', '.join(SPLITS)} or all")
     meta = read_checkpoint_meta(checkpoint)
     manifest = manifest or open_dataset(data_root, seed=int((meta.get("train_config") or {}).get("split_seed", 0)))
-    frame = manifest.subset(split).reset_index(drop=True)
+    frame = (manifest.frame if split == "all" else manifest.subset(split)).reset_index(drop=True)
     if frame.empty:
         raise DatasetError(f"{data_root}: the {split} split is empty")
     cache_root = Path(cache_dir) if cache_dir else get_settings().cache_dir
@@ -164,3 +164,30 @@ def evaluate_ensemble(
     report["split"] = split
     return EvaluationResult(name="ensemble", split=split, predictions=merged, report=report,
                             threshold=threshold, problems=problems)
+
+
+SUMMARY_KEYS = {
+    "n": "n", "n_pos": "n_pos", "accuracy": "accuracy", "precision": "precision", "sensitivity": "recall",
+    "specificity": "specificity", "f1": "f1", "auc": "roc_auc", "auc_ci": "roc_auc_ci", "pr_auc": "pr_auc",
+    "kappa": "cohen_kappa", "confusion": "confusion",
+}
+
+
+def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {short: metrics.get(long) for short, long in SUMMARY_KEYS.items()}
+
+
+def summarize_report(report: dict[str, Any], *, split: str, checkpoints: Sequence[str]) -> dict[str, Any]:
+    """The compact JSON of ``fracture evaluate --json``: split, image, study, per_body_part."""
+    return {
+        "split": split,
+        "checkpoints": [str(c) for c in checkpoints],
+        "threshold": report["threshold"],
+        "study_rule": "study probability = mean of its images' probabilities",
+        "image": _summary(report["image"]["overall"]),
+        "study": _summary(report["study"]["overall"]),
+        "per_body_part": {
+            level: {part: _summary(m) for part, m in report[level]["by_body_part"].items()}
+            for level in ("image", "study")
+        },
+    }

@@ -40,10 +40,16 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def prepare_batch(images: np.ndarray, spec: InputSpec, device: torch.device) -> torch.Tensor:
-    """uint8 (B, H, W[, C]) -> normalised float tensor on ``device``."""
-    batch = uint8_to_tensor(images, spec.in_chans)
+    """uint8 (B, H, W[, C]) -> normalised float tensor on ``device``.
+
+    On CUDA the uint8 pixels cross the bus (pinned, without blocking) and are
+    converted on the GPU: 4 to 12 times fewer bytes than a float batch.
+    """
     if device.type == "cuda":
-        batch = batch.pin_memory().to(device, non_blocking=True)
+        pixels = torch.from_numpy(np.ascontiguousarray(images)).pin_memory()
+        batch = uint8_to_tensor(pixels.to(device, non_blocking=True), spec.in_chans)
+    else:
+        batch = uint8_to_tensor(images, spec.in_chans)
     return normalize_batch(batch, spec.mean, spec.std)
 
 

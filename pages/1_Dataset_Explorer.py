@@ -16,7 +16,12 @@ from fracture.viz.charts import (
 )
 
 context = active_context()
-st.title("🗂️ Dataset Explorer")
+title, rescan = st.columns([5, 1], vertical_alignment="bottom")
+title.title("🗂️ Dataset Explorer")
+if rescan.button("🔄 Rescan", help="Read the folder, the headers and the images again "
+                                   "(after files were added, removed or replaced)."):
+    loaders.forget_dataset_caches()
+    st.rerun()
 manifest = require_manifest(context)
 stats = loaders.load_dataset_stats(str(manifest.root), manifest.fingerprint(), manifest)
 overall = stats.overall

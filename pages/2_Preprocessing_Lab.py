@@ -12,7 +12,7 @@ from fracture.ui.uploads import UPLOAD_TYPES, read_uploads
 from fracture.ui.widgets import op_controls, overlay
 from fracture.viz.charts import image_histogram_chart
 
-SOURCES = {"sample": "Sample from the dataset", "upload": "Upload an image"}
+SOURCES = {"Sample": "an image of the active dataset", "Upload": "your own PNG, JPEG or DICOM file"}
 PER_ROW = 3
 
 context = active_context()
@@ -23,10 +23,10 @@ st.caption(
     "pipeline after the shown steps."
 )
 
-source = st.radio("Image", tuple(SOURCES), format_func=SOURCES.get, horizontal=True, key="image",
-                  bind="query-params")
+source = st.radio("Image", tuple(SOURCES), captions=tuple(SOURCES.values()), horizontal=True,
+                  key="image", bind="query-params")
 image, name = None, ""
-if source == "upload":
+if source == "Upload":
     upload = st.file_uploader("One X-ray (PNG, JPEG, DICOM)", type=list(UPLOAD_TYPES), key="lab-upload",
                               max_upload_size=context.settings.max_upload_mb)
     loaded, problems = read_uploads([upload] if upload else [], max_mb=context.settings.max_upload_mb)

@@ -59,12 +59,13 @@ with st.form("promote"):
         "under that name."
     )
     cols = st.columns([2, 2, 1])
-    run_name = cols[0].selectbox("Run", names, index=names.index(selected))
-    new_name = cols[1].text_input("Checkpoint name", value=f"{selected}")
-    make_default = cols[2].checkbox("Make default", value=False)
-    if st.form_submit_button("Promote"):
+    run_name = cols[0].selectbox("Run", names, index=names.index(selected), key="promote-run")
+    new_name = cols[1].text_input("Checkpoint name", value=f"{selected}", key="promote-name")
+    make_default = cols[2].checkbox("Make default", value=False, key="promote-default")
+    if st.form_submit_button("Promote", key="promote-submit"):
         try:
-            target = promote_run(settings.runs_dir / run_name, new_name, make_default=make_default)
+            target = promote_run(settings.runs_dir / run_name, new_name, settings.weights_dir,
+                                 make_default=make_default)
         except FractureError as exc:
             st.error(str(exc))
         else:

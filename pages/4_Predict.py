@@ -13,7 +13,7 @@ from fracture.ui.samples import load_study_images, study_picker
 from fracture.ui.uploads import UPLOAD_TYPES, read_uploads
 from fracture.ui.widgets import enhancement_controls, model_card, overlay, png_bytes
 
-SOURCES = {"upload": "Upload images", "sample": "Sample from the dataset"}
+SOURCES = {"Upload": "your own PNG, JPEG or DICOM files", "Sample": "a study of the active dataset"}
 
 context = active_context()
 st.title("🔍 Predict")
@@ -37,10 +37,10 @@ with options:
     alpha = st.slider("Grad-CAM opacity", 0.0, 1.0, 0.45, 0.05, key="predict-alpha")
 
 with inputs:
-    source = st.radio("Input", tuple(SOURCES), format_func=SOURCES.get, horizontal=True, key="input",
-                      bind="query-params")
+    source = st.radio("Input", tuple(SOURCES), captions=tuple(SOURCES.values()), horizontal=True,
+                      key="input", bind="query-params")
     images, names, problems = [], [], []
-    if source == "upload":
+    if source == "Upload":
         max_mb = context.settings.max_upload_mb
         files = st.file_uploader(
             f"X-ray images of one study (PNG, JPEG, DICOM; up to {max_mb} MB each)",
@@ -90,12 +90,11 @@ if prediction.body_part is not None:
                    else "given by you")
 else:
     cols[3].metric("Body part", "–", help="This model has no body-part head.")
-if prediction.positive:
-    st.error(f"**{prediction.study_label}** at threshold {prediction.threshold:.3f} — "
-             f"model: `{checkpoint_label(entry)}`", icon="🩻")
-else:
-    st.success(f"**{prediction.study_label}** at threshold {prediction.threshold:.3f} — "
-               f"model: `{checkpoint_label(entry)}`", icon="🩻")
+color = "red" if prediction.positive else "green"
+st.markdown(
+    f"#### Study: :{color}-background[{prediction.study_label}] "
+    f"(P = {prediction.study_prob:.3f}, threshold {prediction.threshold:.3f}) — model `{checkpoint_label(entry)}`"
+)
 
 overlays = []
 per_row = min(len(prediction.images), 3)

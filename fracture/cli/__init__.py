@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "predict",
     "runs",
     "cache",
+    "importer",
 )
 
 
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fracture Lab: fracture and abnormality detection in radiographs.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -57,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except FractureError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (FractureError, FileNotFoundError, PermissionError, IsADirectoryError, ValueError) as exc:
+        # Bad input: one clear line, no traceback (unless --debug).
+        if args.debug:
+            raise
+        message = str(exc) if isinstance(exc, FractureError) else f"{type(exc).__name__}: {exc}"
+        print(f"error: {message}", file=sys.stderr)
         return 2

@@ -14,7 +14,8 @@ def register(subparsers) -> None:
     parser.add_argument("--checkpoint", action="append", required=True,
                         help="a .safetensors checkpoint or a run directory; repeat for an ensemble")
     parser.add_argument("--data", required=True, help="dataset root")
-    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--split", default="test", choices=("train", "val", "test", "all"),
+                        help="all = every image of the dataset (an external test set)")
     parser.add_argument("--threshold", type=float, help="override the checkpoint's decision threshold")
     parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the AUC interval")
     parser.add_argument("--device", default="auto")
@@ -52,7 +53,18 @@ def run(args: argparse.Namespace) -> int:
             for problem in result.problems[:20]:
                 print(f"  {problem['message']}")
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(reports, indent=2, default=_default))
+        from fracture.compare import summarize_report
+
+        names = [r.name for r in results]
+        main_report = reports["ensemble"] if len(results) > 1 else results[0].report
+        summary = summarize_report(main_report, split=args.split, checkpoints=args.checkpoint)
+        summary["ensemble"] = len(results) > 1
+        if len(results) > 1:
+            summary["members"] = {
+                name: summarize_report(r.report, split=args.split, checkpoints=[c])
+                for name, r, c in zip(names, results, args.checkpoint)
+            }
+        Path(args.json_out).write_text(json.dumps(summary, indent=2, default=_default))
         print(f"\nwrote {args.json_out}")
     if args.write_meta or args.card:
         if len(results) != 1:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -11,8 +12,11 @@ def register(subparsers) -> None:
     parser.add_argument("images", nargs="+", help="image files of one study")
     parser.add_argument("--checkpoint", help="checkpoint (default: the shipped default model)")
     parser.add_argument("--body-part", help="known body part (multi-task models)")
-    parser.add_argument("--clahe", action="store_true", help="apply CLAHE before the model's own pipeline")
-    parser.add_argument("--cam-out", help="folder for Grad-CAM overlay PNGs")
+    parser.add_argument("--preprocess", help="extra steps before the model's own pipeline: a preset name "
+                        "(clahe, canny_overlay, diffusion, ...) or a JSON list of steps")
+    parser.add_argument("--clahe", action="store_true", help="shorthand for --preprocess clahe")
+    parser.add_argument("--cam", help="write the Grad-CAM overlay PNG here (several images: NAME_i.png)")
+    parser.add_argument("--cam-out", help="folder for one Grad-CAM overlay PNG per image")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(func=run)
 
@@ -29,17 +33,33 @@ def run(args: argparse.Namespace) -> int:
         raise CheckpointError("no --checkpoint given and no default model in weights/")
     predictor = Predictor.from_checkpoint(checkpoint)
     images = [load_image(p) for p in args.images]
-    extra = [{"op": "clahe"}] if args.clahe else None
+    extra = None
+    if args.preprocess:
+        from fracture.preprocess.pipeline import Pipeline
+
+        extra = Pipeline.from_spec(args.preprocess).to_spec()
+    elif args.clahe:
+        extra = [{"op": "clahe"}]
+    want_cam = bool(args.cam or args.cam_out)
     result = predictor.predict(images, names=[Path(p).name for p in args.images], body_part=args.body_part,
-                               extra_steps=extra, with_cam=bool(args.cam_out))
-    if args.cam_out:
+                               extra_steps=extra, with_cam=want_cam)
+    if want_cam:
         from fracture.explain.gradcam import overlay_heatmap
 
-        out = Path(args.cam_out)
-        out.mkdir(parents=True, exist_ok=True)
-        for pred in result.images:
+        targets = []
+        if args.cam:
+            cam = Path(args.cam)
+            cam.parent.mkdir(parents=True, exist_ok=True)
+            targets = [cam] if len(result.images) == 1 else [
+                cam.with_name(f"{cam.stem}_{i + 1}{cam.suffix or '.png'}") for i in range(len(result.images))]
+        else:
+            out = Path(args.cam_out)
+            out.mkdir(parents=True, exist_ok=True)
+            targets = [out / f"{Path(p.name).stem}_gradcam.png" for p in result.images]
+        for pred, target in zip(result.images, targets):
             overlay = overlay_heatmap(pred.image, pred.heatmap)
-            cv2.imwrite(str(out / f"{Path(pred.name).stem}_gradcam.png"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+            cv2.imwrite(str(target), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+            print(f"Grad-CAM overlay: {target}", file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0

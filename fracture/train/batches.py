@@ -4,10 +4,13 @@ Images come out of :class:`fracture.cache.ImageCache` as one (B, S, S, C)
 uint8 array per batch (a memcpy from a memory map), so the only per-batch work
 left is a dtype conversion and the batch augmentation. A one-batch-ahead
 prefetch thread overlaps that with the model step (numpy and torch release
-the GIL for the copies).
+the GIL for the copies). On a GPU the batch crosses the bus as uint8 and is
+converted there (:func:`uint8_to_tensor` takes a device tensor too): a quarter
+of the bytes of float32, a twelfth when one gray channel becomes three.
 """
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 from typing import Callable, Iterator, Sequence
@@ -16,9 +19,13 @@ import numpy as np
 import torch
 
 
-def uint8_to_tensor(batch: np.ndarray, in_chans: int) -> torch.Tensor:
-    """(B, H, W[, C]) uint8 -> (B, in_chans, H, W) float32 in [0, 1]."""
-    tensor = torch.from_numpy(np.ascontiguousarray(batch))
+def uint8_to_tensor(batch: np.ndarray | torch.Tensor, in_chans: int) -> torch.Tensor:
+    """(B, H, W[, C]) uint8 -> (B, in_chans, H, W) float32 in [0, 1].
+
+    A numpy array is converted on the CPU; a tensor where it lies (on the GPU
+    after a uint8 copy).
+    """
+    tensor = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(batch))
     if tensor.ndim == 3:
         tensor = tensor.unsqueeze(-1)
     tensor = tensor.permute(0, 3, 1, 2).float().div_(255.0)
@@ -34,12 +41,21 @@ def uint8_to_tensor(batch: np.ndarray, in_chans: int) -> torch.Tensor:
 
 def normalize_batch(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """Channel-wise (x - mean) / std; mean/std given for 3 channels are averaged for 1."""
-    channels = batch.shape[1]
-    mean_t = torch.tensor(mean, dtype=batch.dtype, device=batch.device)
-    std_t = torch.tensor(std, dtype=batch.dtype, device=batch.device)
+    mean_t, std_t = _channel_stats(tuple(mean), tuple(std), batch.shape[1], batch.dtype, batch.device)
+    return (batch - mean_t) / std_t
+
+
+@functools.lru_cache(maxsize=32)
+def _channel_stats(
+    mean: tuple[float, ...], std: tuple[float, ...], channels: int, dtype: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1, C, 1, 1) mean and std on ``device``, made once: building them per batch
+    from Python floats is a blocking host-to-device copy on CUDA (a stream sync)."""
+    mean_t = torch.tensor(mean, dtype=dtype)
+    std_t = torch.tensor(std, dtype=dtype)
     if mean_t.numel() != channels:
         mean_t, std_t = mean_t.mean().repeat(channels), std_t.mean().repeat(channels)
-    return (batch - mean_t.view(1, -1, 1, 1)) / std_t.view(1, -1, 1, 1)
+    return mean_t.view(1, -1, 1, 1).to(device), std_t.view(1, -1, 1, 1).to(device)
 
 
 def epoch_indices(

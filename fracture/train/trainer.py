@@ -358,16 +358,29 @@ class _Trainer:
 
     # -------------------------------------------------------------- the loop
     def _fetch_train(self, positions: np.ndarray) -> tuple:
+        """One training batch, made on the prefetch thread while the model steps.
+
+        On CUDA the images stay uint8 in pinned memory (copied without blocking
+        and converted on the GPU by :meth:`_to_device`); on the CPU they are
+        converted to float here, overlapping the previous step.
+        """
         split = self.splits["train"]
         labels = torch.from_numpy(split.labels[positions])
         body = torch.from_numpy(split.body[positions])
         if self.config.mode == "frozen":
             return self.features["train"][torch.from_numpy(positions).to(self.device)], labels, body
-        order = np.argsort(split.cache_pos[positions])  # memory-map locality
-        images = self.cache.get_batch(split.cache_pos[positions][order])
-        inverse = np.empty_like(order)
-        inverse[order] = np.arange(len(order))
-        return uint8_to_tensor(images[inverse], self.config.in_chans), labels, body
+        # get_batch reads the memory map in file order and returns the order asked.
+        images = self.cache.get_batch(split.cache_pos[positions])
+        if self.device.type == "cuda":
+            return torch.from_numpy(images).pin_memory(), labels.pin_memory(), body.pin_memory()
+        return uint8_to_tensor(images, self.config.in_chans), labels, body
+
+    def _to_device(self, inputs: torch.Tensor) -> torch.Tensor:
+        """A fetched batch on the training device; uint8 images become float in [0, 1] there."""
+        inputs = inputs.to(self.device, non_blocking=True)
+        if inputs.dtype == torch.uint8:
+            inputs = uint8_to_tensor(inputs, self.config.in_chans)
+        return inputs
 
     def _forward(self, inputs: torch.Tensor, body: torch.Tensor, train: bool):
         if self.config.mode == "frozen":
@@ -400,7 +413,7 @@ class _Trainer:
         for step, (inputs, labels, body) in enumerate(iterate_batches(order, cfg.batch_size, self._fetch_train), start=1):
             if self.stop.is_set():
                 return None
-            inputs = inputs.to(self.device, non_blocking=True)
+            inputs = self._to_device(inputs)
             labels = labels.to(self.device, non_blocking=True)
             body = body.to(self.device, non_blocking=True)
             with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):

@@ -123,7 +123,7 @@ def _model_sidebar(settings: Settings) -> tuple[Any, list[Any], str | None]:
     labels = [checkpoint_label(e) for e in entries]
     by_label = dict(zip(labels, entries))
     if st.session_state.get(MODEL_KEY) not in by_label:
-        default = default_checkpoint()
+        default = default_checkpoint(settings.weights_dir)
         index = next(
             (i for i, e in enumerate(entries) if default and Path(e.path) == Path(default)), 0
         )

@@ -121,6 +121,13 @@ def load_full_image(path: str, signature: int) -> np.ndarray:
     return load_image(path)
 
 
+def forget_dataset_caches() -> None:
+    """Drop cached scans, statistics and images (after files changed on disk)."""
+    for cached in (_open_dataset, load_dataset_stats, load_intensity_histogram, load_thumbnail,
+                   load_full_image):
+        cached.clear()
+
+
 @st.cache_data(ttl=10, show_spinner=False)
 def _checkpoints(weights_dir: str, runs_dir: str) -> list[Any]:
     from fracture.predict import list_checkpoints

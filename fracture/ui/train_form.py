@@ -113,28 +113,28 @@ def train_form(dataset_root: Path) -> TrainConfig | None:
     with st.form("train_form"):
         st.markdown(f"**Dataset:** `{dataset_root}` (change it in the sidebar)")
         c1, c2, c3, c4 = st.columns(4)
-        model = c1.selectbox("Model", names, index=_index(names, quick["model"]),
+        model = c1.selectbox("Model", names, key="train-model", index=_index(names, quick["model"]),
                              help="\n\n".join(help_lines.values()))
-        mode = c2.radio("Mode", MODES, index=_index(MODES, quick["mode"]), horizontal=True,
+        mode = c2.radio("Mode", MODES, key="train-mode", index=_index(MODES, quick["mode"]), horizontal=True,
                         help="finetune trains every layer; frozen trains only the head on fixed features.")
-        pretrained = c3.checkbox("ImageNet weights", value=quick["pretrained"],
+        pretrained = c3.checkbox("ImageNet weights", key="train-pretrained", value=quick["pretrained"],
                                  help="Start from pretrained weights (offline copies only).")
         multitask = c4.checkbox("Multi-task body-part head", value=False,
                                 help="Also predict the body part; its 32-d embedding feeds the fracture head.")
         c1, c2, c3, c4 = st.columns(4)
-        image_size = c1.select_slider("Image size (px)", IMAGE_SIZES, value=quick["image_size"])
+        image_size = c1.select_slider("Image size (px)", IMAGE_SIZES, key="train-image-size", value=quick["image_size"])
         resize_mode = c2.selectbox("Resize", RESIZE_MODES, index=_index(RESIZE_MODES, base.resize_mode),
                                    help="letterbox keeps the aspect ratio (no centre crop).")
         preset = c3.selectbox("Preprocessing", list(presets), index=_index(list(presets), quick["preprocess"]))
-        in_chans = c4.radio("Input channels", (3, 1), index=0, horizontal=True)
+        in_chans = c4.radio("Input channels", (3, 1), index=0, horizontal=True, key="train-in-chans")
         c1, c2, c3, c4 = st.columns(4)
-        epochs = c1.number_input("Epochs", 1, 200, quick["epochs"])
-        batch_size = c2.select_slider("Batch size", BATCH_SIZES, value=quick["batch_size"])
+        epochs = c1.number_input("Epochs", 1, 200, quick["epochs"], key="train-epochs")
+        batch_size = c2.select_slider("Batch size", BATCH_SIZES, key="train-batch-size", value=quick["batch_size"])
         lr = c3.select_slider("Learning rate", LEARNING_RATES, value=quick["lr"],
                               format_func=lambda v: f"{v:.0e}")
         optimizer = c4.selectbox("Optimizer", OPTIMIZERS, index=_index(OPTIMIZERS, base.optimizer))
         c1, c2, c3, c4 = st.columns(4)
-        scheduler = c1.selectbox("Scheduler", SCHEDULERS, index=_index(SCHEDULERS, quick["scheduler"]))
+        scheduler = c1.selectbox("Scheduler", SCHEDULERS, key="train-scheduler", index=_index(SCHEDULERS, quick["scheduler"]))
         balancing = c2.selectbox("Class balancing", BALANCING, index=_index(BALANCING, base.balancing))
         monitor = c3.selectbox("Best checkpoint by", MONITORS, index=_index(MONITORS, base.monitor))
         threshold_rule = c4.selectbox("Threshold rule", THRESHOLD_RULES,
@@ -163,7 +163,7 @@ def train_form(dataset_root: Path) -> TrainConfig | None:
             brightness = a4.slider("Brightness", 0.0, 0.5, base.augment.brightness)
             contrast = a5.slider("Contrast", 0.0, 0.5, base.augment.contrast)
             notes = st.text_input("Notes", value="")
-        submitted = st.form_submit_button("▶ Start training", type="primary")
+        submitted = st.form_submit_button("▶ Start training", type="primary", key="train-start")
     if not submitted:
         return None
     return TrainConfig(
@@ -221,7 +221,7 @@ def past_runs_table(runs: list[RunStatus]) -> pd.DataFrame:
     )
 
 
-def promote_run(run_dir: Path, name: str, *, make_default: bool = False) -> Path:
+def promote_run(run_dir: Path, name: str, weights_dir: Path, *, make_default: bool = False) -> Path:
     """Copy a run's best checkpoint into ``weights/`` (see ``fracture.predict.promote_checkpoint``).
 
     Raises:
@@ -229,5 +229,5 @@ def promote_run(run_dir: Path, name: str, *, make_default: bool = False) -> Path
     """
     from fracture.predict import promote_checkpoint
 
-    return promote_checkpoint(run_dir, name, make_default=make_default)
+    return promote_checkpoint(run_dir, name, weights_dir, make_default=make_default)
 

@@ -1,0 +1,124 @@
+"""AppTest: the Predict page — uploads, bad files, samples, CLAHE, downloads."""
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+import pytest
+
+from app_support import (  # noqa: F401  (fixtures)
+    app_home,
+    demo_template,
+    fresh_app_home,
+    assert_no_exception,
+    metric_values,
+    png_bytes,
+    run_page,
+    write_tiny_run,
+)
+
+PAGE = "pages/4_Predict.py"
+RUN = "20260101-000000-small_cnn"
+
+
+@pytest.fixture
+def model_run(app_home):
+    return write_tiny_run(app_home / "runs", RUN)
+
+
+def _dicom_without_pixels() -> bytes:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "CR"
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _image_urls(at) -> list[str]:
+    return [url for element in at.get("image") for url in element.value]
+
+
+def _upload(at, files):
+    at.file_uploader(key="predict-upload").set_value(files)
+    return at.run()
+
+
+def test_uploaded_pngs_give_probabilities_an_overlay_and_downloads(model_run):
+    from fracture.predict import Predictor
+
+    images = [png_bytes(96, seed=1), png_bytes(80, seed=2)]
+    at = run_page(PAGE, model=f"{RUN} (run)")
+    assert_no_exception(at)
+    _upload(at, [("a.png", images[0], "image/png"), ("b.png", images[1], "image/png")])
+    assert_no_exception(at)
+    assert not at.error
+    from fracture.data import load_image
+
+    expected = Predictor.from_checkpoint(model_run / "best.safetensors").predict(
+        [load_image(b) for b in images], with_cam=False)
+    metrics = metric_values(at)
+    assert metrics["Study P(abnormal)"] == f"{expected.study_prob:.3f}"
+    assert metrics["Threshold"] == f"{expected.threshold:.3f}"
+    assert metrics["Study label"] == expected.study_label
+    captions = [caption for element in at.get("image") for caption in element.captions]
+    for name, item in zip(("a.png", "b.png"), expected.images):
+        assert any(c.startswith(name) and f"{item.prob:.3f}" in c for c in captions), captions
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert any("JSON" in label for label in labels) and any("PNG" in label for label in labels)
+
+
+def test_bad_uploads_each_show_an_error_and_the_good_file_is_still_predicted(model_run):
+    ok, huge = cv2.imencode(".png", np.zeros((8200, 8200), np.uint8))  # > MAX_PIXELS, few bytes
+    assert ok
+    good = png_bytes(64, seed=3)
+    files = [
+        ("notes.png", b"this is a text file, renamed\n" * 4, "image/png"),
+        ("cut.png", good[: len(good) // 2], "image/png"),
+        ("huge.png", huge.tobytes(), "image/png"),
+        ("report.dcm", _dicom_without_pixels(), "application/dicom"),
+        ("good.png", good, "image/png"),
+    ]
+    at = _upload(run_page(PAGE, model=f"{RUN} (run)"), files)
+    assert_no_exception(at)
+    errors = " | ".join(e.value for e in at.error)
+    for name, reason in (("notes.png", "not an image"), ("cut.png", "truncated"),
+                         ("huge.png", "too many pixels"), ("report.dcm", "no pixels")):
+        assert f"{name}: {reason}" in errors, errors
+    assert "Study P(abnormal)" in metric_values(at)
+    # the page stays usable: a new, good upload replaces the bad ones
+    _upload(at, [("again.png", png_bytes(72, seed=4), "image/png")])
+    assert_no_exception(at)
+    assert not at.error
+    assert "Study P(abnormal)" in metric_values(at)
+
+
+def test_only_bad_uploads_leave_an_error_and_a_hint(model_run):
+    at = _upload(run_page(PAGE, model=f"{RUN} (run)"), [("x.png", b"not an image", "image/png")])
+    assert_no_exception(at)
+    assert at.error
+    assert "Study P(abnormal)" not in metric_values(at)
+    assert at.info
+
+
+def test_sample_study_and_clahe_toggle_change_the_processed_image(model_run):
+    at = run_page(PAGE, model=f"{RUN} (run)", query={"input": "Sample"})
+    assert_no_exception(at)
+    assert "Study P(abnormal)" in metric_values(at)
+    before = _image_urls(at)
+    assert before
+    at.toggle(key="predict-clahe-on").set_value(True).run()
+    assert_no_exception(at)
+    after = _image_urls(at)
+    assert len(after) == len(before)
+    assert set(after).isdisjoint(before), "CLAHE must change what the model gets (and what is shown)"

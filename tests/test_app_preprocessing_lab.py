@@ -1,0 +1,59 @@
+"""AppTest: the Preprocessing Lab — variants side by side, histograms, the model's view."""
+from __future__ import annotations
+
+from app_support import (  # noqa: F401  (fixtures)
+    app_home,
+    demo_template,
+    fresh_app_home,
+    assert_no_exception,
+    png_bytes,
+    run_page,
+    write_tiny_run,
+)
+
+PAGE = "pages/2_Preprocessing_Lab.py"
+RUN = "20260101-000000-small_cnn"
+
+
+def _variant_images(at) -> list[str]:
+    """URLs of the processed images (one per variant; Grad-CAM images carry a caption)."""
+    return [url for image in at.get("image") for url, caption in zip(image.value, image.captions)
+            if caption != "Grad-CAM"]
+
+
+def test_every_variant_shows_image_histogram_probability_and_gradcam(app_home):
+    from fracture.ui.lab import DEFAULT_VARIANTS
+
+    write_tiny_run(app_home / "runs", RUN)
+    at = run_page(PAGE, model=f"{RUN} (run)")
+    assert_no_exception(at)
+    n = len(DEFAULT_VARIANTS)
+    probabilities = [m for m in at.metric if m.label == "P(abnormal)"]
+    assert len(probabilities) == n
+    assert all(0.0 <= float(m.value) <= 1.0 for m in probabilities)
+    assert len(at.get("plotly_chart")) == n
+    assert sum(c == "Grad-CAM" for image in at.get("image") for c in image.captions) == n
+    assert len(set(_variant_images(at))) == n, "each variant looks different"
+
+
+def test_sliders_change_the_variant_and_no_model_still_shows_images(app_home):
+    at = run_page(PAGE)
+    assert_no_exception(at)
+    assert any("No model is active" in i.value for i in at.info)
+    at.multiselect(key="lab-variants").set_value(["Original", "CLAHE"]).run()
+    before = _variant_images(at)
+    assert len(before) == 2
+    at.slider(key="lab-clahe-clip_limit").set_value(8.0).run()
+    assert_no_exception(at)
+    after = _variant_images(at)
+    assert after[0] == before[0] and after[1] != before[1]
+
+
+def test_an_uploaded_image_and_a_bad_one(app_home):
+    at = run_page(PAGE, query={"image": "Upload"})
+    at.file_uploader(key="lab-upload").set_value(("x.png", png_bytes(120), "image/png")).run()
+    assert_no_exception(at)
+    assert _variant_images(at)
+    at.file_uploader(key="lab-upload").set_value(("x.png", b"GIF89a broken", "image/png")).run()
+    assert_no_exception(at)
+    assert at.error

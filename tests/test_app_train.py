@@ -1,0 +1,88 @@
+"""AppTest: the Train page — the form, a real tiny background run, the job limit, past runs."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from app_support import (  # noqa: F401  (fixtures)
+    app_home,
+    demo_template,
+    fresh_app_home,
+    assert_no_exception,
+    metric_values,
+    run_page,
+    write_tiny_run,
+)
+
+PAGE = "pages/3_Train.py"
+RUN_DEADLINE_S = 120
+
+
+@pytest.fixture
+def stop_runs_after(app_home):
+    """Stop any training process a test started, also when it fails half-way."""
+    yield app_home / "runs"
+    from fracture.train.launcher import list_runs, stop_run
+
+    for run in list_runs(app_home / "runs"):
+        stop_run(run.run_dir)
+
+
+def _tiny_form(at) -> None:
+    at.selectbox(key="train-model").set_value("small_cnn")
+    at.radio(key="train-mode").set_value("finetune")
+    at.checkbox(key="train-pretrained").set_value(False)
+    at.select_slider(key="train-image-size").set_value(64)
+    at.radio(key="train-in-chans").set_value(1)
+    at.number_input(key="train-epochs").set_value(1)
+    at.select_slider(key="train-batch-size").set_value(8)
+    at.selectbox(key="train-scheduler").set_value("cosine_restarts")
+
+
+def test_a_tiny_run_starts_shows_progress_and_its_final_metric(app_home, stop_runs_after):
+    at = run_page(PAGE)
+    assert_no_exception(at)
+    _tiny_form(at)
+    at.button(key="train-start").click().run()
+    assert_no_exception(at)
+    assert any("Started run" in s.value for s in at.success), [e.value for e in at.error]
+    # the job limit (1) refuses a second run while the first is alive
+    at.button(key="train-start").click().run()
+    assert any("already running" in e.value for e in at.error)
+    assert at.get("progress"), "the live view shows a progress bar"
+    deadline = time.time() + RUN_DEADLINE_S
+    while time.time() < deadline:
+        time.sleep(2)
+        at.run()
+        assert_no_exception(at)
+        if any(md.value.endswith("— finished") for md in at.markdown):
+            break
+        if any(state in md.value for md in at.markdown for state in ("— failed", "— stale")):
+            pytest.fail("the run failed: " + " | ".join(e.value for e in at.error))
+    else:
+        pytest.fail(f"the run did not finish within {RUN_DEADLINE_S} s")
+    metrics = metric_values(at)
+    assert 0.0 <= float(metrics["Test ROC AUC (image)"]) <= 1.0
+    assert metrics["Best val_roc_auc"] != "–"
+    runs = at.dataframe[-1].value if "state" in at.dataframe[-1].value else at.dataframe[0].value
+    assert list(runs["state"]) == ["finished"]
+    # the finished run's checkpoint is offered in the sidebar
+    assert any(option.endswith("(run)") for option in at.selectbox(key="sidebar_model").options)
+
+
+def test_past_runs_are_listed_and_a_run_can_be_promoted(app_home):
+    run_dir = write_tiny_run(app_home / "runs", "20260101-000000-small_cnn")
+    at = run_page(PAGE)
+    assert_no_exception(at)
+    table = next(df.value for df in at.dataframe if "state" in df.value.columns)
+    assert list(table["run"]) == [run_dir.name]
+    assert list(table["state"]) == ["finished"]
+    assert any(md.value.endswith("— finished") for md in at.markdown)
+    at.text_input(key="promote-name").set_value("tiny-demo")
+    at.button(key="promote-submit").click().run()
+    assert_no_exception(at)
+    assert (app_home / "weights" / "tiny-demo.safetensors").is_file()
+    at.text_input(key="promote-name").set_value("../escape")
+    at.button(key="promote-submit").click().run()
+    assert any("letters, digits" in e.value for e in at.error)

@@ -6,12 +6,15 @@ page chosen in the navigation.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
-from fracture.ui.context import active_context, checkpoint_label, render_sidebar
+from fracture.ui.context import active_context, checkpoint_label, forget_context, render_sidebar
 
 st.set_page_config(page_title="Fracture Lab", page_icon="🦴", layout="wide")
 
+APP_DIR = Path(__file__).resolve().parent
 PAGES = {
     "pages/1_Dataset_Explorer.py": ("Dataset Explorer", "🗂️",
                                     "Counts, label balance, image sizes and a study gallery."),
@@ -65,15 +68,17 @@ def home() -> None:
                 st.info("No model yet: train one on the Train page (about a minute on the demo set).")
     st.subheader("Pages")
     columns = st.columns(len(PAGES))
-    for column, (path, (title, icon, blurb)) in zip(columns, PAGES.items()):
+    for column, (page, (_, _, blurb)) in zip(columns, zip(page_objects, PAGES.values())):
         with column, st.container(border=True, height="stretch"):
-            st.page_link(path, label=title, icon=icon)
+            st.page_link(page)
             st.caption(blurb)
 
 
-navigation = st.navigation(
-    [st.Page(home, title="Home", icon="🏠", default=True)]
-    + [st.Page(path, title=title, icon=icon) for path, (title, icon, _) in PAGES.items()]
-)
+# Absolute paths: the pages resolve the same whichever folder Streamlit was started from.
+page_objects = [st.Page(APP_DIR / path, title=title, icon=icon) for path, (title, icon, _) in PAGES.items()]
+navigation = st.navigation([st.Page(home, title="Home", icon="🏠", default=True), *page_objects])
 render_sidebar()
-navigation.run()
+try:
+    navigation.run()
+finally:
+    forget_context()  # the next run draws the sidebar again; a page never sees a stale choice

@@ -8,7 +8,9 @@ Defaults keep everything outside the source tree except the shipped weights:
   accepts dataset paths (default: the demo folder, ``./datasets`` and
   ``../shared/data`` beside the checkout).
 - ``FRACTURE_MAX_TRAINING_JOBS`` (default 1): training processes at once.
-- ``FRACTURE_MAX_UPLOAD_MB`` (default 50) and ``FRACTURE_MAX_PIXELS``.
+- ``FRACTURE_MAX_UPLOAD_MB`` (default 50).
+- ``FRACTURE_WEIGHTS_DIR`` (default ``weights/`` in the checkout): shipped and
+  promoted checkpoints.
 """
 from __future__ import annotations
 
@@ -57,6 +59,7 @@ def get_settings() -> Settings:
         data_roots=tuple(roots),
         max_training_jobs=int(os.environ.get("FRACTURE_MAX_TRAINING_JOBS", "1")),
         max_upload_mb=int(os.environ.get("FRACTURE_MAX_UPLOAD_MB", "50")),
+        weights_dir=_env_path("FRACTURE_WEIGHTS_DIR", WEIGHTS_DIR),
     )
 
 

@@ -6,8 +6,8 @@ import streamlit as st
 
 from fracture.ui import loaders
 from fracture.ui.context import active_context, require_manifest
-from fracture.ui.gallery import study_gallery
-from fracture.ui.samples import ALL, complete_label_counts, filter_frame
+from fracture.ui.gallery import gallery_section
+from fracture.ui.samples import complete_label_counts
 from fracture.viz.charts import (
     intensity_histogram_chart,
     label_balance_chart,
@@ -69,14 +69,7 @@ with tab_charts:
     )
 
 with tab_gallery:
-    c1, c2, c3 = st.columns(3)
-    splits = [s for s in ("train", "val", "test") if (manifest.frame["split"] == s).any()]
-    split = c1.selectbox("Split", [ALL] + splits, key="explorer-split")
-    part = c2.selectbox("Body part", [ALL] + list(manifest.body_parts), key="explorer-part")
-    label = c3.selectbox("Label", [ALL, 0, 1], key="explorer-label",
-                         format_func=lambda v: v if v == ALL else manifest.class_names[int(v)])
-    study_gallery(filter_frame(manifest.frame, split=split, body_part=part, label=label),
-                  tuple(manifest.class_names), key="explorer")
+    gallery_section(manifest.frame, tuple(manifest.class_names), manifest.body_parts, key="explorer")
 
 with tab_problems:
     if unreadable.empty:

@@ -7,7 +7,7 @@ from fracture.errors import FractureError
 from fracture.train.launcher import list_runs
 from fracture.ui import loaders
 from fracture.ui.context import active_context
-from fracture.ui.job_viewer import is_live, show_run
+from fracture.ui.job_viewer import is_live, newest_run, show_run
 from fracture.ui.train_form import launch_from_form, past_runs_table, promote_run, train_form
 
 RUN_KEY = "train_selected_run"
@@ -43,8 +43,9 @@ if not runs:
 
 names = [r.run_dir.name for r in runs]
 if st.session_state.get(RUN_KEY) not in names:
+    # after a reload: a live run if there is one, else the run started last
     live = [r.run_dir.name for r in runs if is_live(r.run_dir)]
-    st.session_state[RUN_KEY] = live[0] if live else names[0]
+    st.session_state[RUN_KEY] = live[0] if live else newest_run(runs).run_dir.name
 st.subheader("Run")
 selected = st.selectbox("Run to show", names, key=RUN_KEY,
                         help="The newest running run is shown after a reload.")

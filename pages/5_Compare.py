@@ -72,25 +72,22 @@ st.subheader(f"Metrics — {split} split, {level} level")
 st.dataframe(table, column_config={c: st.column_config.NumberColumn(format="%.3f")
                                    for c in table.columns if c != "n"})
 
-left, right = st.columns(2)
-with left:
-    st.plotly_chart(metrics_bar_chart(table, split=split, level=level), key="compare-bars")
-with right:
-    curves = report_curves(reports, level, "roc")
-    if curves:
-        st.plotly_chart(roc_chart(curves, split=split, level=level), key="compare-roc")
-    else:
-        st.info("ROC curves need both classes in this split.")
+st.plotly_chart(metrics_bar_chart(table, split=split, level=level), key="compare-bars")
+curves = report_curves(reports, level, "roc")
+if curves:
+    st.plotly_chart(roc_chart(curves, split=split, level=level), key="compare-roc")
+else:
+    st.info("ROC curves need both classes in this split.")
 
 st.subheader("Confusion matrices")
 class_names = tuple(manifest.class_names)
-columns = st.columns(min(len(reports), 4))
+columns = st.columns(min(len(reports), 3))
 for index, (name, report) in enumerate(reports.items()):
     with columns[index % len(columns)]:
         st.plotly_chart(
             confusion_matrix_chart(report[level]["overall"]["confusion"],
                                    f"{name} — thr {report['threshold']:.3f}", class_names=class_names),
-            key=f"compare-cm-{index}",
+            key=f"compare-cm-{index}", config={"displayModeBar": False},
         )
 
 st.plotly_chart(

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-APP = str(REPO_ROOT / "app.py")
+APP = REPO_ROOT / "app.py"
 DEMO_STUDIES = 32  # the smallest size whose val and test splits hold both classes
 TIMEOUT = 60
 
@@ -56,8 +56,11 @@ def app_home(fresh_app_home: Path, demo_template: Path) -> Path:
     return fresh_app_home
 
 
+BODY_PARTS = ["elbow", "finger", "forearm", "hand", "humerus", "shoulder", "wrist"]
+
+
 def write_tiny_run(runs_dir: Path, name: str, *, seed: int = 0, image_size: int = 32,
-                   epochs: int = 2) -> Path:
+                   epochs: int = 2, multitask: bool = False) -> Path:
     """A run folder with a tiny untrained small_cnn checkpoint and an event log.
 
     The events are what the trainer writes (run_started, epoch_end, finished),
@@ -72,10 +75,11 @@ def write_tiny_run(runs_dir: Path, name: str, *, seed: int = 0, image_size: int 
     from fracture.train.events import EventLog
 
     torch.manual_seed(seed)
-    model = create_model("small_cnn", in_chans=1)
+    parts = BODY_PARTS if multitask else []
+    model = create_model("small_cnn", in_chans=1, num_body_parts=len(parts))
     run_dir = runs_dir / name
     config = TrainConfig(data="demo", model="small_cnn", in_chans=1, image_size=image_size,
-                         epochs=epochs, seed=seed)
+                         epochs=epochs, seed=seed, multitask=multitask)
     run_dir.mkdir(parents=True)
     config.save(run_dir / "config.json")
     meta = {
@@ -83,8 +87,8 @@ def write_tiny_run(runs_dir: Path, name: str, *, seed: int = 0, image_size: int 
         "preprocess": [{"op": "resize", "size": image_size, "mode": "letterbox"}],
         "normalization": {"mean": [0.5], "std": [0.5]},
         "class_names": ["normal", "abnormal"],
-        "body_parts": [],
-        "multitask": False,
+        "body_parts": parts,
+        "multitask": multitask,
         "threshold": 0.5,
         "threshold_rule": "youden",
         "train_config": config.to_dict(),
@@ -122,16 +126,37 @@ def png_bytes(size: int = 96, seed: int = 0) -> bytes:
     return encoded.tobytes()
 
 
+def entry_script(folder: Path) -> Path:
+    """A one-line entry script that runs ``app.py``, in a folder without ``pages/``.
+
+    Next to a ``pages/`` folder, AppTest serves pages the old (v1) way, without
+    the entry script, on every run; a real server does that only for the first
+    request. From this entry point the tests see what a browser sees: ``app.py``
+    draws the sidebar and ``st.navigation`` runs the page.
+    """
+    entry = folder / "fracture_lab_entry.py"
+    if not entry.is_file():
+        entry.write_text(f"import runpy\nrunpy.run_path({str(APP)!r}, run_name='__main__')\n")
+    return entry
+
+
+def switch_to(at, page: str):
+    """``at.switch_page`` for a page path relative to the repository (``pages/4_Predict.py``)."""
+    return at.switch_page(str(REPO_ROOT / page))
+
+
 def run_page(page: str | None = None, *, model: str | None = None, query: dict | None = None):
     """Run the app (and switch to ``page``, e.g. ``"pages/4_Predict.py"``); return the AppTest."""
+    import os
+
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at = AppTest.from_file(entry_script(Path(os.environ["FRACTURE_HOME"]).parent), default_timeout=TIMEOUT)
     if model is not None:
         select_model(at, model)
     at.run()
     if page is not None:
-        at.switch_page(page)
+        switch_to(at, page)
         for key, value in (query or {}).items():
             at.query_params[key] = value
         at.run()

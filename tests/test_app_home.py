@@ -9,6 +9,7 @@ from app_support import (  # noqa: F401  (fixtures)
     fresh_app_home,
     assert_no_exception,
     run_page,
+    switch_to,
 )
 
 PAGES = (
@@ -58,7 +59,7 @@ def test_a_folder_outside_the_data_roots_is_refused_and_pages_stay_up(app_home, 
     at.text_input(key="sidebar_dataset_path").set_value(str(outside)).run()
     assert_no_exception(at)
     assert any("outside the allowed data folders" in e.value for e in at.sidebar.error)
-    at.switch_page("pages/1_Dataset_Explorer.py").run()
+    switch_to(at, "pages/1_Dataset_Explorer.py").run()
     assert_no_exception(at)
     assert any("outside the allowed data folders" in i.value for i in at.info)
     assert not at.metric, "no dataset numbers for a refused folder"
@@ -68,7 +69,7 @@ def test_a_folder_under_an_allowed_root_becomes_the_active_dataset(app_home):
     at = run_page()  # generates the demo set, which lies under an allowed root
     at.radio(key="sidebar_dataset_source").set_value("Folder path").run()
     at.text_input(key="sidebar_dataset_path").set_value(str(app_home / "demo")).run()
-    at.switch_page("pages/1_Dataset_Explorer.py").run()
-    assert_no_exception(at)
     assert not at.sidebar.error
+    switch_to(at, "pages/1_Dataset_Explorer.py").run()
+    assert_no_exception(at)
     assert at.metric

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from app_support import (  # noqa: F401  (fixtures)
+    BODY_PARTS,
     app_home,
     demo_template,
     fresh_app_home,
@@ -122,3 +123,14 @@ def test_sample_study_and_clahe_toggle_change_the_processed_image(model_run):
     after = _image_urls(at)
     assert len(after) == len(before)
     assert set(after).isdisjoint(before), "CLAHE must change what the model gets (and what is shown)"
+
+
+def test_a_multitask_model_predicts_the_body_part_and_accepts_a_given_one(app_home):
+    write_tiny_run(app_home / "runs", RUN, multitask=True)
+    at = run_page(PAGE, model=f"{RUN} (run)", query={"input": "Sample"})
+    assert_no_exception(at)
+    predicted = metric_values(at)["Body part"]
+    assert predicted.split(" (")[0] in BODY_PARTS and predicted.endswith("%)")
+    at.selectbox(key="predict-body-part").set_value("wrist").run()
+    assert_no_exception(at)
+    assert metric_values(at)["Body part"] == "wrist"

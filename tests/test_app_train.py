@@ -12,6 +12,7 @@ from app_support import (  # noqa: F401  (fixtures)
     assert_no_exception,
     metric_values,
     run_page,
+    switch_to,
     write_tiny_run,
 )
 
@@ -67,8 +68,11 @@ def test_a_tiny_run_starts_shows_progress_and_its_final_metric(app_home, stop_ru
     assert metrics["Best val_roc_auc"] != "–"
     runs = at.dataframe[-1].value if "state" in at.dataframe[-1].value else at.dataframe[0].value
     assert list(runs["state"]) == ["finished"]
-    # the finished run's checkpoint is offered in the sidebar
-    assert any(option.endswith("(run)") for option in at.selectbox(key="sidebar_model").options)
+    # the finished run's checkpoint becomes the active model of the other pages
+    switch_to(at, "pages/4_Predict.py").run()
+    assert_no_exception(at)
+    assert not any("No model is available" in i.value for i in at.info)
+    assert at.session_state["sidebar_model"].endswith("(run)")
 
 
 def test_past_runs_are_listed_and_a_run_can_be_promoted(app_home):

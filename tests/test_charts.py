@@ -270,3 +270,17 @@ def test_body_part_auc_chart_leaves_gaps_for_undefined_parts():
     assert np.isnan(fig.data[1].y[0]) and np.isnan(fig.data[1].y[2])
     assert fig.layout.yaxis.title.text == "ROC AUC"
     assert "study level" in fig.layout.title.text
+
+
+def test_label_balance_chart_with_a_body_part_missing_from_a_split():
+    """A split without some body part (string dtypes) gets zero bars, not a crash."""
+    import pandas as pd
+
+    from fracture.viz.charts import label_balance_chart
+
+    df = pd.DataFrame({"split": ["train", "train", "test"], "body_part": ["hand", "leg", "hand"], "label": [0, 1, 1]})
+    df = df.astype({"split": "string", "body_part": "string"})
+    fig = label_balance_chart(df)
+    test_bars = [t for t in fig.data if t.xaxis == "x2"]
+    assert list(test_bars[0].x) == ["hand", "leg"]
+    assert sum(test_bars[0].y) + sum(test_bars[1].y) == 1

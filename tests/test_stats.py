@@ -201,6 +201,17 @@ def test_parallel_scan_keeps_order_and_matches_serial(tmp_path):
     assert [r.width for r in parallel] == [8 + i % 9 for i in range(299, -1, -1)]
 
 
+def test_process_workers_give_the_thread_result(tmp_path):
+    paths = [str(write_image(tmp_path / f"{i:03d}.png", size=(8 + i % 5, 9))) for i in range(260)]
+    (tmp_path / "999.png").write_text("not an image")
+    paths.append(str(tmp_path / "999.png"))
+    with HeaderCache(tmp_path / "h.sqlite") as cache:
+        in_processes, counts = scan_headers(paths, cache=cache, processes=2)
+    threads, _ = scan_headers(paths, processes=0)
+    assert in_processes == threads and counts.read == 261
+    assert in_processes[-1].reason == "not_an_image"
+
+
 def test_corrupt_cache_file_is_rebuilt(tmp_path):
     db = tmp_path / "headers.sqlite"
     db.write_bytes(b"this is not an sqlite database" * 40)

@@ -154,3 +154,25 @@ def test_cli_train_and_sigterm_stop(demo_root, tmp_path):
     assert events[-1]["event"] == "cancelled"
     assert (run_dir / "best.safetensors").is_file()
     assert (run_dir / "resume_state.pt").is_file()
+
+
+def test_one_class_val_split_and_tiny_onecycle_run_still_train(demo_root, tmp_path):
+    """Tiny data: val without positives falls back to val_loss; one-cycle with few steps does not crash."""
+    import pandas as pd
+
+    from fracture.data import open_dataset
+
+    manifest = open_dataset(demo_root)
+    frame = manifest.frame
+    keep = frame[(frame["split"] != "val") | (frame["label"] == 0)]
+    folders = tmp_path / "folders"
+    for split, sub in keep.groupby("split"):
+        for _, row in sub.iterrows():
+            target = folders / split / ("fractured" if row["label"] else "normal") / f"{Path(row['path']).parent.parent.name}_{Path(row['path']).parent.name}_{Path(row['path']).name}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(Path(row["path"]).read_bytes())
+    config = tiny_config(folders, tmp_path, epochs=1, scheduler="onecycle", batch_size=64)
+    best = train(config, tmp_path / "run")
+    messages = " ".join(e.get("message", "") for e in read_events(tmp_path / "run") if e["event"] == "log")
+    assert "only one class" in messages
+    assert read_checkpoint_meta(best)["threshold"] == 0.5

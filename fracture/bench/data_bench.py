@@ -117,12 +117,23 @@ def make_scan_tree(root: Path, n_images: int, *, seed: int = 0) -> Path:
 def bench_scan(work: Path, n_images: int, *, repeats: int = 3) -> dict:
     """Time a full scan of a generated tree with an empty and a warm header cache.
 
+    Also times the header reads alone (no cache) on one thread, on the
+    default threads and with the default choice (processes for a big scan),
+    to show what the parallel reading buys.
+
     Returns:
         ``{"images", "generate_s", "cold", "cached", "cached_speedup",
-        "header_stage_cold_s", "header_stage_cached_s", "intensity_sample"}``.
+        "header_stage_cold_s", "header_stage_cached_s", "intensity_sample",
+        "header_reads_uncached"}``.
     """
     from fracture.data import dataset_stats, open_dataset
-    from fracture.data.header_cache import HeaderCache
+    from fracture.data.header_cache import (
+        PROCESS_MIN_FILES,
+        HeaderCache,
+        default_workers,
+        scan_headers,
+        usable_cpus,
+    )
 
     started = time.perf_counter()
     root = make_scan_tree(work / "tree", n_images)
@@ -153,6 +164,18 @@ def bench_scan(work: Path, n_images: int, *, repeats: int = 3) -> dict:
         raise RuntimeError(f"the cache did not behave: cold {timed_cold}, cached {timed_cached}")
     shutil.rmtree(cache_root, ignore_errors=True)
     cold, cached = summarize(samples["cold"], items=n_images), summarize(samples["cached"], items=n_images)
+    paths = sorted(open_dataset(root).frame["path"].astype(str))
+    header_reads = interleaved(
+        {
+            "one_thread": lambda: scan_headers(paths, workers=1, processes=0),
+            "threads": lambda: scan_headers(paths, processes=0),
+            "auto": lambda: scan_headers(paths),
+        },
+        repeats=repeats,
+    )
+    readers = {name: summarize(values, items=n_images) for name, values in header_reads.items()}
+    auto_uses = (f"{usable_cpus()} processes" if n_images >= PROCESS_MIN_FILES and usable_cpus() > 1
+                 else f"{default_workers()} threads")
     return {
         "images": n_images,
         "tree": "class folders, PNG 32-64 px (8-bit L, RGB, 16-bit)",
@@ -163,6 +186,13 @@ def bench_scan(work: Path, n_images: int, *, repeats: int = 3) -> dict:
         "cached_speedup": ratio(cold["median_s"], cached["median_s"]),
         "header_stage_cold_s": median([s["header_seconds"] for s in timed_cold]),
         "header_stage_cached_s": median([s["header_seconds"] for s in timed_cached]),
+        "header_reads_uncached": {
+            **readers,
+            "threads_used": default_workers(),
+            "auto_uses": auto_uses,
+            "threads_speedup": ratio(readers["one_thread"]["median_s"], readers["threads"]["median_s"]),
+            "auto_speedup": ratio(readers["one_thread"]["median_s"], readers["auto"]["median_s"]),
+        },
     }
 
 
@@ -258,6 +288,11 @@ def print_table(result: dict) -> None:
               f"{row['max_s']:>9.3f}{row['items_per_s']:>12,.0f}")
     print(f"  cached speed-up: {scan['cached_speedup']:.1f}x   header stage: "
           f"{scan['header_stage_cold_s']:.3f} s cold, {scan['header_stage_cached_s']:.3f} s cached")
+    reads = scan["header_reads_uncached"]
+    print(f"  header reads alone, no cache: one thread {reads['one_thread']['median_s']:.3f} s, "
+          f"{reads['threads_used']} threads {reads['threads']['median_s']:.3f} s "
+          f"({reads['threads_speedup']:.2f}x), default ({reads['auto_uses']}) "
+          f"{reads['auto']['median_s']:.3f} s ({reads['auto_speedup']:.2f}x)")
     print(f"\nloading {load['images']} {load['source']} images "
           f"(mean {load['mean_megapixels']:.3f} MP), one core")
     print(f"  {'':28}{'median s':>10}{'images/s':>11}{'vs PIL':>9}")

@@ -3,8 +3,8 @@
 Inspecting a dataset means reading tens of thousands of image headers (MURA
 has 40,561 images) and decoding a sample of them. Both results depend only
 on the file's bytes, so they are cached on disk by (absolute path, size,
-``mtime_ns``): a second scan only ``stat``\\ s every file and looks the rows
-up, which takes about a second for 40k files; a file that changed (new size
+``mtime_ns``): a second scan only calls ``stat`` on every file and looks the
+rows up, which takes about a second for 40k files; a file that changed (new size
 or modification time) misses and is read again. Failures are cached too
 (an unchanged broken file stays broken), with the loader's ``reason`` and
 detail.
@@ -162,7 +162,12 @@ class HeaderCache:
             ) from exc
         try:
             self._conn = self._connect()
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.OperationalError as exc:  # locked by another process, read-only, ...: keep the file
+            raise CacheError(
+                f"cannot open the header cache {self.path}: {exc}; try again, set FRACTURE_CACHE_DIR "
+                "to a writable folder or scan with --no-cache"
+            ) from exc
+        except sqlite3.DatabaseError as exc:  # not a database / malformed: nothing to lose
             logger.warning("header cache %s is unusable (%s); deleting and rebuilding it", self.path, exc)
             self._delete_files()
             try:
@@ -392,25 +397,32 @@ def _cached_scan(paths, read_chunk: Callable[[list[str]], list], cache: HeaderCa
         how = f"{processes} processes" if processes > 0 else f"{workers} threads"
         logger.info("%s: %d from cache, reading %d with %s", table, len(hits), len(missing), how)
     put = None if cache is None else (cache.put_headers if table == "headers" else cache.put_intensities)
-    for start in range(0, len(missing), _WRITE_EVERY):
-        block = missing[start:start + _WRITE_EVERY]
-        records = _read_block(read_chunk, [paths[i] for i in block], workers, processes)
-        for i, record in zip(block, records):
-            results[paths[i]] = record
-        if put is not None:
-            put([(record, stamps[i]) for i, record in zip(block, records)])
+    pool = None
+    if processes > 0 and len(missing) > _TASK_CHUNK:
+        pool = ProcessPoolExecutor(max_workers=processes, mp_context=_mp_context())
+    try:
+        for start in range(0, len(missing), _WRITE_EVERY):
+            block = missing[start:start + _WRITE_EVERY]
+            block_paths = [paths[i] for i in block]
+            records = None
+            if pool is not None:
+                chunk = max(_TASK_CHUNK, len(block_paths) // (4 * processes))
+                try:
+                    records = _map_pool(pool, read_chunk, block_paths, chunk)
+                except BrokenProcessPool as exc:  # a worker died or could not start: redo with threads
+                    logger.warning("worker processes failed (%s); reading the rest with threads", exc)
+                    pool.shutdown(cancel_futures=True)
+                    pool = None
+            if records is None:
+                records = _map_threads(read_chunk, block_paths, workers)
+            for i, record in zip(block, records):
+                results[paths[i]] = record
+            if put is not None:
+                put([(record, stamps[i]) for i, record in zip(block, records)])
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     return [results[p] for p in paths], ScanCounts(cached=len(hits), read=len(missing))
-
-
-def _read_block(read_chunk: Callable[[list[str]], list], paths: list[str], workers: int, processes: int) -> list:
-    """Read one block of files in ``processes`` workers (when > 0), else in threads."""
-    if processes > 0 and len(paths) > _TASK_CHUNK:
-        try:
-            with ProcessPoolExecutor(max_workers=processes, mp_context=_mp_context()) as pool:
-                return _map_pool(pool, read_chunk, paths, chunk=max(_TASK_CHUNK, len(paths) // (4 * processes)))
-        except BrokenProcessPool as exc:  # a worker died or could not start: the reads are redone
-            logger.warning("worker processes failed (%s); reading %d files with threads", exc, len(paths))
-    return _map_threads(read_chunk, paths, workers)
 
 
 def _mp_context():

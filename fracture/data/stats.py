@@ -14,6 +14,7 @@ and the CLI can print or dump as JSON.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -146,12 +147,13 @@ def dataset_stats(
     header_cache, owned = _resolve_cache(cache)
     try:
         started = time.perf_counter()
-        header_paths = _seeded_sample(_sorted_paths(frame), sample, seed)
+        all_paths = _sorted_paths(frame)
+        header_paths = _seeded_sample(all_paths, sample, seed)
         records, header_counts = scan_headers(header_paths, cache=header_cache, workers=workers)
         header_seconds = time.perf_counter() - started
 
         failed = {r.path for r in records if not r.ok}
-        candidates = [p for p in _sorted_paths(frame) if p not in failed]
+        candidates = [p for p in all_paths if p not in failed]
         intensity_paths = _seeded_sample(candidates, intensity_sample, seed)
         started = time.perf_counter()
         decoded, intensity_counts = scan_intensities(intensity_paths, cache=header_cache, workers=workers)
@@ -295,7 +297,8 @@ def _resolve_cache(cache: HeaderCache | bool) -> tuple[HeaderCache | None, bool]
 
 
 def _sorted_paths(frame: pd.DataFrame) -> list[str]:
-    return sorted(frame["path"].astype(str).tolist())
+    """Absolute, normalised paths (as the cache keys them), sorted."""
+    return sorted(os.path.abspath(p) for p in frame["path"].astype(str))
 
 
 def _seeded_sample(paths: list[str], size: int | None, seed: int) -> list[str]:

@@ -116,7 +116,7 @@ class _Trainer:
             model=cfg.model, mode=cfg.mode, device=str(self.device),
             device_name=torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
             epochs=cfg.epochs, start_epoch=start_epoch, steps_per_epoch=self.steps_per_epoch,
-            batch_size=cfg.batch_size, monitor=cfg.monitor, resumed=self.resume,
+            batch_size=cfg.batch_size, monitor=self.monitor, resumed=self.resume,
             n_train=len(self.splits["train"]), n_val=len(self.splits["val"]), n_test=len(self.splits["test"]),
             image_size=cfg.image_size, dataset_fingerprint=self.fingerprint, layout=self.manifest.layout,
         )
@@ -175,6 +175,14 @@ class _Trainer:
             )
         if len(np.unique(train_split.labels)) < 2:
             raise TrainingError(f"{cfg.data}: the train split has only one class; both are needed")
+        self.monitor = cfg.monitor
+        if len(np.unique(val_split.labels)) < 2:
+            self.monitor = "val_loss"
+            self.events.emit(
+                "log", level="warning",
+                message=f"the val split ({len(val_split)} images) has only one class: ROC AUC is undefined, so the "
+                "best checkpoint is chosen by val_loss and the threshold stays 0.5; use a larger dataset for real results",
+            )
 
     def _report_problems(self, problems: list[tuple[str, str]], kind: str) -> None:
         for path, reason in problems[:MAX_PROBLEM_EVENTS]:
@@ -308,11 +316,16 @@ class _Trainer:
                 self.optimizer, T_0=max(1, cfg.restart_period * self.steps_per_epoch), eta_min=cfg.lr * 0.01
             )
         elif cfg.scheduler == "onecycle":
-            self.step_scheduler = torch.optim.lr_scheduler.OneCycleLR(
-                self.optimizer, max_lr=cfg.lr, total_steps=total, pct_start=cfg.warmup_fraction
-            )
+            if total < 4:
+                self.events.emit("log", message=f"one-cycle schedule needs at least 4 steps, this run has {total}: constant learning rate")
+            else:
+                # at least two warm-up and two annealing steps, whatever the fraction
+                pct = min(max(cfg.warmup_fraction, 2.0 / total), 1.0 - 2.0 / total)
+                self.step_scheduler = torch.optim.lr_scheduler.OneCycleLR(
+                    self.optimizer, max_lr=cfg.lr, total_steps=total, pct_start=pct
+                )
         elif cfg.scheduler == "plateau":
-            mode = "min" if cfg.monitor == "val_loss" else "max"
+            mode = "min" if self.monitor == "val_loss" else "max"
             self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode=mode, factor=0.3, patience=1)
         self.augment = BatchAugment(cfg.augment, seed=cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)
@@ -490,7 +503,7 @@ class _Trainer:
             return best is None
         if best is None:
             return True
-        return value < best if self.config.monitor == "val_loss" else value > best
+        return value < best if self.monitor == "val_loss" else value > best
 
     def _loop(self, start_epoch: int, best: float | None, bad_epochs: int) -> Path:
         cfg = self.config
@@ -503,7 +516,7 @@ class _Trainer:
             if train_metrics is None:
                 return self._cancel(best_path)
             val_metrics, val_probs = self._validate()
-            current = val_metrics.get(cfg.monitor)
+            current = val_metrics.get(self.monitor)
             improved = self._is_better(current, best)
             if improved:
                 best, bad_epochs = current, 0
@@ -519,7 +532,7 @@ class _Trainer:
             )
             self._save_resume_state(epoch, best, bad_epochs)
             if cfg.early_stopping_patience and bad_epochs >= cfg.early_stopping_patience:
-                self.events.emit("log", message=f"early stopping: {cfg.monitor} did not improve for {bad_epochs} epochs")
+                self.events.emit("log", message=f"early stopping: {self.monitor} did not improve for {bad_epochs} epochs")
                 stopped_early = True
                 break
             if self.stop.is_set():
@@ -563,7 +576,10 @@ class _Trainer:
 
         cfg = self.config
         labels = self.splits["val"].labels.astype(int)
-        threshold = float(choose_threshold(labels, val_probs, rule=cfg.threshold_rule, target=cfg.target_sensitivity))
+        if len(np.unique(labels)) < 2:
+            threshold = 0.5
+        else:
+            threshold = float(choose_threshold(labels, val_probs, rule=cfg.threshold_rule, target=cfg.target_sensitivity))
         meta = self._base_meta()
         meta.update(
             threshold=threshold, threshold_rule=cfg.threshold_rule, epoch=epoch,
@@ -571,7 +587,7 @@ class _Trainer:
         )
         save_checkpoint(path, self.model, meta, half=cfg.checkpoint_half)
         self.best_threshold = threshold
-        self.events.emit("checkpoint_saved", path=str(path), epoch=epoch, threshold=threshold, **{cfg.monitor: val_metrics.get(cfg.monitor)})
+        self.events.emit("checkpoint_saved", path=str(path), epoch=epoch, threshold=threshold, **{self.monitor: val_metrics.get(self.monitor)})
 
     def _finish(self, best_path: Path, stopped_early: bool) -> Path:
         from fracture.checkpoint import load_checkpoint, save_checkpoint

@@ -7,7 +7,6 @@ the choice persists while a person moves between pages. Pages call
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,15 +21,12 @@ from fracture.ui.demo import demo_studies
 if TYPE_CHECKING:
     from fracture.data.manifest import Manifest
 
-log = logging.getLogger(__name__)
-
 CONTEXT_KEY = "fracture_active_context"
 DATASET_SOURCE_KEY = "sidebar_dataset_source"
 DATASET_PATH_KEY = "sidebar_dataset_path"
 MODEL_KEY = "sidebar_model"
 DEMO_SOURCE = "Built-in demo"
 FOLDER_SOURCE = "Folder path"
-NO_MODEL = "(none)"
 
 
 @dataclass(frozen=True)
@@ -131,15 +127,16 @@ def _model_sidebar(settings: Settings) -> tuple[Any, list[Any], str | None]:
     label = st.sidebar.selectbox("Active model", labels, key=MODEL_KEY)
     entry = by_label[label]
     meta = entry.meta or {}
+    threshold = meta.get("threshold")
     st.sidebar.caption(
-        f"{meta.get('architecture', '?')} · {meta.get('image_size', '?')} px · "
-        f"threshold {meta.get('threshold', float('nan')):.3f}"
+        f"{meta.get('architecture', '?')} · {meta.get('image_size', '?')} px · threshold "
+        + (f"{threshold:.3f}" if isinstance(threshold, (int, float)) else "?")
     )
     return entry, entries, None
 
 
-def render_sidebar() -> ActiveContext:
-    """Draw the shared sidebar and remember the choice for the page about to run."""
+def render_sidebar(*, remember: bool = True) -> ActiveContext:
+    """Draw the shared sidebar; with ``remember``, keep the choice for the page about to run."""
     settings = get_settings()
     with st.sidebar:
         st.markdown("### 🦴 Fracture Lab")
@@ -154,16 +151,27 @@ def render_sidebar() -> ActiveContext:
         settings=settings, dataset_root=root, dataset_label=label, dataset_error=error,
         checkpoint=entry, checkpoints=entries, model_error=model_error,
     )
-    st.session_state[CONTEXT_KEY] = context
+    if remember:
+        st.session_state[CONTEXT_KEY] = context
     return context
 
 
 def active_context() -> ActiveContext:
-    """The sidebar's choice for this run (drawn now if the page runs on its own)."""
+    """The sidebar's choice for this run (drawn now if the page runs on its own).
+
+    A page runs on its own when Streamlit serves it without the entry script:
+    the first request after a server start in a folder with ``pages/``, and
+    ``AppTest.switch_page``.
+    """
     context = st.session_state.get(CONTEXT_KEY)
     if context is None:
-        context = render_sidebar()
+        context = render_sidebar(remember=False)
     return context
+
+
+def forget_context() -> None:
+    """Drop this run's choice once the page has run (``app.py`` calls it in ``finally``)."""
+    st.session_state.pop(CONTEXT_KEY, None)
 
 
 def require_manifest(context: ActiveContext) -> "Manifest":

@@ -13,7 +13,7 @@ import streamlit as st
 
 from fracture.errors import ImageLoadError
 from fracture.ui import loaders
-from fracture.ui.samples import study_table
+from fracture.ui.samples import ALL, filter_frame, study_table
 
 STUDIES_PER_PAGE = 6
 IMAGES_PER_ROW = 6
@@ -27,13 +27,26 @@ def show_full_size(path: str, caption: str) -> None:
     except ImageLoadError as exc:
         st.error(str(exc))
         return
-    st.image(image, caption=f"{caption} — {image.shape[1]}×{image.shape[0]} px", width="stretch")
+    st.image(image, caption=f"{caption} — {image.shape[1]}×{image.shape[0]} px", width="content")
     st.caption(path)
 
 
 def page_count(n_items: int, per_page: int) -> int:
     """Number of pages (at least 1)."""
     return max(1, math.ceil(n_items / per_page))
+
+
+@st.fragment
+def gallery_section(frame: pd.DataFrame, class_names: tuple[str, str], body_parts: list[str], *,
+                    key: str) -> None:
+    """Filters and the paginated gallery; a fragment, so paging reruns only this part."""
+    c1, c2, c3 = st.columns(3)
+    splits = [s for s in ("train", "val", "test") if (frame["split"] == s).any()]
+    split = c1.selectbox("Split", [ALL] + splits, key=f"{key}-split")
+    part = c2.selectbox("Body part", [ALL] + list(body_parts), key=f"{key}-part")
+    label = c3.selectbox("Label", [ALL, 0, 1], key=f"{key}-label",
+                         format_func=lambda v: v if v == ALL else class_names[int(v)])
+    study_gallery(filter_frame(frame, split=split, body_part=part, label=label), class_names, key=key)
 
 
 def study_gallery(frame: pd.DataFrame, class_names: tuple[str, str], *, key: str,

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from fracture.train.events import PID_FILE, pid_alive, read_events, run_status
+from fracture.train.events import CONFIG_FILE, PID_FILE, RunStatus, pid_alive, read_events, run_status
 from fracture.train.launcher import STDOUT_FILE, stop_run
 from fracture.ui import loaders
 
@@ -41,6 +41,17 @@ def process_alive(run_dir: str | Path) -> bool:
 def is_live(run_dir: str | Path) -> bool:
     """The run has not ended and its process is alive (the view should keep polling)."""
     return run_status(run_dir).state in LIVE_STATES and process_alive(run_dir)
+
+
+def newest_run(runs: list[RunStatus]) -> RunStatus:
+    """The run whose folder was written last (its config is written when it starts)."""
+    def started(run: RunStatus) -> float:
+        try:
+            return (run.run_dir / CONFIG_FILE).stat().st_mtime
+        except FileNotFoundError:
+            return 0.0
+
+    return max(runs, key=started)
 
 
 def format_seconds(seconds: float | None) -> str:
@@ -77,6 +88,15 @@ def events_table(events: list[dict[str, Any]]) -> pd.DataFrame:
     return frame
 
 
+def preparation_progress(events: list[dict[str, Any]]) -> tuple[float, str]:
+    """Progress before the first epoch (image cache, feature extraction) from ``log`` events."""
+    for record in reversed(events):
+        if record.get("event") == "log" and record.get("total"):
+            done, total = record.get("done", 0), record["total"]
+            return min(1.0, done / total), f"preparing: {record.get('message', '')}"
+    return 0.0, "starting: loading the data and the model…"
+
+
 def show_run(run_dir: str | Path, *, refresh_s: float = REFRESH_S) -> None:
     """Draw the run view; it refreshes itself while the run is alive."""
     live = is_live(run_dir)
@@ -99,12 +119,17 @@ def _run_view(run_dir: str, was_live: bool) -> None:
         st.error("The training process ended before it started the run. Its output:")
         st.code(stdout_tail(run_dir) or "(no output)")
         return
-    text = (
-        f"epoch {min(status.epoch + 1, status.epochs) if status.epochs else 0}/{status.epochs}"
-        f" · step {status.step}/{status.steps_per_epoch}"
-        if status.state in LIVE_STATES else f"{status.epoch}/{status.epochs} epochs done"
-    )
-    st.progress(status.progress, text=text)
+    preparing = status.state in LIVE_STATES and not status.epochs
+    if preparing:
+        fraction, text = preparation_progress(events)
+        st.progress(fraction, text=text)
+    else:
+        text = (
+            f"epoch {min(status.epoch + 1, status.epochs)}/{status.epochs}"
+            f" · step {status.step}/{status.steps_per_epoch}"
+            if status.state in LIVE_STATES else f"{status.epoch}/{status.epochs} epochs done"
+        )
+        st.progress(status.progress, text=text)
     cols = st.columns(4)
     cols[0].metric("Images/s", f"{status.images_per_s:.1f}" if status.images_per_s else "–")
     cols[1].metric("ETA", format_seconds(status.eta_s) if status.state in LIVE_STATES else "–")

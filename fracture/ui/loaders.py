@@ -128,16 +128,26 @@ def forget_dataset_caches() -> None:
         cached.clear()
 
 
-@st.cache_data(ttl=10, show_spinner=False)
-def _checkpoints(weights_dir: str, runs_dir: str) -> list[Any]:
+def _checkpoint_signature(weights_dir: Path, runs_dir: Path) -> str:
+    """Names and mtimes of every checkpoint file: changes when one is added, replaced or removed."""
+    parts = []
+    for pattern_root, pattern in ((weights_dir, "*.safetensors"), (runs_dir, "*/best.safetensors")):
+        if pattern_root.is_dir():
+            parts += [f"{p}:{path_signature(p)}" for p in sorted(pattern_root.glob(pattern))]
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _checkpoints(weights_dir: str, runs_dir: str, signature: str) -> list[Any]:
     from fracture.predict import list_checkpoints
 
     return list_checkpoints(weights_dir, runs_dir)
 
 
 def list_checkpoint_entries(weights_dir: str | Path, runs_dir: str | Path) -> list[Any]:
-    """Shipped checkpoints and finished runs' best checkpoints (refreshed every 10 s)."""
-    return _checkpoints(str(weights_dir), str(runs_dir))
+    """Shipped checkpoints and runs' best checkpoints, re-read whenever a file changes."""
+    weights_dir, runs_dir = Path(weights_dir), Path(runs_dir)
+    return _checkpoints(str(weights_dir), str(runs_dir), _checkpoint_signature(weights_dir, runs_dir))
 
 
 def refresh_checkpoints() -> None:

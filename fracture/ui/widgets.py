@@ -162,18 +162,20 @@ def describe_spec(spec: list[dict[str, Any]]) -> str:
 def model_card(entry: Any) -> None:
     """What a checkpoint is, what it was trained on and how it scored on held-out data.
 
-    Shows the Markdown card beside a shipped checkpoint (``NAME.md``) when there
-    is one, and always the facts stored in the checkpoint's metadata.
+    Shows the facts stored in the checkpoint's metadata, and the model card: the
+    Markdown file beside a shipped checkpoint (``NAME.md``), else one rendered
+    from the metadata by :func:`fracture.evaluate.card.render_model_card`.
     """
     meta = entry.meta or {}
     card = Path(entry.path).with_suffix(".md")
     train = meta.get("train_config") or {}
-    cols = st.columns(4)
-    cols[0].metric("Architecture", str(meta.get("architecture", "?")))
-    cols[1].metric("Input", f"{meta.get('image_size', '?')} px × {meta.get('in_chans', '?')} ch")
-    cols[2].metric("Threshold", _fmt(meta.get("threshold")),
-                   help=f"rule: {meta.get('threshold_rule', '?')}, chosen on the validation split")
-    cols[3].metric("Created", str(meta.get("created_at", "?"))[:10])
+    threshold = meta.get("threshold")
+    st.markdown(
+        f"**Architecture:** `{meta.get('architecture', '?')}` · **input** {meta.get('image_size', '?')} px × "
+        f"{meta.get('in_chans', '?')} channel(s) · **threshold** {_fmt(threshold)} "
+        f"({meta.get('threshold_rule') or '?'} rule, chosen on the validation split) · "
+        f"**created** {str(meta.get('created_at', '?'))[:10]}"
+    )
     st.markdown(
         f"**Trained on:** `{train.get('data', '?')}` (dataset fingerprint "
         f"`{str(meta.get('dataset_fingerprint', '?'))[:12]}`) · mode `{train.get('mode', '?')}` · "
@@ -187,9 +189,17 @@ def model_card(entry: Any) -> None:
                    "the threshold and the checkpoint; the test split was not used in training.")
     else:
         st.caption("This checkpoint stores no evaluation metrics.")
-    if card.is_file():
-        with st.expander("Model card", expanded=False):
+    with st.expander("Model card", expanded=False):
+        if card.is_file():
             st.markdown(card.read_text())
+        else:
+            from fracture.errors import CheckpointError
+            from fracture.evaluate.card import render_model_card
+
+            try:
+                st.markdown(render_model_card(meta, checkpoint_name=Path(entry.path).name))
+            except CheckpointError as exc:
+                st.info(f"No model card yet: {exc}")
     with st.expander("Raw metadata"):
         st.code(json.dumps({k: v for k, v in meta.items() if k != "metrics"}, indent=2, default=str),
                 language="json")

@@ -82,7 +82,8 @@ def label_balance_chart(
     fig = make_subplots(rows=1, cols=len(splits), shared_yaxes=True,
                         subplot_titles=[f"{s} split" for s in splits], horizontal_spacing=0.04)
     for col, split in enumerate(splits, start=1):
-        rows = counts[counts["split"] == split].set_index("body_part").reindex(parts, fill_value=0)
+        rows = (counts[counts["split"] == split].set_index("body_part")[["negatives", "positives"]]
+                .reindex(parts, fill_value=0))
         total = rows["negatives"] + rows["positives"]
         share = np.where(total > 0, rows["positives"] / total.where(total > 0, 1), 0.0)
         for column, name, color in (

@@ -157,6 +157,9 @@ def save_checkpoint(path: str | Path, model: FractureModel, meta: dict[str, Any]
     os.close(handle)
     try:
         save_file(tensors, tmp_name, metadata=header)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is an ordinary file
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

@@ -40,7 +40,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="read at most N image headers (default: all)")
     scan.add_argument("--intensity-sample", type=int, default=INTENSITY_SAMPLE, metavar="N",
                       help=f"decode at most N images for grey levels (default {INTENSITY_SAMPLE}; 0: none)")
-    scan.add_argument("--workers", type=int, default=None, metavar="N", help="reader threads (default: 4 per core)")
+    scan.add_argument("--workers", type=int, default=None, metavar="N",
+                      help="reader threads (default: 2 per CPU, at most 8)")
+    scan.add_argument("--processes", type=int, default=0, metavar="N",
+                      help="read headers in N worker processes instead of threads (for a big first "
+                           "scan on a many-core machine; default 0)")
     scan.add_argument("--no-cache", action="store_true", help="read every file; do not use the header cache")
     scan.add_argument("--problems", type=int, default=20, metavar="N",
                       help="how many problems and unreadable files to list (default 20)")
@@ -52,7 +56,7 @@ def run_scan(args: argparse.Namespace) -> int:
     cache: HeaderCache | bool = not args.no_cache
     stats = dataset_stats(
         manifest, sample=args.sample, seed=args.seed, intensity_sample=args.intensity_sample,
-        cache=cache, workers=args.workers,
+        cache=cache, workers=args.workers, processes=args.processes,
     )
     if args.json == STDOUT:
         json.dump(stats.to_dict(per_file=True), sys.stdout, indent=2)

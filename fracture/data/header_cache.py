@@ -17,9 +17,14 @@ A corrupt file is deleted and rebuilt (it holds nothing that cannot be read
 again). Bump :data:`CACHE_VERSION` when :func:`read_image_header` or
 :func:`load_image` change what they return: old rows are then dropped.
 
-Reads run in parallel: decodes in a thread pool (Pillow's decoders release
-the GIL), header reads in threads too, or in worker processes for a big cold
-scan (Pillow parses headers in Python, which holds the GIL).
+Reads run in a thread pool. Decoding parallelises well (Pillow's decoders
+release the GIL); header reads overlap their disk waits, which is what counts
+on a network or cold disk, but Pillow parses headers in Python under the GIL,
+so with files already in the page cache threads gain little (see
+``python -m fracture.bench.data_bench``). ``processes=N`` reads headers in N
+worker processes instead: worth it for a big cold scan on a many-core
+machine, not on two cores (starting a worker re-imports the package, about a
+second).
 """
 from __future__ import annotations
 
@@ -49,9 +54,6 @@ DB_NAME = f"headers-v{CACHE_VERSION}.sqlite"
 #: Sorted paths per range lookup, and per worker task.
 _LOOKUP_CHUNK = 1024
 _TASK_CHUNK = 128
-#: A scan that must read at least this many headers uses worker processes (when
-#: there are 2+ CPUs); starting them costs about a second, so smaller ones use threads.
-PROCESS_MIN_FILES = 4000
 #: Rows buffered before one write transaction (so a killed cold scan keeps most work).
 _WRITE_EVERY = 2048
 _NO_STAMP = (-1, -1)
@@ -308,8 +310,9 @@ class HeaderCache:
 
 
 def default_workers() -> int:
-    """Threads for reads: mostly waiting on the disk or in GIL-free decoders, so a few per core, at most 16."""
-    return max(1, min(16, 4 * usable_cpus()))
+    """Reader threads: two per usable CPU, at most 8 (enough to overlap disk waits;
+    more only contend for the GIL)."""
+    return max(1, min(8, 2 * usable_cpus()))
 
 
 def usable_cpus() -> int:
@@ -334,17 +337,12 @@ def scan_headers(
 ) -> tuple[list[HeaderRecord], ScanCounts]:
     """Read the headers of many files in parallel, from the cache where it is fresh.
 
-    Pillow parses headers in Python, holding the GIL, so threads add little
-    beyond overlapping disk waits; a big cold scan therefore reads in worker
-    processes (one per usable CPU).
-
     Args:
         paths: image files; made absolute (the cache key).
         cache: where to look rows up and store new ones; ``None`` reads every file.
-        workers: threads for stat calls and thread reads (default :func:`default_workers`).
-        processes: worker processes for the reads; ``None`` picks one per
-            usable CPU when at least :data:`PROCESS_MIN_FILES` files must be
-            read and there are two CPUs or more, else threads; 0 forces threads.
+        workers: threads for the stat calls and the reads (default :func:`default_workers`).
+        processes: read the headers in this many worker processes instead of
+            threads (0 or None: threads); see the module notes for when it pays.
 
     Returns:
         One :class:`HeaderRecord` per path, in the given order, and how many
@@ -384,6 +382,7 @@ def scan_intensities(
 def _cached_scan(paths, read_chunk: Callable[[list[str]], list], cache: HeaderCache | None, table: str,
                  workers: int | None, processes: int | None):
     workers = workers or default_workers()
+    processes = processes or 0
     paths = [os.path.abspath(os.fspath(p)) for p in paths]
     stamps = file_stamps(paths, workers=workers) if cache is not None else [_NO_STAMP] * len(paths)
     hits: dict = {}
@@ -391,8 +390,6 @@ def _cached_scan(paths, read_chunk: Callable[[list[str]], list], cache: HeaderCa
         hits = cache.get_headers(paths, stamps) if table == "headers" else cache.get_intensities(paths, stamps)
     missing = [i for i, p in enumerate(paths) if p not in hits]
     results = dict(hits)
-    if processes is None:
-        processes = usable_cpus() if len(missing) >= PROCESS_MIN_FILES and usable_cpus() > 1 else 0
     if missing:
         how = f"{processes} processes" if processes > 0 else f"{workers} threads"
         logger.info("%s: %d from cache, reading %d with %s", table, len(hits), len(missing), how)
@@ -427,8 +424,8 @@ def _cached_scan(paths, read_chunk: Callable[[list[str]], list], cache: HeaderCa
 
 def _mp_context():
     """Fresh workers (``forkserver``, else ``spawn``) that do not inherit the caller's threads
-    (``fork`` from a process running Streamlit or torch threads can deadlock); ``fork``
-    when the main script cannot be re-imported (code piped to ``python -``)."""
+    (``fork`` from a process running Streamlit, torch or OpenBLAS threads can deadlock);
+    ``fork`` when the main script cannot be re-imported (code piped to ``python -``)."""
     methods = multiprocessing.get_all_start_methods()
     main_file = getattr(sys.modules.get("__main__"), "__file__", None)
     if main_file is not None and not os.path.isfile(main_file) and "fork" in methods:

@@ -121,6 +121,7 @@ def dataset_stats(
     intensity_sample: int | None = INTENSITY_SAMPLE,
     cache: HeaderCache | bool = True,
     workers: int | None = None,
+    processes: int = 0,
 ) -> DatasetStats:
     """Count a manifest, read its image headers and decode a sample for grey levels.
 
@@ -135,7 +136,9 @@ def dataset_stats(
         cache: a :class:`HeaderCache` to use, ``True`` for the default one
             (a cache that cannot be opened is logged and skipped), ``False``
             to read every file.
-        workers: reader threads (default: a few per core).
+        workers: reader threads (default: two per usable CPU, at most 8).
+        processes: read headers in this many worker processes instead of
+            threads (0: threads); pays for big cold scans on many cores.
 
     Returns:
         A :class:`DatasetStats`.
@@ -149,7 +152,8 @@ def dataset_stats(
         started = time.perf_counter()
         all_paths = _sorted_paths(frame)
         header_paths = _seeded_sample(all_paths, sample, seed)
-        records, header_counts = scan_headers(header_paths, cache=header_cache, workers=workers)
+        records, header_counts = scan_headers(header_paths, cache=header_cache, workers=workers,
+                                                    processes=processes)
         header_seconds = time.perf_counter() - started
 
         failed = {r.path for r in records if not r.ok}

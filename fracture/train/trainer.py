@@ -286,7 +286,7 @@ class _Trainer:
                 "log", message=f"extracted {n} feature vectors in {time.time() - started:.1f} s",
                 images_per_s=n / max(1e-9, time.time() - started),
             )
-        all_feats = torch.from_numpy(np.ascontiguousarray(feats))
+        all_feats = torch.from_numpy(np.array(feats, dtype=np.float32))  # a writable copy of the memory map
         for name, split in self.splits.items():
             self.features[name] = all_feats[split.cache_pos].to(self.device)
 

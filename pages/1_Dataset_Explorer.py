@@ -38,7 +38,7 @@ cards[3].metric(f"Positive ({manifest.class_names[1]})", f"{overall['positives']
                 f"{overall['positive_rate']:.1%} of images", delta_color="off", delta_arrow="off",
                 border=True)
 unreadable = pd.concat(
-    [manifest.problems_frame().assign(stage="scan"), stats.unreadable.assign(stage="header")],
+    [manifest.problems_frame().assign(stage="scan"), stats.unreadable],
     ignore_index=True,
 )
 cards[4].metric("Problem files", f"{len(unreadable):,}", border=True,

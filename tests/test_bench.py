@@ -67,7 +67,7 @@ def test_normalize_batch_matches_the_formula_for_3_and_1_channels():
     assert torch.allclose(normalize_batch(gray, mean, std), expected_gray)
 
 
-def test_trainer_fetch_returns_cached_pixels_in_the_order_asked(demo_root, tmp_path):
+def test_trainer_fetch_prepares_cached_pixels_in_the_order_asked(demo_root, tmp_path):
     from fracture.bench.harness import build_trainer
     from fracture.train import TrainConfig
 
@@ -76,12 +76,16 @@ def test_trainer_fetch_returns_cached_pixels_in_the_order_asked(demo_root, tmp_p
         cache_dir=str(tmp_path / "cache"), device="cpu",
     )
     trainer = build_trainer(config, tmp_path / "run")
+    assert trainer._prepare_on_fetch  # CPU: augmentation runs on the prefetch thread
     split = trainer.splits["train"]
     positions = np.array([5, 0, 3, 3, len(split) - 1])
+    state = trainer.augment.state_dict()
     inputs, labels, body = trainer._fetch_train(positions)
-    for row, position in enumerate(positions):
-        pixels = trainer.cache[int(split.cache_pos[position])]
-        assert torch.equal(inputs[row], uint8_to_tensor(pixels[None], 3)[0])
+    trainer.augment.load_state_dict(state)
+    pixels = np.stack([trainer.cache[int(split.cache_pos[p])] for p in positions])
+    expected = trainer._prepare_inputs(uint8_to_tensor(pixels, 3), train=True)  # same draws, same order
+    assert inputs.shape == (5, 3, 32, 32)
+    assert torch.equal(inputs, expected)
     assert labels.tolist() == split.labels[positions].tolist()
     assert body.tolist() == split.body[positions].tolist()
 

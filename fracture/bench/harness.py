@@ -90,24 +90,21 @@ def run_epoch(trainer: _Trainer) -> dict[str, float]:
 
 
 def ready_batch(trainer: _Trainer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One batch exactly as the model receives it in training (augmented,
+    """One batch exactly as the network receives it in training (augmented,
     normalised, on the device, channels_last on CUDA): the step-alone input."""
     size = trainer.config.batch_size
     positions = np.resize(np.arange(len(trainer.splits["train"])), size)
     inputs, labels, body = trainer._fetch_train(positions)
-    inputs = model_inputs(trainer, trainer._to_device(inputs), train=True)
-    return inputs, labels.to(trainer.device), body.to(trainer.device)
+    return model_inputs(trainer, inputs), labels.to(trainer.device), body.to(trainer.device)
 
 
-def model_inputs(trainer: _Trainer, inputs: torch.Tensor, *, train: bool) -> torch.Tensor:
-    """What ``_Trainer._forward`` does to a finetune batch before the network."""
-    from fracture.train.batches import normalize_batch
-
-    if train:
-        inputs = trainer.augment(inputs)
-    inputs = normalize_batch(inputs, trainer.input_spec.mean, trainer.input_spec.std)
-    if trainer.device.type == "cuda" and trainer.config.channels_last:
-        inputs = inputs.contiguous(memory_format=torch.channels_last)
+def model_inputs(trainer: _Trainer, fetched: torch.Tensor) -> torch.Tensor:
+    """What the training loop does to a fetched finetune batch before the network:
+    move and convert it, then augment and normalise it unless the prefetch
+    thread already did (on the CPU)."""
+    inputs = trainer._to_device(fetched)
+    if not trainer._prepare_on_fetch:
+        inputs = trainer._prepare_inputs(inputs, train=True)
     return inputs
 
 

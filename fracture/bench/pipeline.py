@@ -39,7 +39,7 @@ def bench_input_pipeline(trainer, *, batches: int, repeats: int, step_images_per
         for _ in range(batches):
             positions = rng.integers(0, n_train, size)
             inputs, _labels, _body = trainer._fetch_train(positions)
-            model_inputs(trainer, trainer._to_device(inputs), train=True)
+            model_inputs(trainer, inputs)
 
     samples = interleaved({"pipeline": run}, repeats=repeats, warmup=1, device=trainer.device)
     pipeline = summarize(samples["pipeline"], items=batches * size)

@@ -370,12 +370,23 @@ class _Trainer:
         return state["epoch"] + 1, state["best"], state["bad_epochs"]
 
     # -------------------------------------------------------------- the loop
+    @property
+    def _prepare_on_fetch(self) -> bool:
+        """Whether training batches are augmented and normalised on the prefetch thread.
+
+        On the CPU that work then overlaps the previous step instead of adding
+        to it; on a GPU it runs on the GPU, in the loop (see :meth:`_to_device`).
+        """
+        return self.device.type == "cpu" and self.config.mode == "finetune"
+
     def _fetch_train(self, positions: np.ndarray) -> tuple:
         """One training batch, made on the prefetch thread while the model steps.
 
-        On CUDA the images stay uint8 in pinned memory (copied without blocking
-        and converted on the GPU by :meth:`_to_device`); on the CPU they are
-        converted to float here, overlapping the previous step.
+        On CUDA the images stay uint8 in pinned memory (copied without blocking,
+        converted and augmented on the GPU); on the CPU they leave here
+        converted, augmented and normalised, ready for the network. The
+        augmentation's generator is only used here during an epoch, batch
+        after batch in order, so the draws are the same as in a serial loop.
         """
         split = self.splits["train"]
         labels = torch.from_numpy(split.labels[positions])
@@ -386,7 +397,10 @@ class _Trainer:
         images = self.cache.get_batch(split.cache_pos[positions])
         if self.device.type == "cuda":
             return torch.from_numpy(images).pin_memory(), labels.pin_memory(), body.pin_memory()
-        return uint8_to_tensor(images, self.config.in_chans), labels, body
+        inputs = uint8_to_tensor(images, self.config.in_chans)
+        if self._prepare_on_fetch:
+            inputs = self._prepare_inputs(inputs, train=True)
+        return inputs, labels, body
 
     def _to_device(self, inputs: torch.Tensor) -> torch.Tensor:
         """A fetched batch on the training device; uint8 images become float in [0, 1] there."""
@@ -395,14 +409,20 @@ class _Trainer:
             inputs = uint8_to_tensor(inputs, self.config.in_chans)
         return inputs
 
-    def _forward(self, inputs: torch.Tensor, body: torch.Tensor, train: bool):
-        if self.config.mode == "frozen":
-            return self.model.forward_head(inputs, body_part=body)
+    def _prepare_inputs(self, inputs: torch.Tensor, train: bool) -> torch.Tensor:
+        """Float images in [0, 1] -> network input: augmented (training), normalised, channels_last on CUDA."""
         if train:
             inputs = self.augment(inputs)
         inputs = normalize_batch(inputs, self.input_spec.mean, self.input_spec.std)
         if self.device.type == "cuda" and self.config.channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
+        return inputs
+
+    def _forward(self, inputs: torch.Tensor, body: torch.Tensor, train: bool):
+        if self.config.mode == "frozen":
+            return self.model.forward_head(inputs, body_part=body)
+        if not (train and self._prepare_on_fetch):
+            inputs = self._prepare_inputs(inputs, train)
         return self.forward_model(inputs, body_part=body)
 
     def _loss(self, logit, body_logits, labels, body) -> torch.Tensor:

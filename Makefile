@@ -20,6 +20,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q -ra tests
 
 bench: $(STAMP)
+	$(PY) -m fracture.bench.data_bench
 	$(PY) -m fracture.bench
 
 demo-data: $(STAMP)

@@ -10,6 +10,9 @@ warm-up excluded, medians over repeats) and reports their ratio:
 - ``predict``: one-image prediction vs a bare forward, Grad-CAM vs none (:mod:`.predict_latency`);
 - ``cuda_train``: EfficientNet-B0 with bf16 on CUDA, skipped without a GPU (:mod:`.cuda`).
 
+The data layer (dataset scan, image loading) has its own benchmark,
+``python -m fracture.bench.data_bench``, on the same timing helpers (:mod:`.timing`).
+
 :func:`run_suite` runs them all and writes one JSON file whose top level holds
 ``train_loop_vs_step``, ``predict_vs_forward``, ``gradcam_vs_predict`` and
 ``cache_build_vs_decode``.

@@ -324,7 +324,7 @@ def format_table(results: dict[str, Any]) -> str:
          _rate(cb["build"]), _rate(cb["decode"]), _fmt(cb["ratio"]), cb["goal"], _status(cb["goal_met"])),
         ("train loop vs model step", f"{tl['model']} {tl['image_size']}px b{tl['batch_size']} {tl['device']}",
          _rate(tl["loop"]), _rate(tl["step"]), _fmt(tl["ratio"]), tl["goal"], _status(tl["goal_met"])),
-        ("input pipeline vs model step", f"1 thread, {ip['device']}",
+        ("input pipeline vs model step", f"serial, no prefetch, {ip['device']}",
          _rate(ip["pipeline"]), f"{_fmt(ip['step_images_per_s'], '.1f')} img/s", _fmt(ip["ratio"]), ip["goal"],
          _status(ip["goal_met"])),
         ("frozen epoch (warm features)", f"{fe['epoch_images']} imgs, heads only",
@@ -348,7 +348,7 @@ def format_table(results: dict[str, Any]) -> str:
             _rate(ct["loop"]), _rate(ct["step"]), _fmt(cuda["ratio"]), cuda["goal"], _status(cuda["goal_met"]),
         ))
         cp = cuda["pipeline"]
-        rows.append(("CUDA input pipeline vs step", "1 thread, GPU augment", _rate(cp["pipeline"]),
+        rows.append(("CUDA input pipeline vs step", "serial, GPU augment", _rate(cp["pipeline"]),
                      f"{_fmt(cp['step_images_per_s'], '.1f')} img/s", _fmt(cp["ratio"]), cp["goal"],
                      _status(cp["goal_met"])))
     header = ("benchmark", "setting", "measured (median)", "floor (median)", "ratio", "goal", "")

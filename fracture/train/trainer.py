@@ -105,6 +105,8 @@ class _Trainer:
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % (2**32))
         self.device = resolve_device(cfg.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
         self._load_data()
         self._build_model()
         self._build_optimisation()

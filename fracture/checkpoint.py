@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from safetensors import SafetensorError, safe_open
 
+from fracture._json import json_default
 from fracture.errors import CheckpointError, ModelError
 
 if TYPE_CHECKING:
@@ -52,15 +53,6 @@ OPTIONAL_META_DEFAULTS: dict[str, Any] = {
     "metrics": {},
     "dataset_fingerprint": None,
 }
-
-
-def _json_default(value: Any) -> Any:
-    """Make numpy scalars/arrays and paths JSON-able; anything else is a caller error."""
-    if hasattr(value, "tolist"):  # numpy scalars and arrays, torch tensors
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def _versions() -> dict[str, str]:
@@ -105,7 +97,7 @@ def _complete_meta(model: FractureModel, meta: dict[str, Any]) -> dict[str, Any]
 
 def _encode_meta(meta: dict[str, Any]) -> str:
     try:
-        return json.dumps(meta, default=_json_default, allow_nan=True)
+        return json.dumps(meta, default=json_default, allow_nan=True)
     except (TypeError, ValueError) as exc:
         bad = [key for key, value in meta.items() if not _is_jsonable(value)]
         raise CheckpointError(f"checkpoint metadata is not JSON serialisable (keys {bad}): {exc}") from exc
@@ -113,7 +105,7 @@ def _encode_meta(meta: dict[str, Any]) -> str:
 
 def _is_jsonable(value: Any) -> bool:
     try:
-        json.dumps(value, default=_json_default)
+        json.dumps(value, default=json_default)
     except (TypeError, ValueError):
         return False
     return True

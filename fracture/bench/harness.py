@@ -83,7 +83,7 @@ def set_train_images(trainer: _Trainer, n_images: int) -> None:
 
 def run_epoch(trainer: _Trainer) -> dict[str, float]:
     """One training epoch through the trainer's own loop; its metrics."""
-    metrics = trainer._train_epoch(0, 0.0, 0)
+    metrics = trainer._train_epoch(0)
     if metrics is None:
         raise RuntimeError("the benchmark epoch was cancelled")
     return metrics

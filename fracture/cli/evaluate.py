@@ -5,6 +5,8 @@ import argparse
 import json
 from pathlib import Path
 
+from fracture._json import json_default
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
                 name: summarize_report(r.report, split=args.split, checkpoints=[c])
                 for name, r, c in zip(names, results, args.checkpoint)
             }
-        Path(args.json_out).write_text(json.dumps(summary, indent=2, default=_default))
+        Path(args.json_out).write_text(json.dumps(summary, indent=2, default=json_default))
         print(f"\nwrote {args.json_out}")
     if args.write_meta or args.card:
         if len(results) != 1:
@@ -91,10 +93,3 @@ def run(args: argparse.Namespace) -> int:
             print(f"wrote {args.card}")
     return 0
 
-
-def _default(value):
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return str(value)

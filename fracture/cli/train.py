@@ -10,8 +10,10 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import signal
 import threading
+import types
 import typing
 from pathlib import Path
 
@@ -45,7 +47,7 @@ def _add_field(parser: argparse.ArgumentParser, field: dataclasses.Field, prefix
     if kind is bool:
         parser.add_argument(_flag(name), dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         return
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and type(None) in args:
+    if origin in (typing.Union, types.UnionType) and type(None) in args:
         kind = next(a for a in args if a is not type(None))
     if kind in (int, float, str):
         parser.add_argument(_flag(name), dest=name, type=kind, default=None, help=help_text)
@@ -130,8 +132,8 @@ def run(args: argparse.Namespace) -> int:
         resume = False
     stop = threading.Event()
     _install_stop_handlers(stop)
-    (run_dir).mkdir(parents=True, exist_ok=True)
-    (run_dir / "train.pid").write_text(str(__import__("os").getpid()))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "train.pid").write_text(str(os.getpid()))
 
     def echo(event: dict) -> None:
         kind = event["event"]
@@ -147,8 +149,8 @@ def run(args: argparse.Namespace) -> int:
         elif kind in ("log", "data_problem"):
             print(f"{kind}: {event.get('message') or event.get('path', '') + ' ' + event.get('reason', '')}", flush=True)
 
-    best = train(config, run_dir, callback=echo, stop_event=stop, resume=resume)
-    return 0 if not stop.is_set() else 130 if best is None else 0
+    train(config, run_dir, callback=echo, stop_event=stop, resume=resume)
+    return 0  # a stop on request is a clean end: the run's last event says "cancelled"
 
 
 def _fmt(value) -> str:

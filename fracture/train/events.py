@@ -15,6 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from fracture._json import json_default
+
 EVENTS_FILE = "events.jsonl"
 CONFIG_FILE = "config.json"
 PID_FILE = "train.pid"
@@ -52,21 +54,13 @@ class EventLog:
         if event not in EVENT_TYPES:
             raise ValueError(f"unknown event type {event!r}")
         record = {"event": event, "time": _now(), "unix": time.time(), **fields}
-        line = json.dumps(record, default=_json_default)
+        line = json.dumps(record, default=json_default)
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(line + "\n")
             handle.flush()
         if self.callback is not None:
             self.callback(record)
         return record
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def read_events(run_dir: str | Path) -> list[dict[str, Any]]:

@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from fracture._json import json_default
 from fracture.errors import FractureError, TrainingError
 from fracture.train.augment import BatchAugment
 from fracture.train.batches import epoch_indices, iterate_batches, normalize_batch, uint8_to_tensor
@@ -433,7 +434,7 @@ class _Trainer:
             loss = loss + BODY_PART_LOSS_WEIGHT * F.cross_entropy(body_logits.float(), body, ignore_index=-1)
         return loss
 
-    def _train_epoch(self, epoch: int, run_started: float, steps_done_before: int) -> dict[str, float] | None:
+    def _train_epoch(self, epoch: int) -> dict[str, float] | None:
         cfg = self.config
         model = self.model
         model.train()
@@ -516,7 +517,7 @@ class _Trainer:
         return {
             "val_loss": loss,
             "val_accuracy": metrics["accuracy"],
-            "val_roc_auc": _none_if_nan(metrics["roc_auc"]),
+            "val_roc_auc": metrics["roc_auc"],  # None when val has one class
             "val_kappa": metrics["cohen_kappa"],
         }, probs
 
@@ -530,11 +531,10 @@ class _Trainer:
     def _loop(self, start_epoch: int, best: float | None, bad_epochs: int) -> Path:
         cfg = self.config
         best_path = self.run_dir / BEST_CHECKPOINT
-        run_started = time.time()
         stopped_early = False
         for epoch in range(start_epoch, cfg.epochs):
             epoch_started = time.time()
-            train_metrics = self._train_epoch(epoch, run_started, 0)
+            train_metrics = self._train_epoch(epoch)
             if train_metrics is None:
                 return self._cancel(best_path)
             val_metrics, val_probs = self._validate()
@@ -639,7 +639,7 @@ class _Trainer:
         meta["metrics"] = metrics
         meta["stopped_early"] = stopped_early
         save_checkpoint(best_path, best_model, meta, half=cfg.checkpoint_half)
-        (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))
+        (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=json_default))
         summary = {
             f"{name}_{level}_roc_auc": metrics[name][level]["overall"].get("roc_auc")
             for name in metrics for level in ("image", "study")
@@ -648,18 +648,3 @@ class _Trainer:
         return best_path
 
 
-def _none_if_nan(value: Any) -> Any:
-    if value is None:
-        return None
-    try:
-        return None if math.isnan(float(value)) else float(value)
-    except (TypeError, ValueError):
-        return value
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(type(value).__name__)

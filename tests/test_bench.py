@@ -67,8 +67,8 @@ def test_normalize_batch_matches_the_formula_for_3_and_1_channels():
     assert torch.allclose(normalize_batch(gray, mean, std), expected_gray)
 
 
-def test_trainer_fetch_prepares_cached_pixels_in_the_order_asked(demo_root, tmp_path):
-    from fracture.bench.harness import build_trainer
+def test_trainer_fetch_reads_cached_pixels_in_the_order_asked(demo_root, tmp_path):
+    from fracture.bench.harness import build_trainer, model_inputs
     from fracture.train import TrainConfig
 
     config = TrainConfig(
@@ -76,18 +76,24 @@ def test_trainer_fetch_prepares_cached_pixels_in_the_order_asked(demo_root, tmp_
         cache_dir=str(tmp_path / "cache"), device="cpu",
     )
     trainer = build_trainer(config, tmp_path / "run")
-    assert trainer._prepare_on_fetch  # CPU: augmentation runs on the prefetch thread
     split = trainer.splits["train"]
     positions = np.array([5, 0, 3, 3, len(split) - 1])
-    state = trainer.augment.state_dict()
-    inputs, labels, body = trainer._fetch_train(positions)
-    trainer.augment.load_state_dict(state)
+    images, labels, body = trainer._fetch_train(positions)
     pixels = np.stack([trainer.cache[int(split.cache_pos[p])] for p in positions])
-    expected = trainer._prepare_inputs(uint8_to_tensor(pixels, 3), train=True)  # same draws, same order
-    assert inputs.shape == (5, 3, 32, 32)
-    assert torch.equal(inputs, expected)
+    # The prefetch thread only copies uint8 pixels; no torch kernels run there.
+    assert images.dtype == torch.uint8
+    assert np.array_equal(images.numpy(), pixels)
     assert labels.tolist() == split.labels[positions].tolist()
     assert body.tolist() == split.body[positions].tolist()
+    # The loop then converts, augments and normalises them with the run's generator.
+    state = trainer.augment.state_dict()
+    inputs = model_inputs(trainer, images)
+    trainer.augment.load_state_dict(state)
+    expected = trainer._prepare_inputs(uint8_to_tensor(pixels, 3), train=True)  # same draws, same order
+    assert inputs.shape == (5, 3, 32, 32)
+    # Augmenting the stored gray channel, then repeating it, gives the same pixels
+    # as augmenting three copies.
+    assert torch.allclose(inputs, expected, atol=1e-6)
 
 
 def test_quick_suite_prints_a_table_and_writes_the_four_ratios(demo_root, tmp_path, monkeypatch, capsys):

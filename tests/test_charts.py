@@ -140,6 +140,26 @@ def test_image_histogram_counts_pixels_per_channel():
         image_histogram_chart(img.astype(np.float32), "float")
 
 
+def test_image_histogram_goes_log_for_an_edge_map_only():
+    ramp = np.tile(np.arange(256, dtype=np.uint8), (64, 1))
+    assert image_histogram_chart(ramp, "ramp").layout.yaxis.type == "linear"
+    edges = np.zeros((200, 200), dtype=np.uint8)
+    edges[::50, :] = 255  # a few edge pixels on a black field, as Canny gives
+    edges[1, :3] = 40
+    fig = image_histogram_chart(edges, "Canny edges")
+    assert fig.layout.yaxis.type == "log"
+    assert fig.layout.yaxis.title.text == "pixels (log)"
+    assert image_histogram_chart(edges, "forced", log_counts=False).layout.yaxis.type == "linear"
+
+
+def test_panel_charts_keep_their_legend_clear_of_the_panel_titles():
+    epochs = pd.DataFrame({"epoch": [0, 1], "train_loss": [0.7, 0.5], "val_loss": [0.8, 0.6],
+                           "train_roc_auc": [0.6, 0.7], "val_roc_auc": [0.55, 0.65]})
+    fig = training_curves_chart(epochs)
+    assert fig.layout.annotations  # panel titles above the plots
+    assert fig.layout.legend.y < 0 and fig.layout.legend.yanchor == "top"
+
+
 # ------------------------------------------------------------------ training charts
 
 

@@ -100,12 +100,8 @@ def ready_batch(trainer: _Trainer) -> tuple[torch.Tensor, torch.Tensor, torch.Te
 
 def model_inputs(trainer: _Trainer, fetched: torch.Tensor) -> torch.Tensor:
     """What the training loop does to a fetched finetune batch before the network:
-    move and convert it, then augment and normalise it unless the prefetch
-    thread already did (on the CPU)."""
-    inputs = trainer._to_device(fetched)
-    if not trainer._prepare_on_fetch:
-        inputs = trainer._prepare_inputs(inputs, train=True)
-    return inputs
+    move it to the device, convert it to float, augment and normalise it."""
+    return trainer._prepare_inputs(trainer._to_device(fetched), train=True)
 
 
 def model_step(trainer: _Trainer, inputs: torch.Tensor, labels: torch.Tensor, body: torch.Tensor) -> float:

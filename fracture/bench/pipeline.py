@@ -1,11 +1,12 @@
 """Input-pipeline throughput vs the model's own training step.
 
 The pipeline is everything the training loop does to a batch before the
-network: :meth:`_Trainer._fetch_train` (cache read and tensor conversion),
-the move to the device, the batch augmentation and the normalisation, run
-back to back on one thread with nothing overlapped. If it makes images
-faster than the model step alone consumes them (ratio above 1), the
-prefetch thread can hide it and the pipeline is not the bottleneck.
+network: :meth:`_Trainer._fetch_train` (the uint8 copy out of the cache),
+the move to the device, the conversion to float, the batch augmentation and
+the normalisation, run back to back on one thread with nothing overlapped.
+The prefetch thread hides the cache copy; the rest runs in the loop, so on
+the CPU this ratio says how much a step pays for it (a ratio of 60 costs a
+step 1/60 of its time).
 """
 from __future__ import annotations
 

@@ -59,7 +59,7 @@ class BenchSettings:
 #: The issue's configuration: EfficientNet-Lite0 at 224 px on the CPU, B0 on CUDA.
 FULL = BenchSettings(
     quick=False, repeats=3, max_images=320, demo_studies=130, demo_size_range=(200, 512),
-    cache_workers=None, model="efficientnet_lite0", image_size=224, batch_size=32, train_steps=4,
+    cache_workers=None, model="efficientnet_lite0", image_size=224, batch_size=32, train_steps=6,
     pipeline_batches=4, frozen_epoch_images=2880, predict_iters=30, cam_iters=8,
     cuda_model="efficientnet_b0", cuda_image_size=224, cuda_batch_size=256, cuda_steps=20,
     cuda_pipeline_batches=20,
@@ -102,6 +102,7 @@ def _environment() -> dict[str, Any]:
     import numpy as np
     import torch
 
+    from fracture.allocator import is_tuned
     from fracture.cache.images import _usable_cpus
 
     env = {
@@ -115,6 +116,7 @@ def _environment() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
         "cuda_available": torch.cuda.is_available(),
+        "allocator_tuned": is_tuned(),
     }
     try:
         import cv2

@@ -34,8 +34,11 @@ def _resolve(path: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fracture.allocator import keep_freed_memory
     from fracture.compare import evaluate_checkpoint, evaluate_ensemble
     from fracture.evaluate.report import format_report_markdown, metrics_table
+
+    keep_freed_memory()  # a batch job: reuse freed activations (fracture/allocator.py)
 
     checkpoints = [_resolve(c) for c in args.checkpoint]
     results = [

@@ -119,7 +119,10 @@ def _install_stop_handlers(stop: threading.Event) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fracture.allocator import keep_freed_memory
     from fracture.train.trainer import train
+
+    keep_freed_memory()  # this process only trains: reuse freed activations (fracture/allocator.py)
 
     out = Path(args.out)
     if args.resume:

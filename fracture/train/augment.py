@@ -32,12 +32,13 @@ class BatchAugment:
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
 
-    @torch.no_grad()
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        """Augment ``batch`` (B, C, H, W) float in [0, 1]; returns a new tensor."""
+    def _draw(self, n: int) -> torch.Tensor:
+        """All of a batch's random parameters as one (n, 8) CPU tensor.
+
+        Drawn on the CPU from the run's generator (the same numbers on every
+        device), in a fixed order: theta's six entries, then gain and bias.
+        """
         cfg = self.config
-        n = batch.shape[0]
-        device = batch.device
         angle = self._uniform(n, -cfg.rotation_deg, cfg.rotation_deg) * math.pi / 180
         scale = 1.0 / self._uniform(n, 1 - cfg.zoom, 1 + cfg.zoom)  # grid scale is inverse zoom
         tx = self._uniform(n, -cfg.shift, cfg.shift) * 2
@@ -45,18 +46,30 @@ class BatchAugment:
         flip_x = torch.where(torch.rand(n, generator=self.generator) < 0.5, -1.0, 1.0) if cfg.hflip else torch.ones(n)
         flip_y = torch.where(torch.rand(n, generator=self.generator) < 0.5, -1.0, 1.0) if cfg.vflip else torch.ones(n)
         cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
-        theta = torch.stack(
-            [
-                torch.stack([cos * flip_x, -sin * flip_y, tx], dim=1),
-                torch.stack([sin * flip_x, cos * flip_y, ty], dim=1),
-            ],
-            dim=1,
-        ).to(device=device, dtype=batch.dtype)
+        if cfg.brightness or cfg.contrast:
+            gain = self._uniform(n, 1 - cfg.contrast, 1 + cfg.contrast)
+            bias = self._uniform(n, -cfg.brightness, cfg.brightness)
+        else:
+            gain, bias = torch.ones(n), torch.zeros(n)
+        return torch.stack([cos * flip_x, -sin * flip_y, tx, sin * flip_x, cos * flip_y, ty, gain, bias], dim=1)
+
+    @torch.no_grad()
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        """Augment ``batch`` (B, C, H, W) float in [0, 1]; returns a new tensor.
+
+        On CUDA the parameters cross in one pinned, non-blocking copy, so the
+        augmentation queues behind the previous step instead of waiting for it.
+        """
+        n = batch.shape[0]
+        params = self._draw(n)
+        if batch.device.type == "cuda":
+            params = params.pin_memory().to(batch.device, non_blocking=True)
+        params = params.to(batch.dtype)
+        theta = params[:, :6].reshape(n, 2, 3)
         grid = F.affine_grid(theta, list(batch.shape), align_corners=False)
         out = F.grid_sample(batch, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        if cfg.brightness or cfg.contrast:
-            gain = self._uniform(n, 1 - cfg.contrast, 1 + cfg.contrast).to(device, batch.dtype).view(n, 1, 1, 1)
-            bias = self._uniform(n, -cfg.brightness, cfg.brightness).to(device, batch.dtype).view(n, 1, 1, 1)
+        if self.config.brightness or self.config.contrast:
+            gain, bias = params[:, 6].view(n, 1, 1, 1), params[:, 7].view(n, 1, 1, 1)
             mean = out.mean(dim=(1, 2, 3), keepdim=True)
             out = ((out - mean) * gain + mean + bias).clamp_(0.0, 1.0)
         return out

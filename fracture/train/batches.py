@@ -3,8 +3,10 @@
 Images come out of :class:`fracture.cache.ImageCache` as one (B, S, S, C)
 uint8 array per batch (a memcpy from a memory map), so the only per-batch work
 left is a dtype conversion and the batch augmentation. A one-batch-ahead
-prefetch thread overlaps that with the model step (numpy and torch release
-the GIL for the copies). On a GPU the batch crosses the bus as uint8 and is
+prefetch thread overlaps the copy (and any disk read behind it) with the
+model step; callers keep torch kernels off that thread, because on a CPU a
+second thread's kernels start a second OpenMP team that fights the step's
+threads for the same cores. On a GPU the batch crosses the bus as uint8 and is
 converted there (:func:`uint8_to_tensor` takes a device tensor too): a quarter
 of the bytes of float32, a twelfth when one gray channel becomes three.
 """
@@ -19,8 +21,8 @@ import numpy as np
 import torch
 
 
-def uint8_to_tensor(batch: np.ndarray | torch.Tensor, in_chans: int) -> torch.Tensor:
-    """(B, H, W[, C]) uint8 -> (B, in_chans, H, W) float32 in [0, 1].
+def uint8_to_float(batch: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """(B, H, W[, C]) uint8 -> (B, C, H, W) float32 in [0, 1], channels as stored.
 
     A numpy array is converted on the CPU; a tensor where it lies (on the GPU
     after a uint8 copy).
@@ -28,7 +30,11 @@ def uint8_to_tensor(batch: np.ndarray | torch.Tensor, in_chans: int) -> torch.Te
     tensor = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(batch))
     if tensor.ndim == 3:
         tensor = tensor.unsqueeze(-1)
-    tensor = tensor.permute(0, 3, 1, 2).float().div_(255.0)
+    return tensor.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def match_channels(tensor: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, in_chans, H, W): one gray channel repeated, or colour averaged to gray."""
     channels = tensor.shape[1]
     if channels == in_chans:
         return tensor.contiguous()
@@ -37,6 +43,11 @@ def uint8_to_tensor(batch: np.ndarray | torch.Tensor, in_chans: int) -> torch.Te
     if in_chans == 1:
         return tensor.mean(dim=1, keepdim=True)
     raise ValueError(f"cannot feed {channels}-channel images to a {in_chans}-channel model")
+
+
+def uint8_to_tensor(batch: np.ndarray | torch.Tensor, in_chans: int) -> torch.Tensor:
+    """(B, H, W[, C]) uint8 -> (B, in_chans, H, W) float32 in [0, 1] (see :func:`uint8_to_float`)."""
+    return match_channels(uint8_to_float(batch), in_chans)
 
 
 def normalize_batch(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from fracture._json import json_default
 from fracture.errors import FractureError, TrainingError
 from fracture.train.augment import BatchAugment
-from fracture.train.batches import epoch_indices, iterate_batches, normalize_batch, uint8_to_tensor
+from fracture.train.batches import epoch_indices, iterate_batches, match_channels, normalize_batch, uint8_to_float
 from fracture.train.config import TrainConfig
 from fracture.train.events import CONFIG_FILE, EventCallback, EventLog
 
@@ -373,23 +373,17 @@ class _Trainer:
         return state["epoch"] + 1, state["best"], state["bad_epochs"]
 
     # -------------------------------------------------------------- the loop
-    @property
-    def _prepare_on_fetch(self) -> bool:
-        """Whether training batches are augmented and normalised on the prefetch thread.
-
-        On the CPU that work then overlaps the previous step instead of adding
-        to it; on a GPU it runs on the GPU, in the loop (see :meth:`_to_device`).
-        """
-        return self.device.type == "cpu" and self.config.mode == "finetune"
-
     def _fetch_train(self, positions: np.ndarray) -> tuple:
-        """One training batch, made on the prefetch thread while the model steps.
+        """One training batch as uint8 images, read on the prefetch thread while the model steps.
 
-        On CUDA the images stay uint8 in pinned memory (copied without blocking,
-        converted and augmented on the GPU); on the CPU they leave here
-        converted, augmented and normalised, ready for the network. The
-        augmentation's generator is only used here during an epoch, batch
-        after batch in order, so the draws are the same as in a serial loop.
+        Only the memory-map copy happens here (numpy, no torch kernels); the
+        conversion, augmentation and normalisation run in the loop on the
+        training device. On the CPU that ordering matters: torch kernels on a
+        second thread start a second OpenMP team that competes with the
+        model step's threads for the same cores, which cost 20% of the loop's
+        rate on 2 cores (benchmarked in ``fracture.bench.train_loop``), while
+        the same work done in the loop costs ~1-2% of a step. On CUDA the
+        batch goes into pinned memory and crosses the bus as uint8.
         """
         split = self.splits["train"]
         labels = torch.from_numpy(split.labels[positions])
@@ -397,25 +391,29 @@ class _Trainer:
         if self.config.mode == "frozen":
             return self.features["train"][torch.from_numpy(positions).to(self.device)], labels, body
         # get_batch reads the memory map in file order and returns the order asked.
-        images = self.cache.get_batch(split.cache_pos[positions])
+        images = torch.from_numpy(self.cache.get_batch(split.cache_pos[positions]))
         if self.device.type == "cuda":
-            return torch.from_numpy(images).pin_memory(), labels.pin_memory(), body.pin_memory()
-        inputs = uint8_to_tensor(images, self.config.in_chans)
-        if self._prepare_on_fetch:
-            inputs = self._prepare_inputs(inputs, train=True)
-        return inputs, labels, body
+            return images.pin_memory(), labels.pin_memory(), body.pin_memory()
+        return images, labels, body
 
     def _to_device(self, inputs: torch.Tensor) -> torch.Tensor:
-        """A fetched batch on the training device; uint8 images become float in [0, 1] there."""
+        """A fetched batch on the training device; uint8 images become float in [0, 1] there,
+        still with the cache's channels (see :meth:`_prepare_inputs`)."""
         inputs = inputs.to(self.device, non_blocking=True)
         if inputs.dtype == torch.uint8:
-            inputs = uint8_to_tensor(inputs, self.config.in_chans)
+            inputs = uint8_to_float(inputs)
         return inputs
 
     def _prepare_inputs(self, inputs: torch.Tensor, train: bool) -> torch.Tensor:
-        """Float images in [0, 1] -> network input: augmented (training), normalised, channels_last on CUDA."""
+        """Float images in [0, 1] -> network input: augmented (training), channels matched to
+        the model, normalised, channels_last on CUDA.
+
+        Augmenting before a gray image is repeated into three channels does a
+        third of the work for identical pixels.
+        """
         if train:
             inputs = self.augment(inputs)
+        inputs = match_channels(inputs, self.config.in_chans)
         inputs = normalize_batch(inputs, self.input_spec.mean, self.input_spec.std)
         if self.device.type == "cuda" and self.config.channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
@@ -424,9 +422,7 @@ class _Trainer:
     def _forward(self, inputs: torch.Tensor, body: torch.Tensor, train: bool):
         if self.config.mode == "frozen":
             return self.model.forward_head(inputs, body_part=body)
-        if not (train and self._prepare_on_fetch):
-            inputs = self._prepare_inputs(inputs, train)
-        return self.forward_model(inputs, body_part=body)
+        return self.forward_model(self._prepare_inputs(inputs, train), body_part=body)
 
     def _loss(self, logit, body_logits, labels, body) -> torch.Tensor:
         loss = F.binary_cross_entropy_with_logits(logit.float(), labels, pos_weight=self.pos_weight)

@@ -105,7 +105,7 @@ def label_balance_chart(
         fig.update_xaxes(title_text="body part", row=1, col=col)
     fig.update_yaxes(title_text=unit, row=1, col=1)
     fig.update_layout(barmode="stack")
-    return style_figure(fig, title)
+    return style_figure(fig, title, legend_below=True)
 
 
 def size_distribution_chart(
@@ -155,7 +155,7 @@ def size_distribution_chart(
     fig.update_yaxes(title_text="images", row=1, col=1)
     fig.update_xaxes(title_text="width (px)", row=1, col=2)
     fig.update_yaxes(title_text="height (px)", row=1, col=2)
-    return style_figure(fig, title)
+    return style_figure(fig, title, legend_below=True)
 
 
 def mode_chart(modes_df: pd.DataFrame, *, title: str | None = None) -> go.Figure:
@@ -246,13 +246,22 @@ def intensity_histogram_chart(
     return style_figure(fig, title)
 
 
-def image_histogram_chart(img_uint8: np.ndarray, name: str, *, height: int = 220) -> go.Figure:
+#: Tallest bin over the second tallest above which a histogram is drawn on a log axis.
+SPIKY_HISTOGRAM_RATIO = 10.0
+
+
+def image_histogram_chart(img_uint8: np.ndarray, name: str, *, height: int = 220,
+                          log_counts: bool | None = None) -> go.Figure:
     """A small intensity histogram of one image (Preprocessing Lab, before/after).
 
     Args:
         img_uint8: uint8 array, (H, W) or (H, W, C); one line per channel.
         name: what the image is (e.g. "original", "after CLAHE"), for the title.
         height: figure height in pixels.
+        log_counts: pixel counts on a log axis; None decides from the data:
+            a spiky histogram (a Canny edge map is almost all 0 with a few
+            255, letterbox padding is one tall bin) hides everything else on
+            a linear axis.
 
     Returns:
         A figure with one filled line per channel.
@@ -267,10 +276,12 @@ def image_histogram_chart(img_uint8: np.ndarray, name: str, *, height: int = 220
             f"got {img.dtype} with shape {img.shape}"
         )
     channels = [img] if img.ndim == 2 else [img[..., c] for c in range(img.shape[2])]
+    all_counts = [np.bincount(channel.ravel(), minlength=INTENSITY_LEVELS) for channel in channels]
+    if log_counts is None:
+        log_counts = any(_is_spiky(counts) for counts in all_counts)
     fig = go.Figure()
     levels = np.arange(INTENSITY_LEVELS)
-    for index, channel in enumerate(channels):
-        counts = np.bincount(channel.ravel(), minlength=INTENSITY_LEVELS)
+    for index, counts in enumerate(all_counts):
         fig.add_trace(go.Scatter(
             x=levels, y=counts, mode="lines", fill="tozeroy",
             name="gray" if len(channels) == 1 else f"channel {index}",
@@ -278,7 +289,15 @@ def image_histogram_chart(img_uint8: np.ndarray, name: str, *, height: int = 220
             hovertemplate="level %{x}: %{y} px<extra></extra>",
         ))
     fig.update_xaxes(title_text="intensity", range=[0, INTENSITY_LEVELS - 1])
-    fig.update_yaxes(title_text="pixels")
+    fig.update_yaxes(title_text="pixels (log)" if log_counts else "pixels", type="log" if log_counts else "linear")
     fig = style_figure(fig, f"Histogram — {name}", height=height)
     fig.update_layout(margin={"l": 50, "r": 10, "t": 40, "b": 40}, showlegend=len(channels) > 1)
     return fig
+
+
+def _is_spiky(counts: np.ndarray) -> bool:
+    """Whether one bin towers over every other (see :data:`SPIKY_HISTOGRAM_RATIO`)."""
+    occupied = np.sort(counts[counts > 0])
+    if occupied.size < 2:
+        return False
+    return float(occupied[-1]) > SPIKY_HISTOGRAM_RATIO * float(occupied[-2])

@@ -50,15 +50,26 @@ def chart_title(what: str, *, split: str | None = None, level: str | None = None
     return f"{what} — {', '.join(parts)}" if parts else what
 
 
-def style_figure(fig: go.Figure, title: str, *, height: int | None = None) -> go.Figure:
-    """Apply the shared template, title and legend placement; returns ``fig``."""
+def style_figure(fig: go.Figure, title: str, *, height: int | None = None,
+                 legend_below: bool = False) -> go.Figure:
+    """Apply the shared template, title and legend placement; returns ``fig``.
+
+    The legend sits above the plot, right of the title, unless
+    ``legend_below``: figures with panel titles (``make_subplots``) need
+    that space for the titles, and a legend there would cover them.
+    """
+    if legend_below:
+        legend = {"orientation": "h", "yanchor": "top", "y": -0.22, "xanchor": "center", "x": 0.5}
+        margin = {"l": 60, "r": 20, "t": 70, "b": 90}
+    else:
+        legend = {"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "right", "x": 1.0}
+        margin = {"l": 60, "r": 20, "t": 60, "b": 50}
     fig.update_layout(
         template=TEMPLATE,
         title={"text": title, "x": 0.0, "xanchor": "left"},
         font={"family": FONT_FAMILY, "size": 13},
-        margin={"l": 60, "r": 20, "t": 60, "b": 50},
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "right", "x": 1.0,
-                "title": {"text": ""}},
+        margin=margin,
+        legend={**legend, "title": {"text": ""}},
         hoverlabel={"namelength": -1},
     )
     if height is not None:

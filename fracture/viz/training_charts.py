@@ -97,7 +97,7 @@ def training_curves_chart(
             shown.add(split)
         fig.update_xaxes(title_text="epoch", row=1, col=col)
         fig.update_yaxes(title_text=metric_label(metric), row=1, col=col)
-    return style_figure(fig, title)
+    return style_figure(fig, title, legend_below=True)
 
 
 def _step_axis(steps_df: pd.DataFrame, steps_per_epoch: int | None) -> tuple[np.ndarray, str]:

@@ -3,6 +3,11 @@
 Run with ``streamlit run app.py`` (or ``make run``). This script draws the
 sidebar every page shares (active dataset and model), then hands over to the
 page chosen in the navigation.
+
+The page scripts live in ``app_pages/``, not ``pages/``: Streamlit runs the
+first request of a server whose entry script has a ``pages/`` folder beside
+it in its older directory mode, which showed a nameless "app" page and an
+empty main area until the next request.
 """
 from __future__ import annotations
 
@@ -16,16 +21,16 @@ st.set_page_config(page_title="Fracture Lab", page_icon="🦴", layout="wide")
 
 APP_DIR = Path(__file__).resolve().parent
 PAGES = {
-    "pages/1_Dataset_Explorer.py": ("Dataset Explorer", "🗂️",
+    "app_pages/1_Dataset_Explorer.py": ("Dataset Explorer", "🗂️",
                                     "Counts, label balance, image sizes and a study gallery."),
-    "pages/2_Preprocessing_Lab.py": ("Preprocessing Lab", "🧪",
+    "app_pages/2_Preprocessing_Lab.py": ("Preprocessing Lab", "🧪",
                                      "CLAHE, Canny and diffusion side by side, with the model's "
                                      "probability and Grad-CAM for each."),
-    "pages/3_Train.py": ("Train", "🏋️",
+    "app_pages/3_Train.py": ("Train", "🏋️",
                          "Train a model in the background and watch it learn live."),
-    "pages/4_Predict.py": ("Predict", "🔍",
+    "app_pages/4_Predict.py": ("Predict", "🔍",
                            "Drop X-rays, get a probability, a body part and a Grad-CAM overlay."),
-    "pages/5_Compare.py": ("Compare", "📊",
+    "app_pages/5_Compare.py": ("Compare", "📊",
                            "Metrics, ROC curves and confusion matrices of several models "
                            "and their ensemble."),
 }

@@ -127,12 +127,12 @@ def png_bytes(size: int = 96, seed: int = 0) -> bytes:
 
 
 def entry_script(folder: Path) -> Path:
-    """A one-line entry script that runs ``app.py``, in a folder without ``pages/``.
+    """A one-line entry script that runs ``app.py`` from the test's own folder.
 
-    Next to a ``pages/`` folder, AppTest serves pages the old (v1) way, without
-    the entry script, on every run; a real server does that only for the first
-    request. From this entry point the tests see what a browser sees: ``app.py``
-    draws the sidebar and ``st.navigation`` runs the page.
+    AppTest resets Streamlit's page registry per test from the script's
+    folder; an entry script outside the repository keeps each test's app
+    run exactly what a browser gets: ``app.py`` draws the sidebar and
+    ``st.navigation`` runs the page.
     """
     entry = folder / "fracture_lab_entry.py"
     if not entry.is_file():
@@ -141,12 +141,12 @@ def entry_script(folder: Path) -> Path:
 
 
 def switch_to(at, page: str):
-    """``at.switch_page`` for a page path relative to the repository (``pages/4_Predict.py``)."""
+    """``at.switch_page`` for a page path relative to the repository (``app_pages/4_Predict.py``)."""
     return at.switch_page(str(REPO_ROOT / page))
 
 
 def run_page(page: str | None = None, *, model: str | None = None, query: dict | None = None):
-    """Run the app (and switch to ``page``, e.g. ``"pages/4_Predict.py"``); return the AppTest."""
+    """Run the app (and switch to ``page``, e.g. ``"app_pages/4_Predict.py"``); return the AppTest."""
     import os
 
     from streamlit.testing.v1 import AppTest

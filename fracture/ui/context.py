@@ -159,9 +159,8 @@ def render_sidebar(*, remember: bool = True) -> ActiveContext:
 def active_context() -> ActiveContext:
     """The sidebar's choice for this run (drawn now if the page runs on its own).
 
-    A page runs on its own when Streamlit serves it without the entry script:
-    the first request after a server start in a folder with ``pages/``, and
-    ``AppTest.switch_page``.
+    A page runs on its own when Streamlit serves it without the entry script,
+    as ``AppTest.switch_page`` does.
     """
     context = st.session_state.get(CONTEXT_KEY)
     if context is None:

@@ -282,13 +282,16 @@ def image_histogram_chart(img_uint8: np.ndarray, name: str, *, height: int = 220
     fig = go.Figure()
     levels = np.arange(INTENSITY_LEVELS)
     for index, counts in enumerate(all_counts):
-        fig.add_trace(go.Scatter(
-            x=levels, y=counts, mode="lines", fill="tozeroy",
-            name="gray" if len(channels) == 1 else f"channel {index}",
-            line={"color": series_color(index), "width": 1},
-            hovertemplate="level %{x}: %{y} px<extra></extra>",
-        ))
-    fig.update_xaxes(title_text="intensity", range=[0, INTENSITY_LEVELS - 1])
+        series = "gray" if len(channels) == 1 else f"channel {index}"
+        hover = "level %{x}: %{y} px<extra></extra>"
+        if log_counts:  # bars: a filled line has nothing to draw between empty bins on a log axis
+            fig.add_trace(go.Bar(x=levels, y=counts, name=series, marker_color=series_color(index),
+                                 marker_line_width=0, opacity=0.8, hovertemplate=hover))
+        else:
+            fig.add_trace(go.Scatter(x=levels, y=counts, mode="lines", fill="tozeroy", name=series,
+                                     line={"color": series_color(index), "width": 1}, hovertemplate=hover))
+    fig.update_layout(barmode="overlay", bargap=0)
+    fig.update_xaxes(title_text="intensity", range=[-2, INTENSITY_LEVELS + 1])
     fig.update_yaxes(title_text="pixels (log)" if log_counts else "pixels", type="log" if log_counts else "linear")
     fig = style_figure(fig, f"Histogram — {name}", height=height)
     fig.update_layout(margin={"l": 50, "r": 10, "t": 40, "b": 40}, showlegend=len(channels) > 1)

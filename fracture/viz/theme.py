@@ -59,8 +59,8 @@ def style_figure(fig: go.Figure, title: str, *, height: int | None = None,
     that space for the titles, and a legend there would cover them.
     """
     if legend_below:
-        legend = {"orientation": "h", "yanchor": "top", "y": -0.22, "xanchor": "center", "x": 0.5}
-        margin = {"l": 60, "r": 20, "t": 70, "b": 90}
+        legend = {"orientation": "h", "yanchor": "top", "y": -0.3, "xanchor": "center", "x": 0.5}
+        margin = {"l": 60, "r": 20, "t": 70, "b": 100}
     else:
         legend = {"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "right", "x": 1.0}
         margin = {"l": 60, "r": 20, "t": 60, "b": 50}

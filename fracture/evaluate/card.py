@@ -88,7 +88,7 @@ def render_model_card(meta: dict[str, Any], *, checkpoint_name: str) -> str:
         "## Training recipe",
         "",
         f"Mode `{cfg.get('mode')}`, pretrained ImageNet weights: {cfg.get('pretrained')}, {cfg.get('epochs')} epochs "
-        f"(best epoch by {cfg.get('monitor')}: {meta.get('epoch', 'n/a')}), batch {cfg.get('batch_size')}, "
+        f"(best by {cfg.get('monitor')}: {_best_epoch(meta, cfg)}), batch {cfg.get('batch_size')}, "
         f"{cfg.get('optimizer')} lr {cfg.get('lr')}, scheduler {cfg.get('scheduler')}, balancing "
         f"{cfg.get('balancing')}, flip TTA: {meta.get('tta_hflip')}. Augmentation (train split only): "
         f"`{json.dumps(cfg.get('augment'), sort_keys=True)}`. Decision threshold: {meta.get('threshold_rule')} "
@@ -146,3 +146,11 @@ def write_model_card(checkpoint: str | Path, result: Any, out: str | Path, *, da
     out = Path(out)
     out.write_text(text)
     return out
+
+
+def _best_epoch(meta: dict, cfg: dict) -> str:
+    """"epoch 7 of 10", counted from 1 as the training log prints it (metadata counts from 0)."""
+    epoch = meta.get("epoch")
+    if not isinstance(epoch, int):
+        return "n/a"
+    return f"epoch {epoch + 1} of {cfg.get('epochs')}"

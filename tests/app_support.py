@@ -126,20 +126,6 @@ def png_bytes(size: int = 96, seed: int = 0) -> bytes:
     return encoded.tobytes()
 
 
-def entry_script(folder: Path) -> Path:
-    """A one-line entry script that runs ``app.py`` from the test's own folder.
-
-    AppTest resets Streamlit's page registry per test from the script's
-    folder; an entry script outside the repository keeps each test's app
-    run exactly what a browser gets: ``app.py`` draws the sidebar and
-    ``st.navigation`` runs the page.
-    """
-    entry = folder / "fracture_lab_entry.py"
-    if not entry.is_file():
-        entry.write_text(f"import runpy\nrunpy.run_path({str(APP)!r}, run_name='__main__')\n")
-    return entry
-
-
 def switch_to(at, page: str):
     """``at.switch_page`` for a page path relative to the repository (``app_pages/4_Predict.py``)."""
     return at.switch_page(str(REPO_ROOT / page))
@@ -147,11 +133,9 @@ def switch_to(at, page: str):
 
 def run_page(page: str | None = None, *, model: str | None = None, query: dict | None = None):
     """Run the app (and switch to ``page``, e.g. ``"app_pages/4_Predict.py"``); return the AppTest."""
-    import os
-
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(entry_script(Path(os.environ["FRACTURE_HOME"]).parent), default_timeout=TIMEOUT)
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     if model is not None:
         select_model(at, model)
     at.run()

@@ -32,6 +32,8 @@ _M_MMAP_MAX = -4
 
 #: Environment variable that turns the tuning off when set to 0/false/no/off.
 ENV_SWITCH = "FRACTURE_MALLOC_TUNING"
+_OFF = ("0", "false", "no", "off")
+_ON = ("", "1", "true", "yes", "on")
 #: Extra heap asked of the kernel each time the heap grows (virtual until touched).
 TOP_PAD_BYTES = 256 * 1024 * 1024
 #: Free memory at the top of the heap kept instead of returned (all of it, in practice).
@@ -53,9 +55,13 @@ def keep_freed_memory() -> bool:
         turned off by ``FRACTURE_MALLOC_TUNING=0``, or glibc refused), with
         the reason logged. Never raises: the tuning is a speed-up only.
     """
-    if os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):
+    switch = os.environ.get(ENV_SWITCH, "1").strip().lower()
+    if switch in _OFF:
         logger.info("allocator tuning off (%s=%s)", ENV_SWITCH, os.environ[ENV_SWITCH])
         return False
+    if switch not in _ON:
+        logger.warning("%s=%r is not one of %s or %s; tuning the allocator as by default",
+                       ENV_SWITCH, os.environ[ENV_SWITCH], "/".join(_ON[1:]), "/".join(_OFF))
     if not sys.platform.startswith("linux"):
         logger.info("allocator tuning skipped: %s is not Linux/glibc", sys.platform)
         return False

@@ -43,3 +43,10 @@ def test_switch_turns_it_off(monkeypatch, value):
     out = _run(value, monkeypatch)
     assert "tuned False False" in out
     assert "allocator tuning off" in out
+
+
+def test_an_unknown_switch_value_is_named_and_the_default_kept(monkeypatch):
+    out = _run("banana", monkeypatch)
+    assert "FRACTURE_MALLOC_TUNING='banana' is not one of" in out
+    if sys.platform.startswith("linux"):
+        assert "tuned True True" in out

@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import re
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 
+from fracture._files import NotRegularFileError, open_regular
 from fracture._json import json_default
-from fracture.errors import CheckpointError, ModelError
+from fracture.errors import CheckpointError, ModelError, PreprocessError
 
 if TYPE_CHECKING:
     from fracture.models.network import FractureModel
@@ -34,6 +37,14 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 META_KEY = "fracture"
+MAX_HEADER_BYTES = 16 * 1024 * 1024
+"""Largest safetensors header read (tensor index and metadata); checked before reading it."""
+MAX_META_BYTES = 2 * 1024 * 1024
+"""Largest ``fracture`` metadata text accepted (a real one is a few kB)."""
+MAX_JSON_DEPTH = 64
+"""Deepest JSON nesting accepted in the header, checked before parsing."""
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 1024
+MAX_BODY_PARTS = 256
 # What a caller must provide: what prediction needs to reproduce training's input and decision.
 REQUIRED_META_KEYS = (
     "image_size",
@@ -92,6 +103,7 @@ def _complete_meta(model: FractureModel, meta: dict[str, Any]) -> dict[str, Any]
     full["format_version"] = FORMAT_VERSION
     full["created_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     full["versions"] = _versions()
+    validate_meta(full, where="checkpoint metadata")  # never write what read_checkpoint_meta would refuse
     return full
 
 
@@ -163,37 +175,230 @@ def save_checkpoint(path: str | Path, model: FractureModel, meta: dict[str, Any]
 def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
     """The metadata of a checkpoint, reading only the file header (no tensors, no torch).
 
+    The header is read with bounded reads from a regular file only (a FIFO or a
+    link to ``/dev/zero`` is refused, never read), refused when larger than
+    :data:`MAX_HEADER_BYTES` (the ``fracture`` entry: :data:`MAX_META_BYTES`)
+    or nested deeper than :data:`MAX_JSON_DEPTH` *before* any JSON parsing,
+    and every field is then checked by :func:`validate_meta`.
+
     Raises:
-        CheckpointError: the file is missing, not a safetensors file, not a
-            Fracture Lab checkpoint, or lacks required metadata keys.
+        CheckpointError: the file is missing, not a regular file, not a
+            safetensors file, not a Fracture Lab checkpoint, too large or deep,
+            or a field is missing or has a bad type or value (the message names
+            the file, the field and the fix).
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        with safe_open(str(path), framework="numpy") as handle:
-            header = handle.metadata() or {}
-    except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{path} is not a safetensors file ({exc})") from exc
-    if META_KEY not in header:
+    header = _read_header(path)
+    metadata = header.get("__metadata__")
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict):
+        raise CheckpointError(f"{path}: the safetensors header's __metadata__ is not a JSON object; not a valid file")
+    if META_KEY not in metadata:
         raise CheckpointError(
             f"{path} is a safetensors file but not a Fracture Lab checkpoint (no {META_KEY!r} metadata)"
         )
-    try:
-        meta = json.loads(header[META_KEY])
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: the {META_KEY!r} metadata is not valid JSON ({exc})") from exc
+    text = metadata[META_KEY]
+    if not isinstance(text, str):
+        raise CheckpointError(f"{path}: the {META_KEY!r} metadata is not a JSON string; re-save the checkpoint")
+    if len(text) > MAX_META_BYTES:
+        raise CheckpointError(
+            f"{path}: the {META_KEY!r} metadata is {len(text) / 1e6:.1f} MB, over the "
+            f"{MAX_META_BYTES / 1e6:.0f} MB limit; this is not a checkpoint Fracture Lab wrote"
+        )
+    meta = _parse_json(text, path, f"the {META_KEY!r} metadata")
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path}: the {META_KEY!r} metadata is not a JSON object")
     missing = [key for key in (*REQUIRED_META_KEYS, "format_version", "architecture", "in_chans") if key not in meta]
     if missing:
         raise CheckpointError(f"{path}: checkpoint metadata lacks required keys {missing}")
-    if int(meta["format_version"]) > FORMAT_VERSION:
+    validate_meta(meta, where=str(path))
+    return meta
+
+
+# ------------------------------------------------------------ header parsing
+
+
+def _read_header(path: Path) -> dict[str, Any]:
+    """The safetensors JSON header: 8 bytes little-endian length, then that many bytes of JSON."""
+    try:
+        with open_regular(path) as handle:
+            size = os.fstat(handle.fileno()).st_size
+            prefix = handle.read(8)
+            if len(prefix) < 8:
+                raise CheckpointError(f"{path} is not a safetensors file (only {len(prefix)} bytes)")
+            length = int.from_bytes(prefix, "little")
+            if length > MAX_HEADER_BYTES:
+                raise CheckpointError(
+                    f"{path} is not a safetensors file Fracture Lab wrote: its header claims "
+                    f"{length / 1e6:.1f} MB, over the {MAX_HEADER_BYTES / 1e6:.0f} MB limit"
+                )
+            if length < 2 or 8 + length > size:
+                raise CheckpointError(
+                    f"{path} is not a safetensors file (header length {length} does not fit the "
+                    f"{size}-byte file; truncated or another format)"
+                )
+            raw = handle.read(length)
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"checkpoint {path} does not exist") from exc
+    except NotRegularFileError as exc:
+        raise CheckpointError(f"checkpoint {exc}") from exc
+    except IsADirectoryError as exc:
+        raise CheckpointError(f"checkpoint {path} is a directory; give the .safetensors file") from exc
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint {path} is unreadable ({exc.strerror or exc})") from exc
+    if len(raw) != length:
+        raise CheckpointError(f"{path} is not a safetensors file (header cut short; the file is truncated)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CheckpointError(f"{path} is not a safetensors file (its header is not UTF-8 text)") from exc
+    if not text.lstrip().startswith("{"):
+        raise CheckpointError(f"{path} is not a safetensors file (its header is not a JSON object)")
+    header = _parse_json(text, path, "the safetensors header", prefix="is not a safetensors file: ")
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path} is not a safetensors file (its header is not a JSON object)")
+    return header
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+def json_depth(text: str) -> int:
+    """Deepest nesting of ``[``/``{`` in a JSON text, brackets inside strings ignored.
+
+    Computed without recursion (strings removed by a regular expression, then a
+    running sum), so a hostile 200,000-level document costs milliseconds and
+    can be refused before ``json.loads`` would overflow the stack.
+    """
+    import numpy as np
+
+    if text.count("[") + text.count("{") <= 1:
+        return text.count("[") + text.count("{")
+    skeleton = _JSON_STRING.sub("", text).encode("ascii", "ignore")
+    codes = np.frombuffer(skeleton, dtype=np.uint8)
+    steps = (np.isin(codes, (0x5B, 0x7B)).astype(np.int64) - np.isin(codes, (0x5D, 0x7D)).astype(np.int64))
+    return int(np.cumsum(steps).max(initial=0))
+
+
+def _parse_json(text: str, path: Path, what: str, *, prefix: str = "") -> Any:
+    depth = json_depth(text)
+    if depth > MAX_JSON_DEPTH:
         raise CheckpointError(
-            f"{path}: checkpoint format {meta['format_version']} is newer than this version of "
+            f"{path}: {prefix}{what} is nested {depth} levels deep, over the limit of {MAX_JSON_DEPTH}; "
+            "not a checkpoint Fracture Lab wrote"
+        )
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: {prefix}{what} is not valid JSON ({exc})") from exc
+
+
+# ------------------------------------------------------------ field checks
+
+
+def validate_meta(meta: dict[str, Any], *, where: str = "checkpoint") -> None:
+    """Check the type and range of every field prediction relies on.
+
+    Args:
+        meta: checkpoint metadata.
+        where: the file (or "checkpoint metadata") named in errors.
+
+    Raises:
+        CheckpointError: ``<where>: field <name> ...`` with what was found and
+            what is expected.
+    """
+    from fracture.preprocess.pipeline import Pipeline
+
+    def bad(field: str, problem: str) -> CheckpointError:
+        return CheckpointError(
+            f"{where}: metadata field {field!r} {problem}; re-save the checkpoint with valid metadata "
+            "(python -m fracture evaluate --write-meta rewrites it from a good copy)"
+        )
+
+    version = meta.get("format_version", FORMAT_VERSION)
+    if not _is_int(version):
+        raise bad("format_version", f"must be an integer, got {_show(version)}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{where}: checkpoint format {version} is newer than this version of "
             f"Fracture Lab understands ({FORMAT_VERSION}); update the fracture package"
         )
-    return meta
+    if version < 1:
+        raise bad("format_version", f"must be 1..{FORMAT_VERSION}, got {version}")
+    arch = meta.get("architecture", "")
+    if not isinstance(arch, str) or not arch or len(arch) > 100:
+        raise bad("architecture", f"must be a model name (text), got {_show(arch)}")
+    in_chans = meta.get("in_chans", 3)
+    if not _is_int(in_chans) or in_chans not in (1, 3):
+        raise bad("in_chans", f"must be 1 or 3, got {_show(in_chans)}")
+    size = meta.get("image_size")
+    if not _is_int(size) or not MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE:
+        raise bad("image_size", f"must be an integer {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE}, got {_show(size)}")
+    spec = meta.get("preprocess")
+    if not isinstance(spec, list) or not all(isinstance(step, dict) for step in spec):
+        raise bad("preprocess", f"must be a list of step objects, got {_show(spec)}")
+    try:
+        Pipeline.from_spec(spec)
+    except PreprocessError as exc:
+        raise bad("preprocess", f"is not a valid pipeline ({exc})") from exc
+    _check_normalization(meta.get("normalization"), in_chans, bad)
+    names = meta.get("class_names")
+    if not (isinstance(names, list) and len(names) == 2 and all(isinstance(n, str) and n for n in names)):
+        raise bad("class_names", f"must be two names (label 0, label 1), got {_show(names)}")
+    parts = meta.get("body_parts")
+    if not isinstance(parts, list) or not all(isinstance(p, str) for p in parts) or len(parts) > MAX_BODY_PARTS:
+        raise bad("body_parts", f"must be a list of at most {MAX_BODY_PARTS} names, got {_show(parts)}")
+    if not isinstance(meta.get("multitask"), bool):
+        raise bad("multitask", f"must be true or false, got {_show(meta.get('multitask'))}")
+    num_parts = meta.get("num_body_parts", len(parts) if meta["multitask"] else 0)
+    if not _is_int(num_parts) or not 0 <= num_parts <= MAX_BODY_PARTS:
+        raise bad("num_body_parts", f"must be an integer 0..{MAX_BODY_PARTS}, got {_show(num_parts)}")
+    if meta["multitask"] and num_parts != len(parts):
+        raise bad("body_parts", f"lists {len(parts)} names but the model predicts {num_parts}")
+    threshold = meta.get("threshold")
+    if not _is_number(threshold) or not math.isfinite(threshold) or not 0.0 <= threshold <= 1.0:
+        raise bad("threshold", f"must be a finite number in [0, 1], got {_show(threshold)}")
+    for key, kinds, expected in (
+        ("threshold_rule", (str, type(None)), "a rule name or null"),
+        ("train_config", (dict,), "an object"),
+        ("metrics", (dict,), "an object"),
+        ("dataset_fingerprint", (str, type(None)), "text or null"),
+        ("created_at", (str,), "text"),
+        ("versions", (dict,), "an object"),
+        ("stored_half", (bool,), "true or false"),
+    ):
+        if key in meta and not isinstance(meta[key], kinds):
+            raise bad(key, f"must be {expected}, got {_show(meta[key])}")
+
+
+def _check_normalization(norm: Any, in_chans: int, bad) -> None:
+    if not isinstance(norm, dict) or "mean" not in norm or "std" not in norm:
+        raise bad("normalization", f"must be an object with 'mean' and 'std', got {_show(norm)}")
+    for key in ("mean", "std"):
+        values = norm[key]
+        if _is_number(values):
+            values = [values]
+        if not isinstance(values, list) or len(values) not in {1, 3, in_chans}:
+            raise bad(f"normalization.{key}", f"must be 1 or {in_chans} numbers, got {_show(norm[key])}")
+        for value in values:
+            if not _is_number(value) or not math.isfinite(value):
+                raise bad(f"normalization.{key}", f"must hold finite numbers, got {_show(norm[key])}")
+            if key == "std" and value <= 0:
+                raise bad("normalization.std", f"must be greater than 0, got {_show(norm[key])}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def load_checkpoint(path: str | Path, *, map_location: Any = "cpu") -> tuple[FractureModel, dict[str, Any]]:

@@ -74,6 +74,8 @@ class Manifest:
     def __post_init__(self) -> None:
         self.root = Path(self.root)
         self.frame = validate_frame(self.frame)
+        if "boxes" not in self.frame.columns:  # no source annotation: every image has none
+            self.frame["boxes"] = [()] * len(self.frame)
         self.class_names = tuple(self.class_names)
         if len(self.class_names) != 2:
             raise DatasetError(f"class_names must name label 0 and label 1, got {self.class_names!r}")

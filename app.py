@@ -21,16 +21,16 @@ st.set_page_config(page_title="Fracture Lab", page_icon="🦴", layout="wide")
 
 APP_DIR = Path(__file__).resolve().parent
 PAGES = {
-    "app_pages/1_Dataset_Explorer.py": ("Dataset Explorer", "🗂️",
+    "pages/1_Dataset_Explorer.py": ("Dataset Explorer", "🗂️",
                                     "Counts, label balance, image sizes and a study gallery."),
-    "app_pages/2_Preprocessing_Lab.py": ("Preprocessing Lab", "🧪",
+    "pages/2_Preprocessing_Lab.py": ("Preprocessing Lab", "🧪",
                                      "CLAHE, Canny and diffusion side by side, with the model's "
                                      "probability and Grad-CAM for each."),
-    "app_pages/3_Train.py": ("Train", "🏋️",
+    "pages/3_Train.py": ("Train", "🏋️",
                          "Train a model in the background and watch it learn live."),
-    "app_pages/4_Predict.py": ("Predict", "🔍",
+    "pages/4_Predict.py": ("Predict", "🔍",
                            "Drop X-rays, get a probability, a body part and a Grad-CAM overlay."),
-    "app_pages/5_Compare.py": ("Compare", "📊",
+    "pages/5_Compare.py": ("Compare", "📊",
                            "Metrics, ROC curves and confusion matrices of several models "
                            "and their ensemble."),
 }

@@ -127,12 +127,12 @@ def png_bytes(size: int = 96, seed: int = 0) -> bytes:
 
 
 def switch_to(at, page: str):
-    """``at.switch_page`` for a page path relative to the repository (``app_pages/4_Predict.py``)."""
+    """``at.switch_page`` for a page path relative to the repository (``pages/4_Predict.py``)."""
     return at.switch_page(str(REPO_ROOT / page))
 
 
 def run_page(page: str | None = None, *, model: str | None = None, query: dict | None = None):
-    """Run the app (and switch to ``page``, e.g. ``"app_pages/4_Predict.py"``); return the AppTest."""
+    """Run the app (and switch to ``page``, e.g. ``"pages/4_Predict.py"``); return the AppTest."""
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)

@@ -10,7 +10,7 @@ from app_support import (  # noqa: F401  (fixtures)
     write_tiny_run,
 )
 
-PAGE = "app_pages/5_Compare.py"
+PAGE = "pages/5_Compare.py"
 RUNS = ("20260101-000000-small_cnn", "20260101-000001-small_cnn")
 
 

@@ -10,7 +10,7 @@ from app_support import (  # noqa: F401  (fixtures)
     run_page,
 )
 
-PAGE = "app_pages/1_Dataset_Explorer.py"
+PAGE = "pages/1_Dataset_Explorer.py"
 
 
 def test_cards_charts_and_gallery_match_the_dataset(app_home):

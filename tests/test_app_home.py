@@ -14,11 +14,11 @@ from app_support import (  # noqa: F401  (fixtures)
 )
 
 PAGES = (
-    "app_pages/1_Dataset_Explorer.py",
-    "app_pages/2_Preprocessing_Lab.py",
-    "app_pages/3_Train.py",
-    "app_pages/4_Predict.py",
-    "app_pages/5_Compare.py",
+    "pages/1_Dataset_Explorer.py",
+    "pages/2_Preprocessing_Lab.py",
+    "pages/3_Train.py",
+    "pages/4_Predict.py",
+    "pages/5_Compare.py",
 )
 
 
@@ -60,7 +60,7 @@ def test_a_folder_outside_the_data_roots_is_refused_and_pages_stay_up(app_home, 
     at.text_input(key="sidebar_dataset_path").set_value(str(outside)).run()
     assert_no_exception(at)
     assert any("outside the allowed data folders" in e.value for e in at.sidebar.error)
-    switch_to(at, "app_pages/1_Dataset_Explorer.py").run()
+    switch_to(at, "pages/1_Dataset_Explorer.py").run()
     assert_no_exception(at)
     assert any("outside the allowed data folders" in i.value for i in at.info)
     assert not at.metric, "no dataset numbers for a refused folder"
@@ -71,7 +71,7 @@ def test_a_folder_under_an_allowed_root_becomes_the_active_dataset(app_home):
     at.radio(key="sidebar_dataset_source").set_value("Folder path").run()
     at.text_input(key="sidebar_dataset_path").set_value(str(app_home / "demo")).run()
     assert not at.sidebar.error
-    switch_to(at, "app_pages/1_Dataset_Explorer.py").run()
+    switch_to(at, "pages/1_Dataset_Explorer.py").run()
     assert_no_exception(at)
     assert at.metric
 
@@ -80,4 +80,4 @@ def test_no_pages_folder_beside_the_entry_script():
     """A ``pages/`` folder beside app.py puts a server's first request into
     Streamlit's directory mode (a nameless page, empty main area)."""
     assert not (REPO_ROOT / "pages").exists()
-    assert (REPO_ROOT / "app_pages").is_dir()
+    assert (REPO_ROOT / "pages").is_dir()

@@ -19,7 +19,7 @@ from app_support import (  # noqa: F401  (fixtures)
     write_tiny_run,
 )
 
-PAGE = "app_pages/4_Predict.py"
+PAGE = "pages/4_Predict.py"
 RUN = "20260101-000000-small_cnn"
 
 

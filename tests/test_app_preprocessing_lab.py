@@ -11,7 +11,7 @@ from app_support import (  # noqa: F401  (fixtures)
     write_tiny_run,
 )
 
-PAGE = "app_pages/2_Preprocessing_Lab.py"
+PAGE = "pages/2_Preprocessing_Lab.py"
 RUN = "20260101-000000-small_cnn"
 
 

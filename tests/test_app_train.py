@@ -16,7 +16,7 @@ from app_support import (  # noqa: F401  (fixtures)
     write_tiny_run,
 )
 
-PAGE = "app_pages/3_Train.py"
+PAGE = "pages/3_Train.py"
 RUN_DEADLINE_S = 120
 
 
@@ -69,7 +69,7 @@ def test_a_tiny_run_starts_shows_progress_and_its_final_metric(app_home, stop_ru
     runs = at.dataframe[-1].value if "state" in at.dataframe[-1].value else at.dataframe[0].value
     assert list(runs["state"]) == ["finished"]
     # the finished run's checkpoint becomes the active model of the other pages
-    switch_to(at, "app_pages/4_Predict.py").run()
+    switch_to(at, "pages/4_Predict.py").run()
     assert_no_exception(at)
     assert not any("No model is available" in i.value for i in at.info)
     assert at.session_state["sidebar_model"].endswith("(run)")

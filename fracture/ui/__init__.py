@@ -1,6 +1,6 @@
 """Streamlit support for the app: the only part of ``fracture`` that imports streamlit.
 
-Pages in ``app_pages/`` stay thin and call into these modules:
+Pages in ``pages/`` stay thin and call into these modules:
 
 - :mod:`fracture.ui.context` builds the sidebar shared by every page (active
   dataset and model) and hands pages an :class:`~fracture.ui.context.ActiveContext`.

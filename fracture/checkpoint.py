@@ -203,8 +203,8 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: the {META_KEY!r} metadata is not a JSON string; re-save the checkpoint")
     if len(text) > MAX_META_BYTES:
         raise CheckpointError(
-            f"{path}: the {META_KEY!r} metadata is {len(text) / 1e6:.1f} MB, over the "
-            f"{MAX_META_BYTES / 1e6:.0f} MB limit; this is not a checkpoint Fracture Lab wrote"
+            f"{path}: the {META_KEY!r} metadata is {len(text) / 2**20:.1f} MB, over the "
+            f"{MAX_META_BYTES / 2**20:.0f} MB limit; this is not a checkpoint Fracture Lab wrote"
         )
     meta = _parse_json(text, path, f"the {META_KEY!r} metadata")
     if not isinstance(meta, dict):
@@ -231,7 +231,7 @@ def _read_header(path: Path) -> dict[str, Any]:
             if length > MAX_HEADER_BYTES:
                 raise CheckpointError(
                     f"{path} is not a safetensors file Fracture Lab wrote: its header claims "
-                    f"{length / 1e6:.1f} MB, over the {MAX_HEADER_BYTES / 1e6:.0f} MB limit"
+                    f"{length / 2**20:.1f} MB, over the {MAX_HEADER_BYTES / 2**20:.0f} MB limit"
                 )
             if length < 2 or 8 + length > size:
                 raise CheckpointError(

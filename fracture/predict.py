@@ -9,19 +9,18 @@ map and the picture shown stay aligned.
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from fracture.errors import CheckpointError, PreprocessError
+from fracture._files import is_regular_file, read_bytes_bounded
+from fracture.errors import FractureError, PreprocessError
+from fracture.promote import DEFAULT_POINTER, promote_checkpoint  # noqa: F401  (re-exported: promotion lives in fracture.promote)
 from fracture.settings import get_settings
 
 log = logging.getLogger(__name__)
-
-DEFAULT_POINTER = "default.txt"
 
 
 @dataclass
@@ -206,72 +205,75 @@ class Predictor:
 # ------------------------------------------------------------------ registry
 @dataclass
 class CheckpointEntry:
+    """One checkpoint offered to pages: usable (``error`` None) or broken (``error`` says why, ``meta`` empty)."""
+
     name: str
     path: Path
     meta: dict[str, Any]
-    source: str  # shipped | run
+    source: str  # shipped | promoted | run
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
 
 
 def default_checkpoint(weights_dir: str | Path | None = None) -> Path | None:
-    """The shipped default: the file named in ``weights/default.txt``, else the first checkpoint there."""
+    """The shipped default: the file named in ``weights/default.txt``, else the first checkpoint there.
+
+    The pointer must name a plain file in ``weights/`` (no folders, no ``..``).
+    """
     weights_dir = Path(weights_dir or get_settings().weights_dir)
     pointer = weights_dir / DEFAULT_POINTER
-    if pointer.is_file():
-        candidate = weights_dir / pointer.read_text().strip()
-        if candidate.is_file():
+    try:
+        named = read_bytes_bounded(pointer, 4096).decode("utf-8", "replace").strip()
+    except FileNotFoundError:
+        named = None
+    except (OSError, FractureError) as exc:
+        log.warning("%s is unreadable (%s); using the first checkpoint", pointer, exc)
+        named = None
+    if named is not None:
+        candidate = weights_dir / named
+        if Path(named).name != named or named in ("", ".", ".."):
+            log.warning("%s names %r, which is not a file name in %s", pointer, named, weights_dir)
+        elif is_regular_file(candidate):
             return candidate
-        log.warning("%s names %s, which does not exist", pointer, candidate.name)
-    found = sorted(weights_dir.glob("*.safetensors"))
+        else:
+            log.warning("%s names %s, which does not exist", pointer, named)
+    found = sorted(p for p in weights_dir.glob("*.safetensors") if is_regular_file(p))
     return found[0] if found else None
 
 
 def list_checkpoints(weights_dir: str | Path | None = None, runs_dir: str | Path | None = None) -> list[CheckpointEntry]:
-    """Shipped checkpoints first, then the best checkpoint of each run (newest first).
+    """Checkpoints in ``weights/`` first, then the best checkpoint of each run (newest first).
 
-    Files that are not valid checkpoints are skipped with a warning in the log.
+    A file that is not a valid checkpoint is listed with its ``error`` (and an
+    empty ``meta``) instead of raising, so one broken file never breaks a page;
+    callers offer only the entries that are ``ok``.
     """
     from fracture.checkpoint import read_checkpoint_meta
+    from fracture.promote import promoted_names
 
     settings = get_settings()
     weights_dir = Path(weights_dir or settings.weights_dir)
     runs_dir = Path(runs_dir or settings.runs_dir)
-    entries: list[CheckpointEntry] = []
-    candidates = [(p, "shipped", p.stem) for p in sorted(weights_dir.glob("*.safetensors"))]
+    candidates: list[tuple[Path, str, str]] = []
+    if weights_dir.is_dir():
+        promoted = promoted_names(weights_dir)
+        for p in sorted(weights_dir.glob("*.safetensors")):
+            candidates.append((p, "promoted" if p.stem in promoted else "shipped", p.stem))
     if runs_dir.is_dir():
         for run in sorted((d for d in runs_dir.iterdir() if d.is_dir()), reverse=True):
             best = run / "best.safetensors"
-            if best.is_file():
+            if best.exists() or best.is_symlink():
                 candidates.append((best, "run", run.name))
+    entries: list[CheckpointEntry] = []
     for path, source, name in candidates:
         try:
             meta = read_checkpoint_meta(path)
-        except CheckpointError as exc:
-            log.warning("skipping %s: %s", path, exc)
+        except (FractureError, OSError) as exc:
+            log.warning("broken checkpoint %s: %s", path, exc)
+            entries.append(CheckpointEntry(name=name, path=path, meta={}, source=source, error=str(exc)))
             continue
         entries.append(CheckpointEntry(name=name, path=path, meta=meta, source=source))
     return entries
-
-
-def promote_checkpoint(source: str | Path, name: str, weights_dir: str | Path | None = None, *, make_default: bool = False) -> Path:
-    """Copy a run's best checkpoint into ``weights/`` under ``name`` (validated first).
-
-    Raises:
-        CheckpointError: the source is not a valid checkpoint, or ``name`` is not a plain file name.
-    """
-    from fracture.checkpoint import read_checkpoint_meta
-
-    source = Path(source)
-    if source.is_dir():
-        source = source / "best.safetensors"
-    read_checkpoint_meta(source)
-    safe = "".join(c for c in name if c.isalnum() or c in "-_.").strip(".")
-    if not safe or safe != name.removesuffix(".safetensors"):
-        raise CheckpointError(f"{name!r}: use letters, digits, '-', '_' and '.' only for a checkpoint name")
-    weights_dir = Path(weights_dir or get_settings().weights_dir)
-    target = weights_dir / f"{safe}.safetensors"
-    tmp = target.with_suffix(".tmp")
-    shutil.copyfile(source, tmp)
-    tmp.replace(target)
-    if make_default:
-        (weights_dir / DEFAULT_POINTER).write_text(target.name + "\n")
-    return target

@@ -63,10 +63,14 @@ with st.form("promote"):
     run_name = cols[0].selectbox("Run", names, index=names.index(selected), key="promote-run")
     new_name = cols[1].text_input("Checkpoint name", value=f"{selected}", key="promote-name")
     make_default = cols[2].checkbox("Make default", value=False, key="promote-default")
+    overwrite = st.checkbox(
+        "Replace an existing promoted checkpoint of this name", value=False, key="promote-overwrite",
+        help="Without this, a name that exists is refused. Shipped checkpoints are never replaced from here.",
+    )
     if st.form_submit_button("Promote", key="promote-submit"):
         try:
-            target = promote_run(settings.runs_dir / run_name, new_name, settings.weights_dir,
-                                 make_default=make_default)
+            target = promote_run(settings.runs_dir / run_name, new_name.strip(), settings.weights_dir,
+                                 make_default=make_default, overwrite=overwrite)
         except FractureError as exc:
             st.error(str(exc))
         else:

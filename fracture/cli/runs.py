@@ -12,6 +12,8 @@ def register(subparsers) -> None:
     promote.add_argument("run", help="run directory or checkpoint file")
     promote.add_argument("--name", required=True, help="file name in weights/ (without .safetensors)")
     promote.add_argument("--default", action="store_true", help="make it the app's default model")
+    promote.add_argument("--overwrite", action="store_true",
+                         help="replace an existing checkpoint of that name (and its model card)")
     promote.set_defaults(func=run_promote)
 
 
@@ -32,8 +34,8 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_promote(args: argparse.Namespace) -> int:
-    from fracture.predict import promote_checkpoint
+    from fracture.promote import promote_checkpoint
 
-    target = promote_checkpoint(args.run, args.name, make_default=args.default)
+    target = promote_checkpoint(args.run, args.name, make_default=args.default, overwrite=args.overwrite)
     print(f"promoted to {target}" + (" (default model)" if args.default else ""))
     return 0

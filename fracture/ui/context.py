@@ -111,6 +111,12 @@ def _model_sidebar(settings: Settings) -> tuple[Any, list[Any], str | None]:
     except FractureError as exc:
         st.sidebar.error(str(exc))
         return None, [], str(exc)
+    broken = [e for e in entries if getattr(e, "error", None)]
+    entries = [e for e in entries if not getattr(e, "error", None)]
+    if broken:  # listed with the reason, never offered, never a page error
+        with st.sidebar.expander(f"{len(broken)} checkpoint(s) could not be read"):
+            for e in broken:
+                st.caption(f"`{e.path}`: {e.error}")
     if not entries:
         st.sidebar.info("No model yet: train one on the Train page, or put a checkpoint in weights/.")
         return None, [], None

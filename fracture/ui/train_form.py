@@ -221,13 +221,21 @@ def past_runs_table(runs: list[RunStatus]) -> pd.DataFrame:
     )
 
 
-def promote_run(run_dir: Path, name: str, weights_dir: Path, *, make_default: bool = False) -> Path:
-    """Copy a run's best checkpoint into ``weights/`` (see ``fracture.predict.promote_checkpoint``).
+def promote_run(
+    run_dir: Path, name: str, weights_dir: Path, *, make_default: bool = False, overwrite: bool = False
+) -> Path:
+    """Copy a run's best checkpoint into ``weights/`` (see ``fracture.promote.promote_checkpoint``).
+
+    From the web UI a shipped checkpoint's name is always refused, and an
+    existing promoted one is replaced only with ``overwrite`` (a confirmation box).
 
     Raises:
-        CheckpointError: the run has no valid checkpoint, or the name is not a plain file name.
+        CheckpointError: the run has no valid checkpoint, the name is not a
+            plain file name, or it exists (shipped, or promoted without ``overwrite``).
     """
-    from fracture.predict import promote_checkpoint
+    from fracture.promote import promote_checkpoint
 
-    return promote_checkpoint(run_dir, name, weights_dir, make_default=make_default)
+    return promote_checkpoint(
+        run_dir, name, weights_dir, make_default=make_default, overwrite=overwrite, protect_shipped=True
+    )
 

@@ -26,6 +26,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fracture._files import atomic_write_bytes
+from fracture._files import atomic_temp_path, atomic_write_bytes
 from fracture._json import json_default
 from fracture.errors import CheckpointError, FractureError
 
@@ -234,3 +235,48 @@ def check_parity(checkpoint: str | Path, onnx_path: str | Path, images: Sequence
                                                body_parts=body, tta_hflip=tta)
     diff = float(np.max(np.abs(torch_probs - ort_probs)))
     return ParityReport(n_images=len(images), max_abs_diff=diff, tolerance=tolerance)
+
+
+def export_checked(checkpoint: str | Path, out: str | Path, images: Sequence[np.ndarray], *,
+                   tta_hflip: bool | None = None, opset: int = OPSET,
+                   tolerance: float = PARITY_TOLERANCE) -> tuple[Path, ParityReport]:
+    """Export, check onnxruntime against torch on ``images``, and only then publish ``out``.
+
+    Raises:
+        ExportError: the probabilities differ by more than ``tolerance`` (``out`` is left as it was).
+    """
+    data, _ = export_bytes(checkpoint, tta_hflip=tta_hflip, opset=opset)
+    tmp = atomic_temp_path(out)
+    try:
+        tmp.write_bytes(data)
+        report = check_parity(checkpoint, tmp, images, tolerance=tolerance)
+        if not report.ok:
+            raise ExportError(
+                f"{out}: onnxruntime and torch differ by {report.max_abs_diff:.2e} in probability on "
+                f"{report.n_images} images (allowed {tolerance:g}); the file was not written"
+            )
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return Path(out), report
+
+
+def demo_images(n: int = 16) -> list[np.ndarray]:
+    """``n`` radiographs of the built-in demo set (the app's copy, else a small one drawn in a temporary folder)."""
+    import tempfile
+
+    from fracture.data import load_image
+    from fracture.data.demo import make_demo_dataset
+    from fracture.data.imageio import has_image_extension
+    from fracture.settings import get_settings
+
+    def first(root: Path) -> list[Path]:
+        return sorted(p for p in root.rglob("*") if has_image_extension(p) and p.is_file())[:n]
+
+    found = first(get_settings().demo_dir) if get_settings().demo_dir.is_dir() else []
+    if len(found) >= n:
+        return [load_image(p) for p in found]
+    with tempfile.TemporaryDirectory(prefix="fracture-export-") as tmp:
+        root = make_demo_dataset(Path(tmp) / "demo", seed=0, studies=max(4, n // 2))
+        return [load_image(p) for p in first(root)]

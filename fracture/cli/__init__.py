@@ -22,6 +22,8 @@ COMMAND_MODULES = (
     "train",
     "evaluate",
     "predict",
+    "batch",
+    "export",
     "runs",
     "cache",
     "importer",

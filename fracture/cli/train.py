@@ -119,7 +119,10 @@ def _install_stop_handlers(stop: threading.Event) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fracture._files import atomic_write_text
     from fracture.allocator import keep_freed_memory
+    from fracture.train.events import PID_FILE
+    from fracture.train.run_lock import claim_run_dir
     from fracture.train.trainer import train
 
     keep_freed_memory()  # this process only trains: reuse freed activations (fracture/allocator.py)
@@ -135,8 +138,6 @@ def run(args: argparse.Namespace) -> int:
         resume = False
     stop = threading.Event()
     _install_stop_handlers(stop)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "train.pid").write_text(str(os.getpid()))
 
     def echo(event: dict) -> None:
         kind = event["event"]
@@ -152,7 +153,10 @@ def run(args: argparse.Namespace) -> int:
         elif kind in ("log", "data_problem"):
             print(f"{kind}: {event.get('message') or event.get('path', '') + ' ' + event.get('reason', '')}", flush=True)
 
-    train(config, run_dir, callback=echo, stop_event=stop, resume=resume)
+    # One training per folder: a second one is refused here, before it writes anything.
+    with claim_run_dir(run_dir, resume=resume):
+        atomic_write_text(run_dir / PID_FILE, str(os.getpid()))
+        train(config, run_dir, callback=echo, stop_event=stop, resume=resume)
     return 0  # a stop on request is a clean end: the run's last event says "cancelled"
 
 

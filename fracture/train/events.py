@@ -8,14 +8,20 @@ readable record.
 from __future__ import annotations
 
 import json
-import os
+import logging
 import time
+import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from fracture._files import is_disk_full, pid_alive, read_pid
 from fracture._json import json_default
+from fracture.errors import FractureError, TrainingError
+from fracture.train.append_log import RESERVE_BYTES, AppendLog
+
+log = logging.getLogger(__name__)
 
 EVENTS_FILE = "events.jsonl"
 CONFIG_FILE = "config.json"
@@ -42,25 +48,92 @@ def _now() -> str:
 
 
 class EventLog:
-    """Writes events to ``RUN_DIR/events.jsonl`` (one flushed line each) and a callback."""
+    """Writes events to ``RUN_DIR/events.jsonl`` (one whole line each) and a callback.
+
+    The file stays open for the run, with space kept for the final event
+    (:mod:`fracture.train.append_log`): a full disk still leaves a complete
+    ``failed`` event, never half a line.
+    """
 
     def __init__(self, run_dir: str | Path, callback: EventCallback | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / EVENTS_FILE
         self.callback = callback
+        self._log = AppendLog(self.path)
 
     def emit(self, event: str, **fields: Any) -> dict[str, Any]:
+        """Append one event; a terminal one may use the space kept for it.
+
+        Raises:
+            ValueError: an unknown event type.
+            OSError: it could not be written (ENOSPC for an ordinary event on a full disk).
+        """
         if event not in EVENT_TYPES:
             raise ValueError(f"unknown event type {event!r}")
         record = {"event": event, "time": _now(), "unix": time.time(), **fields}
-        line = json.dumps(record, default=json_default)
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
-            handle.flush()
+        final = event in TERMINAL_EVENTS
+        line = _fit(record) if final else json.dumps(record, default=json_default)
+        self._log.append((line + "\n").encode("utf-8"), final=final)
         if self.callback is not None:
             self.callback(record)
         return record
+
+    def record_failure(self, exc: BaseException) -> BaseException:
+        """Emit the ``failed`` event for ``exc`` and return the exception to raise.
+
+        A full disk becomes a :class:`TrainingError` that says so; anything else
+        is returned as it is. Never raises: if even the final event cannot be
+        written, that is logged and the original error still propagates.
+        """
+        to_raise: BaseException = exc
+        if isinstance(exc, FractureError):
+            fields: dict[str, Any] = {"error": str(exc), "error_type": type(exc).__name__}
+        else:
+            fields = {"error": f"{type(exc).__name__}: {exc}", "error_type": type(exc).__name__,
+                      "traceback": "".join(traceback.format_exception(exc))}
+            if is_disk_full(exc):
+                fields["error"] = (
+                    f"{self.run_dir}: the disk is full ({exc.strerror or exc}); free space, then resume "
+                    "the run (--resume) or start it again"
+                )
+                fields["error_type"] = "DiskFull"
+                to_raise = TrainingError(fields["error"])
+        try:
+            self.emit("failed", **fields)
+        except Exception as write_exc:  # noqa: BLE001 -- the original error matters more
+            log.error("%s: could not record the failed event (%s); the error was: %s",
+                      self.path, write_exc, fields["error"])
+        return to_raise
+
+    def close(self) -> None:
+        """Close the log and give back the space kept for a final event."""
+        self._log.close()
+
+
+#: A terminal event must fit in the space kept for it (with room to spare).
+FINAL_LINE_LIMIT = RESERVE_BYTES // 2
+_FIELD_LIMIT = 8192
+
+
+def _fit(record: dict[str, Any]) -> str:
+    """The JSON line of a terminal event, long strings cut so it fits :data:`FINAL_LINE_LIMIT`."""
+    line = json.dumps(record, default=json_default)
+    if len(line.encode("utf-8")) <= FINAL_LINE_LIMIT:
+        return line
+    short = {k: (_shorten(v) if isinstance(v, str) else v) for k, v in record.items()}
+    line = json.dumps(short, default=json_default)
+    if len(line.encode("utf-8")) <= FINAL_LINE_LIMIT:
+        return line
+    keep = {k: short[k] for k in ("event", "time", "unix", "error", "error_type", "best_checkpoint") if k in short}
+    return json.dumps(keep, default=str)
+
+
+def _shorten(text: str) -> str:
+    if len(text) <= _FIELD_LIMIT:
+        return text
+    half = _FIELD_LIMIT // 2
+    return f"{text[:half]}\n... [{len(text) - 2 * half} characters cut] ...\n{text[-half:]}"
 
 
 def read_events(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -110,16 +183,6 @@ class RunStatus:
         return min(1.0, (self.epoch + within) / self.epochs)
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def run_status(run_dir: str | Path, events: list[dict[str, Any]] | None = None) -> RunStatus:
     """Summarise a run directory; a run whose process died without a final event is ``stale``."""
     run_dir = Path(run_dir)
@@ -155,11 +218,7 @@ def run_status(run_dir: str | Path, events: list[dict[str, Any]] | None = None) 
             if record.get("best_checkpoint"):
                 status.best_checkpoint = record["best_checkpoint"]
     if status.state == "running":
-        pid_path = run_dir / PID_FILE
-        try:
-            pid = int(pid_path.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            pid = None
+        pid = read_pid(run_dir / PID_FILE)
         if pid is not None and not pid_alive(pid):
             status.state = "stale"
             status.error = "the training process ended without a final event (killed or crashed)"

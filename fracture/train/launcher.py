@@ -6,32 +6,49 @@ run directory (config, events, pid, stdout log) is the whole interface.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import Iterator
 
+from fracture._files import atomic_write_text, pid_alive, read_pid
 from fracture.errors import TrainingError
 from fracture.train.config import TrainConfig
-from fracture.train.events import CONFIG_FILE, PID_FILE, RunStatus, pid_alive, run_status
+from fracture.train.events import CONFIG_FILE, PID_FILE, RunStatus, run_status
+from fracture.train.run_lock import INHERIT_ENV, claim_run_dir
 
 log = logging.getLogger(__name__)
 STDOUT_FILE = "stdout.log"
+#: In the runs root: held (flock) while a launch checks the job limit and starts its process.
+LAUNCH_LOCK_FILE = ".launch.lock"
 
 
 def new_run_dir(runs_root: str | Path, model: str) -> Path:
-    """A fresh, sortable run directory name: ``20261123-101500-small_cnn``."""
+    """A new, empty run directory, created here so no two callers get the same one:
+    ``20261123-101500-small_cnn-3f9a`` (sortable by time; the suffix tells same-second runs apart).
+
+    Raises:
+        TrainingError: no free name could be made (a runs folder that refuses new folders).
+    """
+    root = Path(runs_root)
+    root.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path(runs_root) / f"{stamp}-{model}"
-    run_dir, n = base, 1
-    while run_dir.exists():
-        n += 1
-        run_dir = base.with_name(f"{base.name}-{n}")
-    return run_dir
+    for _ in range(100):
+        run_dir = root / f"{stamp}-{model}-{secrets.token_hex(2)}"
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            continue
+        return run_dir
+    raise TrainingError(f"{root}: could not create a new run folder for {model}; check the folder")
 
 
 def list_runs(runs_root: str | Path) -> list[RunStatus]:
@@ -48,10 +65,25 @@ def active_runs(runs_root: str | Path) -> list[RunStatus]:
 
 
 def _has_live_pid(run_dir: Path) -> bool:
+    pid = read_pid(run_dir / PID_FILE)
+    return pid is not None and pid_alive(pid)
+
+
+@contextlib.contextmanager
+def launch_guard(runs_root: str | Path | None) -> Iterator[None]:
+    """Serialise launches under one runs root (``flock`` on :data:`LAUNCH_LOCK_FILE`), so that
+    checking the job limit and starting the process are one step for every other launcher."""
+    if runs_root is None:
+        yield
+        return
+    root = Path(runs_root)
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / LAUNCH_LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        return pid_alive(int((run_dir / PID_FILE).read_text().strip()))
-    except (FileNotFoundError, ValueError):
-        return False
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held for milliseconds: the check and a fork/exec
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
 
 
 def launch_training(
@@ -64,35 +96,50 @@ def launch_training(
 ) -> int:
     """Start ``python -m fracture train`` in a new session; return its pid.
 
+    The job-limit check and the start happen under :func:`launch_guard`, and
+    the run folder's lock (:mod:`fracture.train.run_lock`) is taken here and
+    handed to the new process, so simultaneous launches can neither exceed
+    the limit nor share a folder.
+
     Raises:
-        TrainingError: the job limit is reached (names the running run), or
-            the run directory already holds a run and ``resume`` is False.
+        TrainingError: the job limit is reached (names the running run), a
+            training already runs in the directory, or the directory already
+            holds a run and ``resume`` is False.
     """
     config.validate()
     run_dir = Path(run_dir)
-    if max_jobs is not None and runs_root is not None:
-        running = active_runs(runs_root)
-        if len(running) >= max_jobs:
-            names = ", ".join(r.run_dir.name for r in running)
-            raise TrainingError(
-                f"{len(running)} training run(s) already running ({names}); this server allows "
-                f"{max_jobs} at once (FRACTURE_MAX_TRAINING_JOBS). Wait or stop one first."
-            )
-    if (run_dir / CONFIG_FILE).exists() and not resume:
-        raise TrainingError(f"{run_dir}: already holds a run; choose a new directory or resume it")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config_path = run_dir / CONFIG_FILE
-    if not resume:
-        config.save(config_path)
-    cmd = [sys.executable, "-m", "fracture", "train", "--out", str(run_dir)]
-    cmd += ["--resume", str(run_dir)] if resume else ["--config", str(config_path)]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    with open(run_dir / STDOUT_FILE, "ab") as out:
-        process = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env=env, cwd=Path(__file__).resolve().parents[2],
-        )
-    (run_dir / PID_FILE).write_text(str(process.pid))
+    with launch_guard(runs_root):
+        if max_jobs is not None and runs_root is not None:
+            running = active_runs(runs_root)
+            if len(running) >= max_jobs:
+                with contextlib.suppress(OSError):
+                    run_dir.rmdir()  # an empty folder from new_run_dir: nothing to keep
+                names = ", ".join(r.run_dir.name for r in running)
+                raise TrainingError(
+                    f"{len(running)} training run(s) already running ({names}); this server allows "
+                    f"{max_jobs} at once (FRACTURE_MAX_TRAINING_JOBS). Wait or stop one first."
+                )
+        if (run_dir / CONFIG_FILE).exists() and not resume:
+            raise TrainingError(f"{run_dir}: already holds a run; choose a new directory or resume it")
+        claim = claim_run_dir(run_dir, resume=resume)
+        try:
+            config_path = run_dir / CONFIG_FILE
+            if not resume:
+                config.save(config_path)
+            cmd = [sys.executable, "-m", "fracture", "train", "--out", str(run_dir)]
+            cmd += ["--resume", str(run_dir)] if resume else ["--config", str(config_path)]
+            env = dict(os.environ, PYTHONUNBUFFERED="1", **{INHERIT_ENV: str(claim.fd)})
+            with open(run_dir / STDOUT_FILE, "ab") as out:
+                process = subprocess.Popen(
+                    cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    start_new_session=True, env=env, cwd=Path(__file__).resolve().parents[2],
+                    pass_fds=(claim.fd,),
+                )
+            atomic_write_text(run_dir / PID_FILE, str(process.pid))
+        except BaseException:
+            claim.release()
+            raise
+        claim.hand_over()  # the child holds the folder's lock from now on
     log.info("started training pid %s in %s", process.pid, run_dir)
     return process.pid
 
@@ -100,11 +147,8 @@ def launch_training(
 def stop_run(run_dir: str | Path) -> bool:
     """Ask a run to stop after its current step (SIGTERM); False if it is not running."""
     run_dir = Path(run_dir)
-    try:
-        pid = int((run_dir / PID_FILE).read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return False
-    if not pid_alive(pid):
+    pid = read_pid(run_dir / PID_FILE)
+    if pid is None or not pid_alive(pid):
         return False
     os.kill(pid, signal.SIGTERM)
     return True

@@ -7,6 +7,7 @@ reopening a comparison costs a file read, not a pass of the network.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 from dataclasses import dataclass
@@ -16,7 +17,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from fracture.errors import DatasetError
+from fracture._files import atomic_write_bytes, read_bytes_bounded
+from fracture.errors import DatasetError, FractureError
 from fracture.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -77,12 +79,15 @@ def predict_split(
         raise DatasetError(f"{data_root}: the {split} split is empty")
     cache_root = Path(cache_dir) if cache_dir else get_settings().cache_dir
     key = hashlib.sha256(
-        json.dumps([_file_digest(checkpoint), manifest.fingerprint(), split, 2]).encode()
+        json.dumps([_file_digest(checkpoint), manifest.fingerprint(), split, PREDICTION_CACHE_FORMAT]).encode()
     ).hexdigest()[:32]
-    pred_path = cache_root / "predictions" / f"{key}.csv"
-    problems_path = pred_path.with_suffix(".problems.json")
-    if pred_path.is_file() and problems_path.is_file():
-        return pd.read_csv(pred_path), meta, json.loads(problems_path.read_text())
+    pred_path = cache_root / "predictions" / f"{key}.pred"
+    if pred_path.exists():
+        cached = read_prediction_cache(pred_path, frame)
+        if isinstance(cached, str):
+            log.warning("predictions cache %s is unusable (%s); computing the predictions again", pred_path, cached)
+        else:
+            return cached[0], meta, cached[1]
     model, meta = load_checkpoint(checkpoint)
     cache = ImageCache.open_or_build(frame["path"].tolist(), meta["preprocess"], cache_root / "images", progress=progress)
     valid = np.asarray(cache.valid_mask, dtype=bool)
@@ -102,12 +107,82 @@ def predict_split(
     )
     out = frame.iloc[positions][PREDICTION_COLUMNS[:-1]].copy()
     out["prob"] = probs
-    pred_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pred_path.with_suffix(".tmp")
-    out.to_csv(tmp, index=False)
-    problems_path.write_text(json.dumps(problems))
-    tmp.replace(pred_path)
+    try:
+        write_prediction_cache(pred_path, out, positions, problems)
+    except OSError as exc:  # a full or read-only disk costs the cache, not the result
+        log.warning("predictions not cached in %s: %s", pred_path, exc)
     return out.reset_index(drop=True), meta, problems
+
+
+# --------------------------------------------------------------------------
+# The predictions cache: one file, a JSON header line then the CSV. The header
+# says which manifest rows were evaluated and holds the CSV's sha256, so a cut,
+# garbled or mismatched file is found and rebuilt, never used.
+
+PREDICTION_CACHE_FORMAT = 3
+MAX_PREDICTION_CACHE_BYTES = 512 * 1024 * 1024
+
+
+def write_prediction_cache(
+    path: Path, out: pd.DataFrame, positions: np.ndarray, problems: list[dict[str, str]]
+) -> None:
+    """Write the predictions of the manifest rows ``positions`` (and the unreadable images) atomically."""
+    body = out.to_csv(index=False).encode("utf-8")
+    header = {
+        "format": PREDICTION_CACHE_FORMAT,
+        "columns": PREDICTION_COLUMNS,
+        "rows": int(len(out)),
+        "positions": [int(p) for p in positions],
+        "sha256": hashlib.sha256(body).hexdigest(),
+        "problems": problems,
+    }
+    atomic_write_bytes(path, json.dumps(header).encode("utf-8") + b"\n" + body)
+
+
+def read_prediction_cache(path: Path, frame: pd.DataFrame) -> tuple[pd.DataFrame, list[dict[str, str]]] | str:
+    """The cached predictions for the manifest rows ``frame``, or why they cannot be used.
+
+    Checked: the checksum of the CSV, its columns and row count, that its rows are
+    exactly the manifest's rows minus the unreadable ones (paths and labels, in
+    order), and that every probability is a number in [0, 1].
+    """
+    try:
+        data = read_bytes_bounded(path, MAX_PREDICTION_CACHE_BYTES)
+        head, sep, body = data.partition(b"\n")
+        if not sep:
+            return "no header line"
+        header = json.loads(head)
+        if not isinstance(header, dict) or header.get("format") != PREDICTION_CACHE_FORMAT:
+            return "not a predictions cache of this version"
+        if hashlib.sha256(body).hexdigest() != header.get("sha256"):
+            return "checksum mismatch (cut or changed)"
+        positions, problems = header.get("positions"), header.get("problems")
+        if not isinstance(positions, list) or not all(isinstance(p, int) and 0 <= p < len(frame) for p in positions):
+            return "bad row positions"
+        if not isinstance(problems, list) or not all(
+            isinstance(p, dict) and all(isinstance(p.get(k), str) for k in ("path", "reason", "message"))
+            for p in problems
+        ):
+            return "bad list of unreadable images"
+        if len(positions) + len(problems) != len(frame) or len(set(positions)) != len(positions):
+            return (f"{len(positions)} evaluated + {len(problems)} unreadable images do not make the "
+                    f"manifest's {len(frame)}")
+        cached = pd.read_csv(io.BytesIO(body))
+        if list(cached.columns) != PREDICTION_COLUMNS:
+            return f"columns {list(cached.columns)} are not {PREDICTION_COLUMNS}"
+        if len(cached) != len(positions) or len(cached) != header.get("rows"):
+            return f"{len(cached)} rows where {len(positions)} were written"
+        expected = frame.iloc[positions]
+        if cached["path"].astype(str).tolist() != expected["path"].astype(str).tolist():
+            return "image paths differ from the dataset's"
+        if not np.array_equal(cached["label"].to_numpy(dtype=np.int64), expected["label"].to_numpy(dtype=np.int64)):
+            return "labels differ from the dataset's"
+        probs = cached["prob"].to_numpy(dtype=np.float64)
+        if not (np.isfinite(probs).all() and ((probs >= 0) & (probs <= 1)).all()):
+            return "probabilities outside [0, 1]"
+    except (OSError, ValueError, TypeError, KeyError, FractureError) as exc:  # bad JSON / CSV / numbers
+        return f"{type(exc).__name__}: {exc}"
+    return cached, problems
 
 
 def evaluate_checkpoint(

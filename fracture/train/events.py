@@ -80,35 +80,41 @@ class EventLog:
         return record
 
     def record_failure(self, exc: BaseException) -> BaseException:
-        """Emit the ``failed`` event for ``exc`` and return the exception to raise.
-
-        A full disk becomes a :class:`TrainingError` that says so; anything else
-        is returned as it is. Never raises: if even the final event cannot be
-        written, that is logged and the original error still propagates.
-        """
-        to_raise: BaseException = exc
-        if isinstance(exc, FractureError):
-            fields: dict[str, Any] = {"error": str(exc), "error_type": type(exc).__name__}
-        else:
-            fields = {"error": f"{type(exc).__name__}: {exc}", "error_type": type(exc).__name__,
-                      "traceback": "".join(traceback.format_exception(exc))}
-            if is_disk_full(exc):
-                fields["error"] = (
-                    f"{self.run_dir}: the disk is full ({exc.strerror or exc}); free space, then resume "
-                    "the run (--resume) or start it again"
-                )
-                fields["error_type"] = "DiskFull"
-                to_raise = TrainingError(fields["error"])
-        try:
-            self.emit("failed", **fields)
-        except Exception as write_exc:  # noqa: BLE001 -- the original error matters more
-            log.error("%s: could not record the failed event (%s); the error was: %s",
-                      self.path, write_exc, fields["error"])
-        return to_raise
+        """:func:`record_failure` on this log."""
+        return record_failure(self, exc)
 
     def close(self) -> None:
         """Close the log and give back the space kept for a final event."""
         self._log.close()
+
+
+def record_failure(events: Any, exc: BaseException) -> BaseException:
+    """Emit the ``failed`` event for ``exc`` through ``events`` (anything with ``emit``) and
+    return the exception to raise.
+
+    A full disk becomes a :class:`TrainingError` that says so; anything else is
+    returned as it is. Never raises: if even the final event cannot be written,
+    that is logged and the original error still propagates.
+    """
+    to_raise: BaseException = exc
+    if isinstance(exc, FractureError):
+        fields: dict[str, Any] = {"error": str(exc), "error_type": type(exc).__name__}
+    else:
+        fields = {"error": f"{type(exc).__name__}: {exc}", "error_type": type(exc).__name__,
+                  "traceback": "".join(traceback.format_exception(exc))}
+        if is_disk_full(exc):
+            where = getattr(events, "run_dir", "the run folder")
+            fields["error"] = (
+                f"{where}: the disk is full ({getattr(exc, 'strerror', None) or exc}); free space, then "
+                "resume the run (--resume) or start it again"
+            )
+            fields["error_type"] = "DiskFull"
+            to_raise = TrainingError(fields["error"])
+    try:
+        events.emit("failed", **fields)
+    except Exception as write_exc:  # noqa: BLE001 -- the original error matters more
+        log.error("could not record the failed event (%s); the error was: %s", write_exc, fields["error"])
+    return to_raise
 
 
 #: A terminal event must fit in the space kept for it (with room to spare).

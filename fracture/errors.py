@@ -20,8 +20,9 @@ class ImageLoadError(FractureError):
     Attributes:
         path: the file (or upload name) that failed.
         reason: a short machine-readable reason: ``empty``, ``not_an_image``,
-            ``truncated``, ``too_many_pixels``, ``unsupported``, ``no_pixels``,
-            ``unreadable``.
+            ``truncated``, ``too_many_pixels``, ``too_large`` (file bytes),
+            ``unsupported``, ``no_pixels``, ``unreadable`` (also a FIFO,
+            device or folder: only regular files are opened).
     """
 
     def __init__(self, path: str | Path, reason: str, detail: str = "") -> None:

@@ -41,13 +41,15 @@ from typing import NamedTuple
 
 import numpy as np
 
+from fracture._files import NO_STAMP, file_stamp
 from fracture.data.imageio import load_image, read_image_header
 from fracture.errors import CacheError, ImageLoadError
 
 logger = logging.getLogger(__name__)
 
 #: Bump when the stored rows change meaning; rows of an older version are dropped.
-CACHE_VERSION = 1
+#: 2: JPEGs cut short behind an end marker became ``truncated``.
+CACHE_VERSION = 2
 CACHE_SUBDIR = "headers"
 DB_NAME = f"headers-v{CACHE_VERSION}.sqlite"
 
@@ -56,7 +58,7 @@ _LOOKUP_CHUNK = 1024
 _TASK_CHUNK = 128
 #: Rows buffered before one write transaction (so a killed cold scan keeps most work).
 _WRITE_EVERY = 2048
-_NO_STAMP = (-1, -1)
+_NO_STAMP = NO_STAMP
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS headers (
@@ -324,7 +326,8 @@ def usable_cpus() -> int:
 
 def file_stamps(paths: Sequence[str], *, workers: int | None = None) -> list[tuple[int, int]]:
     """``(size, mtime_ns)`` of each file (following links); ``(-1, -1)`` when it
-    cannot be stat'ed (missing, no permission) -- reading it then reports why."""
+    cannot be stat'ed (missing, no permission) or is not a regular file (a FIFO,
+    a device) -- reading it then reports why."""
     return _map_threads(_stamp_chunk, list(paths), workers or default_workers())
 
 
@@ -467,15 +470,8 @@ def _cacheable(path: str) -> bool:
 
 
 def _stamp_chunk(paths: list[str]) -> list[tuple[int, int]]:
-    stamps = []
-    for path in paths:
-        try:
-            st = os.stat(path)
-        except OSError:
-            stamps.append(_NO_STAMP)
-        else:
-            stamps.append((st.st_size, st.st_mtime_ns))
-    return stamps
+    # a FIFO, device or folder gets no stamp: never cached, read (and refused) each scan
+    return [file_stamp(path) for path in paths]
 
 
 def _header_record(path: str) -> HeaderRecord:

@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "runs",
     "cache",
     "importer",
+    "reader_study",
 )
 
 

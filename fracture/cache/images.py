@@ -16,7 +16,8 @@ Layout under the cache root (default :func:`default_cache_root`,
 ``$FRACTURE_CACHE_DIR/images``)::
 
     <key>/images.npy    uint8 (N, S, S, C), zeros where an image failed
-    <key>/index.json    paths, key, spec, shape, failures, build time
+    <key>/index.json    paths, key, spec, shape, failures, build time,
+                        a blake2b digest of every image's pixels
     <key>.tmp-<pid>-<hex>/   a build in progress (never read)
 
 A build writes into its own temporary directory and renames it into place
@@ -24,6 +25,11 @@ only when finished, so a killed build never leaves a store that looks
 complete. Leftover temporary directories (their process is gone, or they saw
 no progress for an hour) are removed by the next build or by
 :func:`clear_cache`.
+
+Opening a store checks its index against the array and the pixel digests of
+a random sample of images (:data:`VERIFY_SAMPLE`, a few MB of reading), so
+garbage in the pixel file -- even of the right size -- is found and the
+store rebuilt with a warning; :meth:`ImageCache.verify` checks every image.
 
 Disk use is ``N * S * S * C`` bytes plus a small index: 40,000 images at
 320 px and one channel take 4.1 GB; FracAtlas (4,083 images) at 224 px takes
@@ -38,6 +44,7 @@ import logging
 import math
 import multiprocessing
 import os
+import random
 import re
 import secrets
 import shutil
@@ -52,12 +59,13 @@ from typing import Any
 
 import numpy as np
 
+from fracture._files import atomic_write_json, file_stamps, open_regular, pid_alive
 from fracture.errors import CacheError, ImageLoadError, PreprocessError
 
 logger = logging.getLogger(__name__)
 
 #: Bump when the stored bytes or the index layout change; old stores then miss.
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2  # 2: per-image pixel digests in the index
 ARRAY_NAME = "images.npy"
 INDEX_NAME = "index.json"
 #: A temporary build directory untouched for this long is treated as abandoned.
@@ -65,6 +73,10 @@ STALE_BUILD_SECONDS = 3600.0
 #: Free space kept beyond the array itself when checking the disk.
 _DISK_MARGIN_BYTES = 64 * 1024 * 1024
 _MAX_CHUNK = 64
+#: Images whose pixel digest is checked on every open (plus the first and the last).
+VERIFY_SAMPLE = 16
+#: An index larger than this is not a store of ours (paths, failures and digests of 1M images fit).
+_MAX_INDEX_BYTES = 512 * 1024 * 1024
 _LOG_EVERY_SECONDS = 10.0
 
 _KEY_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -140,11 +152,21 @@ def _process_one(path: str, pipeline, slot_shape: tuple[int, int, int]) -> np.nd
     return out
 
 
+def _pixel_digest(slot: np.ndarray) -> str:
+    """blake2b (128 bit) of one image slot's bytes, as stored."""
+    return hashlib.blake2b(np.ascontiguousarray(slot), digest_size=16).hexdigest()
+
+
 def _fill_slots(
     images: np.ndarray, pipeline, items: Iterable[tuple[int, str]]
-) -> list[ImageFailure]:
-    """Write each ``(index, path)`` into ``images[index]``; failures get zeros."""
+) -> tuple[list[ImageFailure], list[tuple[int, str]]]:
+    """Write each ``(index, path)`` into ``images[index]``; failures get zeros.
+
+    Returns the failures and ``(index, pixel digest)`` of every slot written
+    (hashed in the workers, where the pixels are already in memory).
+    """
     failures: list[ImageFailure] = []
+    digests: list[tuple[int, str]] = []
     slot_shape = tuple(images.shape[1:])
     for index, path in items:
         try:
@@ -155,7 +177,8 @@ def _fill_slots(
         except PreprocessError as exc:
             images[index] = 0
             failures.append(ImageFailure(path, "preprocess", f"{path}: {exc}", index))
-    return failures
+        digests.append((index, _pixel_digest(images[index])))
+    return failures, digests
 
 
 # Worker-process state, set once per process by _init_worker.
@@ -170,11 +193,11 @@ def _init_worker(spec: list[dict], array_path: str) -> None:
     _worker_state["images"] = np.load(array_path, mmap_mode="r+")
 
 
-def _work_chunk(items: list[tuple[int, str]]) -> tuple[int, list[ImageFailure]]:
+def _work_chunk(items: list[tuple[int, str]]) -> tuple[int, list[ImageFailure], list[tuple[int, str]]]:
     images = _worker_state["images"]
-    failures = _fill_slots(images, _worker_state["pipeline"], items)
+    failures, digests = _fill_slots(images, _worker_state["pipeline"], items)
     images.flush()
-    return len(items), failures
+    return len(items), failures, digests
 
 
 def _mp_context():
@@ -204,17 +227,9 @@ def _normalise_paths(paths: Sequence[str | os.PathLike]) -> list[str]:
 
 
 def _file_stamps(paths: list[str]) -> list[tuple[int, int]]:
-    """``(size, mtime_ns)`` per file; ``(-1, -1)`` when it cannot be stat'ed
-    (missing, no permission): loading it then fails and is recorded with the reason."""
-    stamps = []
-    for path in paths:
-        try:
-            st = os.stat(path)
-        except OSError:
-            stamps.append((-1, -1))
-        else:
-            stamps.append((st.st_size, st.st_mtime_ns))
-    return stamps
+    """``(size, mtime_ns)`` per file; ``(-1, -1)`` when it cannot be stat'ed or is not a
+    regular file: loading it then fails and is recorded with the reason."""
+    return file_stamps(paths)
 
 
 def _canonical_spec(spec: Any) -> tuple[list[dict], int, int]:
@@ -300,16 +315,6 @@ class _ProgressLog:
             self.callback(self.done, self.total)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by another user
-        return True
-    return True
-
-
 def _remove_tree(path: Path) -> None:
     """``rmtree`` that tolerates another process removing the same tree."""
 
@@ -331,7 +336,7 @@ def _is_abandoned(path: Path, now: float) -> bool:
         age = now - path.stat().st_mtime
     except FileNotFoundError:
         return False
-    return age > STALE_BUILD_SECONDS or not _pid_alive(int(match["pid"]))
+    return age > STALE_BUILD_SECONDS or not pid_alive(int(match["pid"]))
 
 
 def _remove_abandoned_builds(cache_root: Path) -> list[Path]:
@@ -356,15 +361,6 @@ def _check_free_space(cache_root: Path, nbytes: int) -> None:
         )
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def _build_store(
     directory: Path,
     paths: list[str],
@@ -383,6 +379,7 @@ def _build_store(
     chunks = _chunks(n, workers)
     report = _ProgressLog(n, progress)
     failures: list[ImageFailure] = []
+    digests: list[str] = [""] * n
     logger.info(
         "building image cache %s: %d images -> uint8 %s (%.1f MB), %s",
         key[:12], n, shape[1:], images.nbytes / 1e6,
@@ -391,7 +388,10 @@ def _build_store(
     if workers == 0:
         pipeline = _make_pipeline(spec)
         for chunk in chunks:
-            failures += _fill_slots(images, pipeline, ((i, paths[i]) for i in chunk))
+            chunk_failures, chunk_digests = _fill_slots(images, pipeline, ((i, paths[i]) for i in chunk))
+            failures += chunk_failures
+            for i, digest in chunk_digests:
+                digests[i] = digest
             report.advance(len(chunk))
             os.utime(directory)  # shows the build is alive
         images.flush()
@@ -410,8 +410,10 @@ def _build_store(
                 pool.submit(_work_chunk, [(i, paths[i]) for i in chunk]) for chunk in chunks
             ]
             for future in concurrent.futures.as_completed(futures):
-                count, chunk_failures = future.result()
+                count, chunk_failures, chunk_digests = future.result()
                 failures += chunk_failures
+                for i, digest in chunk_digests:
+                    digests[i] = digest
                 report.advance(count)
                 os.utime(directory)
         except BrokenProcessPool as exc:
@@ -432,11 +434,12 @@ def _build_store(
         "paths": paths,
         "files": [list(s) for s in stamps],
         "failures": [f.to_dict() for f in failures],
+        "pixel_digests": digests,
         "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "build_seconds": round(time.monotonic() - started, 3),
         "workers": workers,
     }
-    _write_json_atomic(directory / INDEX_NAME, index)
+    atomic_write_json(directory / INDEX_NAME, index, indent=None)
     if failures:
         logger.warning(
             "image cache %s: %d of %d images could not be loaded (zeros, valid_mask False); "
@@ -444,18 +447,44 @@ def _build_store(
         )
 
 
-def _read_store(directory: Path, key: str) -> tuple[dict | None, np.ndarray | None, str | None]:
-    """``(index, images, None)`` for a usable store, else ``(None, None, why)``."""
+def _read_store(
+    directory: Path, key: str, *, verify: int | None = VERIFY_SAMPLE
+) -> tuple[dict | None, np.ndarray | None, str | None]:
+    """``(index, images, None)`` for a usable store, else ``(None, None, why)``.
+
+    ``verify``: how many images (besides the first and the last) have their
+    pixel digest checked; ``None`` checks none, ``-1`` all of them.
+    """
     try:
-        with open(directory / INDEX_NAME, encoding="utf-8") as fh:
-            index = json.load(fh)
+        with open_regular(directory / INDEX_NAME) as fh:
+            if os.fstat(fh.fileno()).st_size > _MAX_INDEX_BYTES:
+                return None, None, f"{INDEX_NAME} is over {_MAX_INDEX_BYTES // 2**20} MB"
+            index = json.loads(fh.read())
         images = np.load(directory / ARRAY_NAME, mmap_mode="r")
-    except (OSError, ValueError) as exc:  # missing files; bad JSON, .npy header or length
+    except Exception as exc:  # noqa: BLE001 -- missing, not a regular file, bad JSON, .npy header or length
         return None, None, f"{type(exc).__name__}: {exc}"
     problem = _index_problem(index, images, key)
+    if problem is None and verify is not None:
+        problem = _pixel_problem(images, index["pixel_digests"], verify)
     if problem:
         return None, None, problem
     return index, images, None
+
+
+def _pixel_problem(images: np.ndarray, digests: list[str], sample: int) -> str | None:
+    """Why the pixels do not match their digests (the first mismatch found), or None."""
+    n = len(digests)
+    if sample < 0 or sample + 2 >= n:
+        chosen = range(n)
+    else:
+        chosen = sorted({0, n - 1, *random.sample(range(1, n - 1), sample)})
+    try:
+        for i in chosen:
+            if _pixel_digest(images[i]) != digests[i]:
+                return f"pixels of image {i} do not match their digest (the array file was changed)"
+    except (OSError, ValueError) as exc:  # e.g. the file was cut while mapped
+        return f"pixels unreadable: {type(exc).__name__}: {exc}"
+    return None
 
 
 def _publish(tmp_dir: Path, final_dir: Path, key: str) -> bool:
@@ -572,6 +601,8 @@ class ImageCache:
                 "image cache hit %s: %d images %s", key[:12], len(cache), cache.images.shape[1:]
             )
             return cache
+        if final_dir.is_dir():  # unusable (warned): never let a later sample pass it
+            _remove_store(final_dir)
 
         _remove_abandoned_builds(root)
         shape = (len(norm), size, size, channels)
@@ -704,6 +735,12 @@ class ImageCache:
         """Bytes of image data (the array without its header)."""
         return int(self._images.nbytes)
 
+    def verify(self) -> list[int]:
+        """Indices of images whose pixels differ from the digests taken at build (reads every image;
+        opening checks only a sample)."""
+        digests = self._index["pixel_digests"]
+        return [i for i in range(len(self)) if _pixel_digest(self._images[i]) != digests[i]]
+
     @property
     def build_seconds(self) -> float:
         return float(self._index["build_seconds"])
@@ -734,6 +771,11 @@ def _index_problem(index: Any, images: np.ndarray, key: str) -> str | None:
         return "index failure list is malformed"
     if not isinstance(index.get("spec"), list) or not {"build_seconds", "built_at"} <= set(index):
         return "index lacks spec or build time"
+    digests = index.get("pixel_digests")
+    if not isinstance(digests, list) or len(digests) != len(paths) or not all(
+        isinstance(d, str) and len(d) == 32 for d in digests
+    ):
+        return "index lacks the pixel digests"
     return None
 
 

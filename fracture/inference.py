@@ -1,18 +1,26 @@
-"""Batched inference shared by training-time validation, evaluation and prediction.
+"""The one forward path: preprocessed uint8 images -> network input -> probabilities.
 
-One code path turns preprocessed uint8 images into probabilities, so the
-numbers the trainer reports, the ones ``fracture evaluate`` writes into a model
-card and the ones the Predict page shows cannot drift apart.
+Training-time validation, ``fracture evaluate``, the Predict page
+(:class:`fracture.predict.Predictor`), frozen-feature extraction and the
+benchmarks all go through :func:`predict_batches` / :func:`extract_features`,
+so the numbers the trainer reports, the ones written into a model card and the
+ones the page shows cannot drift apart: the same uint8 -> float conversion,
+normalisation, autocast on CUDA and flip TTA (:func:`forward_probs`).
+
+This module is the core's; the trainer imports from it, never the reverse.
 """
 from __future__ import annotations
 
+import functools
+import queue
+import threading
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from fracture.train.batches import iterate_batches, normalize_batch, uint8_to_tensor
+AMP_DTYPE = torch.bfloat16  # inference autocast dtype on CUDA (no grad scaling needed)
 
 
 @dataclass
@@ -22,6 +30,12 @@ class InputSpec:
     in_chans: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any]) -> "InputSpec":
+        """The spec a checkpoint's metadata records."""
+        norm = meta["normalization"]
+        return cls(in_chans=int(meta["in_chans"]), mean=tuple(norm["mean"]), std=tuple(norm["std"]))
 
 
 def model_normalization(model: torch.nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -39,6 +53,55 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+# ----------------------------------------------------------- uint8 -> tensor
+def uint8_to_float(batch: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """(B, H, W[, C]) uint8 -> (B, C, H, W) float32 in [0, 1], channels as stored.
+
+    A numpy array is converted on the CPU; a tensor where it lies (on the GPU
+    after a uint8 copy: a quarter of the bytes of float32 cross the bus).
+    """
+    tensor = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(batch))
+    if tensor.ndim == 3:
+        tensor = tensor.unsqueeze(-1)
+    return tensor.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def match_channels(tensor: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, in_chans, H, W): one gray channel repeated, or colour averaged to gray."""
+    channels = tensor.shape[1]
+    if channels == in_chans:
+        return tensor.contiguous()
+    if channels == 1:
+        return tensor.expand(-1, in_chans, -1, -1).contiguous()
+    if in_chans == 1:
+        return tensor.mean(dim=1, keepdim=True)
+    raise ValueError(f"cannot feed {channels}-channel images to a {in_chans}-channel model")
+
+
+def uint8_to_tensor(batch: np.ndarray | torch.Tensor, in_chans: int) -> torch.Tensor:
+    """(B, H, W[, C]) uint8 -> (B, in_chans, H, W) float32 in [0, 1] (see :func:`uint8_to_float`)."""
+    return match_channels(uint8_to_float(batch), in_chans)
+
+
+def normalize_batch(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Channel-wise (x - mean) / std; mean/std given for 3 channels are averaged for 1."""
+    mean_t, std_t = _channel_stats(tuple(mean), tuple(std), batch.shape[1], batch.dtype, batch.device)
+    return (batch - mean_t) / std_t
+
+
+@functools.lru_cache(maxsize=32)
+def _channel_stats(
+    mean: tuple[float, ...], std: tuple[float, ...], channels: int, dtype: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1, C, 1, 1) mean and std on ``device``, made once: building them per batch
+    from Python floats is a blocking host-to-device copy on CUDA (a stream sync)."""
+    mean_t = torch.tensor(mean, dtype=dtype)
+    std_t = torch.tensor(std, dtype=dtype)
+    if mean_t.numel() != channels:
+        mean_t, std_t = mean_t.mean().repeat(channels), std_t.mean().repeat(channels)
+    return mean_t.view(1, -1, 1, 1).to(device), std_t.view(1, -1, 1, 1).to(device)
+
+
 def prepare_batch(images: np.ndarray, spec: InputSpec, device: torch.device) -> torch.Tensor:
     """uint8 (B, H, W[, C]) -> normalised float tensor on ``device``.
 
@@ -51,6 +114,100 @@ def prepare_batch(images: np.ndarray, spec: InputSpec, device: torch.device) -> 
     else:
         batch = uint8_to_tensor(images, spec.in_chans)
     return normalize_batch(batch, spec.mean, spec.std)
+
+
+# ----------------------------------------------------------------- batching
+def iterate_batches(
+    order: np.ndarray,
+    batch_size: int,
+    fetch: Callable[[np.ndarray], Any],
+    *,
+    prefetch: bool = True,
+) -> Iterator[Any]:
+    """Yield ``fetch(batch_positions)`` for consecutive slices of ``order``.
+
+    With ``prefetch`` the next batch is fetched on a background thread while
+    the caller works on the current one. Callers keep torch kernels off that
+    thread: on a CPU a second thread's kernels start a second OpenMP team that
+    fights the step's threads for the same cores.
+    """
+    slices = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if not prefetch or len(slices) < 2:
+        for positions in slices:
+            yield fetch(positions)
+        return
+    results: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def producer() -> None:
+        try:
+            for positions in slices:
+                if stop.is_set():
+                    return
+                results.put(("ok", fetch(positions)))
+            results.put(("done", None))
+        except BaseException as exc:  # re-raised in the consumer thread
+            results.put(("error", exc))
+
+    thread = threading.Thread(target=producer, daemon=True, name="batch-prefetch")
+    thread.start()
+    try:
+        while True:
+            kind, value = results.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                results.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.05)
+
+
+# --------------------------------------------------------------- forwarding
+def autocast(device: torch.device, amp: bool = True):
+    """bf16 autocast on CUDA when ``amp``; a no-op context elsewhere."""
+    return torch.autocast(device.type, dtype=AMP_DTYPE, enabled=bool(amp) and device.type == "cuda")
+
+
+def forward_probs(
+    model: torch.nn.Module, batch: torch.Tensor, body: torch.Tensor | None = None, *, tta_hflip: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Fracture probabilities (B,) and body-part logits of one ready batch; the one home of flip TTA."""
+    logit, body_logits = model(batch, body_part=body)
+    prob = torch.sigmoid(logit.float())
+    if tta_hflip:
+        flipped, _ = model(torch.flip(batch, dims=[3]), body_part=body)
+        prob = (prob + torch.sigmoid(flipped.float())) / 2
+    return prob, body_logits
+
+
+def forward_features(model: torch.nn.Module, batch: torch.Tensor, *, tta_hflip: bool = False) -> torch.Tensor:
+    """Pooled backbone features (B, F), averaged with the mirror's under flip TTA."""
+    feats = model.forward_features(batch)
+    if tta_hflip:
+        feats = (feats + model.forward_features(torch.flip(batch, dims=[3]))) / 2
+    return feats.float()
+
+
+def head_probs(
+    model: torch.nn.Module, features: torch.Tensor, body: torch.Tensor | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Probabilities from pooled features through the heads only (frozen-feature training)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            logit, body_logits = model.forward_head(features, body_part=body)
+    finally:
+        model.train(was_training)
+    probs = torch.sigmoid(logit.float()).cpu().numpy().astype(np.float64)
+    body_probs = torch.softmax(body_logits.float(), 1).cpu().numpy() if body_logits is not None else None
+    return probs, body_probs
 
 
 @torch.no_grad()
@@ -73,25 +230,20 @@ def predict_batches(
         body_parts: known body-part index per item (-1 unknown) for a
             multi-task model; unknown parts come from the model's own guess.
         tta_hflip: average the probabilities of the image and its mirror.
+        amp: bf16 autocast on CUDA (ignored on the CPU).
     """
     was_training = model.training
     model.eval()
     probs: list[np.ndarray] = []
     body_probs: list[np.ndarray] = []
-    use_amp = amp and device.type == "cuda"
     try:
-        order = np.arange(n_items)
-        for positions, images in iterate_batches(order, batch_size, lambda p: (p, fetch(p))):
+        for positions, images in iterate_batches(np.arange(n_items), batch_size, lambda p: (p, fetch(p))):
             batch = prepare_batch(images, spec, device)
             body = None
             if body_parts is not None:
                 body = torch.as_tensor(body_parts[positions], dtype=torch.long, device=device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                logit, body_logits = model(batch, body_part=body)
-                prob = torch.sigmoid(logit.float())
-                if tta_hflip:
-                    flipped_logit, _ = model(torch.flip(batch, dims=[3]), body_part=body)
-                    prob = (prob + torch.sigmoid(flipped_logit.float())) / 2
+            with autocast(device, amp):
+                prob, body_logits = forward_probs(model, batch, body, tta_hflip=tta_hflip)
             probs.append(prob.cpu().numpy())
             if body_logits is not None:
                 body_probs.append(torch.softmax(body_logits.float(), dim=1).cpu().numpy())
@@ -100,6 +252,37 @@ def predict_batches(
     all_probs = np.concatenate(probs) if probs else np.zeros(0, dtype=np.float32)
     all_body = np.concatenate(body_probs) if body_probs else None
     return all_probs.astype(np.float64), all_body
+
+
+@torch.no_grad()
+def extract_features(
+    model: torch.nn.Module,
+    fetch: Callable[[np.ndarray], np.ndarray],
+    n_items: int,
+    spec: InputSpec,
+    *,
+    device: torch.device,
+    batch_size: int = 64,
+    tta_hflip: bool = False,
+    amp: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """Pooled backbone features (N, F) float32, through the same input path as :func:`predict_batches`."""
+    was_training = model.training
+    model.eval()
+    chunks: list[np.ndarray] = []
+    done = 0
+    try:
+        for images in iterate_batches(np.arange(n_items), batch_size, fetch):
+            batch = prepare_batch(images, spec, device)
+            with autocast(device, amp):
+                chunks.append(forward_features(model, batch, tta_hflip=tta_hflip).cpu().numpy())
+            done += len(images)
+            if progress is not None:
+                progress(done, n_items)
+    finally:
+        model.train(was_training)
+    return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, 0), dtype=np.float32)
 
 
 def body_part_indices(parts: Sequence[str], vocabulary: Sequence[str]) -> np.ndarray:

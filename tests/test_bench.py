@@ -12,7 +12,7 @@ import torch
 from fracture.bench.data import prepare_bench_data
 from fracture.bench.timing import interleaved, summarize
 from fracture.data import open_dataset
-from fracture.train.batches import normalize_batch, uint8_to_tensor
+from fracture.inference import normalize_batch, uint8_to_tensor
 
 
 def test_interleaved_skips_warmup_and_alternates_contenders():
@@ -76,10 +76,10 @@ def test_trainer_fetch_reads_cached_pixels_in_the_order_asked(demo_root, tmp_pat
         cache_dir=str(tmp_path / "cache"), device="cpu",
     )
     trainer = build_trainer(config, tmp_path / "run")
-    split = trainer.splits["train"]
+    split = trainer.data.splits["train"]
     positions = np.array([5, 0, 3, 3, len(split) - 1])
-    images, labels, body = trainer._fetch_train(positions)
-    pixels = np.stack([trainer.cache[int(split.cache_pos[p])] for p in positions])
+    images, labels, body = trainer.fetch(positions)
+    pixels = np.stack([trainer.data.cache[int(split.cache_pos[p])] for p in positions])
     # The prefetch thread only copies uint8 pixels; no torch kernels run there.
     assert images.dtype == torch.uint8
     assert np.array_equal(images.numpy(), pixels)
@@ -89,7 +89,7 @@ def test_trainer_fetch_reads_cached_pixels_in_the_order_asked(demo_root, tmp_pat
     state = trainer.augment.state_dict()
     inputs = model_inputs(trainer, images)
     trainer.augment.load_state_dict(state)
-    expected = trainer._prepare_inputs(uint8_to_tensor(pixels, 3), train=True)  # same draws, same order
+    expected = trainer.prepare_inputs(uint8_to_tensor(pixels, 3))  # same draws, same order
     assert inputs.shape == (5, 3, 32, 32)
     # Augmenting the stored gray channel, then repeating it, gives the same pixels
     # as augmenting three copies.

@@ -50,7 +50,7 @@ def bench_frozen_epoch(config, work_dir: Path, *, repeats: int, epoch_images: in
     set_train_images(trainer, epoch_images)
     size = config.batch_size
     features = trainer.features["train"]
-    split = trainer.splits["train"]
+    split = trainer.data.splits["train"]
     labels = torch.from_numpy(split.labels).to(trainer.device)
     body = torch.from_numpy(split.body).to(trainer.device)
     batches = [

@@ -1,4 +1,4 @@
-"""The trainer, set up the way ``train()`` sets it up, so a benchmark times its real loop.
+"""The training loop, set up the way ``train()`` sets it up, so a benchmark times its real loop.
 
 The training benchmarks must measure the trainer's own data path (cache ->
 prefetch thread -> tensor -> augmentation -> normalisation -> step), not a
@@ -9,7 +9,6 @@ fetch methods directly.
 """
 from __future__ import annotations
 
-import math
 import threading
 from pathlib import Path
 from typing import Any
@@ -19,25 +18,19 @@ import torch
 
 from fracture.train.config import TrainConfig
 from fracture.train.events import EventLog
-from fracture.train.trainer import SplitData, _Trainer
+from fracture.train.loop import TrainLoop
+from fracture.train.loss import fracture_loss
+from fracture.train.trainer import Trainer
 
 
-def build_trainer(config: TrainConfig, run_dir: Path, *, callback=None) -> _Trainer:
-    """A trainer with data, image cache, model and optimiser ready (no epoch run yet).
+def build_trainer(config: TrainConfig, run_dir: Path, *, callback=None) -> TrainLoop:
+    """The training loop with data, image cache, model and optimiser ready (no epoch run yet),
+    set up by the trainer's own :meth:`Trainer.setup`.
 
     Raises:
         FractureError: as :func:`fracture.train.trainer.train` would.
     """
-    from fracture.inference import resolve_device
-
-    trainer = _Trainer(config, Path(run_dir), EventLog(run_dir, callback), threading.Event(), resume=False)
-    torch.manual_seed(config.seed)
-    np.random.seed(config.seed % (2**32))
-    trainer.device = resolve_device(config.device)
-    trainer._load_data()
-    trainer._build_model()
-    trainer._build_optimisation()
-    return trainer
+    return Trainer(config, Path(run_dir), EventLog(run_dir, callback), threading.Event()).setup()
 
 
 def warm_image_cache(config: TrainConfig, *, workers: int | None) -> None:
@@ -59,68 +52,56 @@ def warm_image_cache(config: TrainConfig, *, workers: int | None) -> None:
     ImageCache.open_or_build(manifest.frame["path"].tolist(), spec, cache_root / "images", workers=workers)
 
 
-def set_train_images(trainer: _Trainer, n_images: int) -> None:
+def set_train_images(trainer: TrainLoop, n_images: int) -> None:
     """Make one training epoch exactly ``n_images`` long.
 
     The real training rows are cycled (a small benchmark subset is repeated
     to fill the epoch); the epoch's own shuffle still mixes them. Features of
     a frozen-mode trainer are cycled the same way.
     """
-    split = trainer.splits["train"]
-    take = np.resize(np.arange(len(split)), n_images)
-    trainer.splits["train"] = SplitData(
-        name="train",
-        frame=split.frame.iloc[take].reset_index(drop=True),
-        cache_pos=split.cache_pos[take],
-        labels=split.labels[take],
-        body=split.body[take],
-    )
+    splits = trainer.data.splits
+    take = np.resize(np.arange(len(splits["train"])), n_images)
+    splits["train"] = splits["train"].take(take)
     if "train" in trainer.features:
         trainer.features["train"] = trainer.features["train"][torch.from_numpy(take).to(trainer.device)]
     trainer.sample_weights = None
-    trainer.steps_per_epoch = math.ceil(n_images / trainer.config.batch_size)
 
 
-def run_epoch(trainer: _Trainer) -> dict[str, float]:
+def run_epoch(trainer: TrainLoop) -> dict[str, float]:
     """One training epoch through the trainer's own loop; its metrics."""
-    metrics = trainer._train_epoch(0)
+    metrics = trainer.train_epoch(0)
     if metrics is None:
         raise RuntimeError("the benchmark epoch was cancelled")
     return metrics
 
 
-def ready_batch(trainer: _Trainer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def ready_batch(trainer: TrainLoop) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One batch exactly as the network receives it in training (augmented,
     normalised, on the device, channels_last on CUDA): the step-alone input."""
     size = trainer.config.batch_size
-    positions = np.resize(np.arange(len(trainer.splits["train"])), size)
-    inputs, labels, body = trainer._fetch_train(positions)
+    positions = np.resize(np.arange(len(trainer.data.splits["train"])), size)
+    inputs, labels, body = trainer.fetch(positions)
     return model_inputs(trainer, inputs), labels.to(trainer.device), body.to(trainer.device)
 
 
-def model_inputs(trainer: _Trainer, fetched: torch.Tensor) -> torch.Tensor:
+def model_inputs(trainer: TrainLoop, fetched: torch.Tensor) -> torch.Tensor:
     """What the training loop does to a fetched finetune batch before the network:
     move it to the device, convert it to float, augment and normalise it."""
-    return trainer._prepare_inputs(trainer._to_device(fetched), train=True)
+    return trainer.prepare_inputs(trainer.to_device(fetched))
 
 
-def model_step(trainer: _Trainer, inputs: torch.Tensor, labels: torch.Tensor, body: torch.Tensor) -> float:
+def model_step(trainer: TrainLoop, inputs: torch.Tensor, labels: torch.Tensor, body: torch.Tensor) -> float:
     """One optimiser step of the trainer's model on a ready batch; the loss.
 
-    The same autocast, loss, scaler and optimiser as the training loop; the
-    loss is read back (as the loop does every step), which also waits for CUDA.
+    The same autocast, forward, loss, scaler and optimiser as the training
+    loop; the loss is read back (as the loop does every step), which also
+    waits for CUDA.
     """
-    with torch.autocast(trainer.device.type, dtype=trainer.amp_dtype or torch.float32,
-                        enabled=trainer.amp_dtype is not None):
-        if trainer.config.mode == "frozen":
-            logit, body_logits = trainer.model.forward_head(inputs, body_part=body)
-        else:
-            logit, body_logits = trainer.forward_model(inputs, body_part=body)
-        loss = trainer._loss(logit, body_logits, labels, body)
-    trainer.optimizer.zero_grad(set_to_none=True)
-    trainer.scaler.scale(loss).backward()
-    trainer.scaler.step(trainer.optimizer)
-    trainer.scaler.update()
+    amp = trainer.optim.amp_dtype
+    with torch.autocast(trainer.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        logit, body_logits = trainer.forward(inputs, body)
+        loss = fracture_loss(logit, body_logits, labels, body, pos_weight=trainer.pos_weight)
+    trainer.optimizer_step(loss)
     return float(loss.detach())
 
 

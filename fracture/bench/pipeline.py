@@ -1,7 +1,7 @@
 """Input-pipeline throughput vs the model's own training step.
 
 The pipeline is everything the training loop does to a batch before the
-network: :meth:`_Trainer._fetch_train` (the uint8 copy out of the cache),
+network: :meth:`TrainLoop.fetch` (the uint8 copy out of the cache),
 the move to the device, the conversion to float, the batch augmentation and
 the normalisation, run back to back on one thread with nothing overlapped.
 The prefetch thread hides the cache copy; the rest runs in the loop, so on
@@ -33,13 +33,13 @@ def bench_input_pipeline(trainer, *, batches: int, repeats: int, step_images_per
         The pipeline rate, the ratio pipeline/step and the goal.
     """
     size = trainer.config.batch_size
-    n_train = len(trainer.splits["train"])
+    n_train = len(trainer.data.splits["train"])
     rng = np.random.default_rng(0)
 
     def run() -> None:
         for _ in range(batches):
             positions = rng.integers(0, n_train, size)
-            inputs, _labels, _body = trainer._fetch_train(positions)
+            inputs, _labels, _body = trainer.fetch(positions)
             model_inputs(trainer, inputs)
 
     samples = interleaved({"pipeline": run}, repeats=repeats, warmup=1, device=trainer.device)

@@ -238,7 +238,7 @@ def _run_in(settings: BenchSettings, data: str | None, work: Path, say: Callable
         start("train_loop", f"training loop vs model step ({s.model}, {s.image_size} px, batch {s.batch_size}, cpu)")
         warm_image_cache(config, workers=s.cache_workers)
         trainer = build_trainer(config, work / "finetune-run")
-        if trainer.cache.built:  # still a valid benchmark, only slower to set up
+        if trainer.data.cache.built:  # still a valid benchmark, only slower to set up
             logger.warning("the trainer built its own image cache; warm_image_cache no longer matches it")
         benchmarks["train_loop"] = bench_train_loop(trainer, steps=s.train_steps, repeats=s.repeats)
         step_rate = benchmarks["train_loop"]["step"]["items_per_s"]

@@ -1,6 +1,6 @@
 """Training images/s: the trainer's whole loop vs the model step alone.
 
-The loop is :meth:`_Trainer._train_epoch` itself: batches come from the image
+The loop is :meth:`TrainLoop.train_epoch` itself: batches come from the image
 cache on the prefetch thread, are converted, augmented and normalised, and go
 through forward, backward and the optimiser, with the loop's own bookkeeping
 (loss read-back, accuracy, step events). The floor is the same model,
@@ -55,7 +55,7 @@ def bench_train_loop(trainer, *, steps: int, repeats: int, warmup: int = 1) -> d
         "image_size": cfg.image_size,
         "batch_size": cfg.batch_size,
         "steps": steps,
-        "amp": str(trainer.amp_dtype).replace("torch.", "") if trainer.amp_dtype else None,
+        "amp": str(trainer.optim.amp_dtype).replace("torch.", "") if trainer.optim.amp_dtype else None,
         "channels_last": bool(trainer.device.type == "cuda" and cfg.channels_last),
         **device_info(trainer.device),
         "loop": loop,

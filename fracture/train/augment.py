@@ -54,22 +54,39 @@ class BatchAugment:
         return torch.stack([cos * flip_x, -sin * flip_y, tx, sin * flip_x, cos * flip_y, ty, gain, bias], dim=1)
 
     @torch.no_grad()
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+    def __call__(self, batch: torch.Tensor, masks: torch.Tensor | None = None, *, draw: int | None = None,
+                 rows: slice | None = None):
         """Augment ``batch`` (B, C, H, W) float in [0, 1]; returns a new tensor.
+
+        Under torchrun each rank holds ``rows`` of a global batch of ``draw``
+        images: it draws the parameters for the whole global batch (so the
+        generator advances alike on every rank, and its state is one state)
+        and uses its rows, which makes N processes augment exactly as one.
+
+        With ``masks`` (B, h, w) float (box masks, any resolution), the same
+        flip/rotation/shift/zoom moves them too and ``(images, masks)`` is
+        returned; the random draws are the same with or without masks.
 
         On CUDA the parameters cross in one pinned, non-blocking copy, so the
         augmentation queues behind the previous step instead of waiting for it.
         """
         n = batch.shape[0]
-        params = self._draw(n)
+        params = self._draw(draw or n)
+        if rows is not None:
+            params = params[rows]
         if batch.device.type == "cuda":
             params = params.pin_memory().to(batch.device, non_blocking=True)
         params = params.to(batch.dtype)
         theta = params[:, :6].reshape(n, 2, 3)
         grid = F.affine_grid(theta, list(batch.shape), align_corners=False)
         out = F.grid_sample(batch, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        if masks is not None:
+            mask_batch = masks.to(batch.dtype).unsqueeze(1)
+            mask_grid = F.affine_grid(theta, list(mask_batch.shape), align_corners=False)
+            masks = F.grid_sample(mask_batch, mask_grid, mode="bilinear", padding_mode="zeros",
+                                  align_corners=False).squeeze(1)
         if self.config.brightness or self.config.contrast:
             gain, bias = params[:, 6].view(n, 1, 1, 1), params[:, 7].view(n, 1, 1, 1)
             mean = out.mean(dim=(1, 2, 3), keepdim=True)
             out = ((out - mean) * gain + mean + bias).clamp_(0.0, 1.0)
-        return out
+        return out if masks is None else (out, masks)

@@ -1,0 +1,103 @@
+"""What a checkpoint says about itself, and the end of a run.
+
+The best checkpoint (by the monitored validation metric) is rewritten
+atomically each time it improves, with the threshold chosen on validation.
+At the end the best weights are evaluated on val and test, the reports go
+into the checkpoint and ``metrics.json``, the per-image probabilities into
+``predictions_<split>.csv``, and a ``finished`` event sums it up.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from fracture._files import atomic_write_json
+from fracture.errors import TrainingError
+from fracture.train.config import TrainConfig
+from fracture.train.data import TrainData
+
+BEST_CHECKPOINT = "best.safetensors"
+
+Predict = Callable[[str, torch.nn.Module], np.ndarray]
+
+
+def base_meta(cfg: TrainConfig, data: TrainData, input_spec, run_dir: Path) -> dict[str, Any]:
+    """Everything a checkpoint needs to predict as it was validated, and where it came from."""
+    return {
+        "architecture": cfg.model,
+        "in_chans": cfg.in_chans,
+        "image_size": cfg.image_size,
+        "preprocess": data.spec,
+        "normalization": {"mean": list(input_spec.mean), "std": list(input_spec.std)},
+        "class_names": list(data.manifest.class_names),
+        "body_parts": data.body_vocab,
+        "multitask": bool(cfg.multitask),
+        "train_config": cfg.to_dict(),
+        "dataset_fingerprint": data.fingerprint,
+        "dataset_layout": data.manifest.layout,
+        "tta_hflip": bool(cfg.tta_hflip),
+        "run_dir": str(run_dir),
+        "split_sizes": data.split_sizes(),
+    }
+
+
+def save_best(
+    path: Path, model: torch.nn.Module, meta: dict[str, Any], cfg: TrainConfig, *, labels: np.ndarray,
+    val_probs: np.ndarray, val_metrics: dict[str, Any], epoch: int,
+) -> float:
+    """Write the best checkpoint with the threshold chosen on validation; that threshold."""
+    from fracture.checkpoint import save_checkpoint
+    from fracture.evaluate.metrics import choose_threshold
+
+    labels = labels.astype(int)
+    threshold = 0.5
+    if len(np.unique(labels)) >= 2:
+        threshold = float(choose_threshold(labels, val_probs, rule=cfg.threshold_rule, target=cfg.target_sensitivity))
+    meta = dict(meta, threshold=threshold, threshold_rule=cfg.threshold_rule, epoch=epoch,
+                metrics={"val": {"split": "val", "level": "image", **val_metrics}})
+    save_checkpoint(path, model, meta, half=cfg.checkpoint_half)
+    return threshold
+
+
+def finish(
+    run_dir: Path, cfg: TrainConfig, data: TrainData, predict: Predict, device: torch.device,
+    *, stopped_early: bool,
+) -> tuple[Path, dict[str, Any]]:
+    """Evaluate the best checkpoint on val (and test), store the reports; ``(path, finished-event fields)``.
+
+    Raises:
+        TrainingError: no checkpoint was ever saved.
+    """
+    from fracture.checkpoint import load_checkpoint, save_checkpoint
+    from fracture.evaluate.report import evaluate_frame
+
+    best_path = run_dir / BEST_CHECKPOINT
+    if not best_path.is_file():
+        raise TrainingError("no checkpoint was saved (validation metric never defined)")
+    best_model, meta = load_checkpoint(best_path, map_location=device)
+    if device.type == "cuda" and cfg.channels_last:
+        best_model = best_model.to(memory_format=torch.channels_last)
+    threshold = meta["threshold"]
+    metrics = {}
+    for name in ("val", "test"):
+        split = data.splits[name]
+        if (name == "test" and not cfg.eval_test) or len(split) == 0:
+            continue
+        frame = split.frame[["path", "label", "body_part", "patient_id", "study_id"]].copy()
+        frame["prob"] = predict(name, best_model)
+        frame.to_csv(run_dir / f"predictions_{name}.csv", index=False)
+        report = evaluate_frame(frame, threshold, seed=cfg.seed)
+        report["split"] = name
+        metrics[name] = report
+    meta["metrics"] = metrics
+    meta["stopped_early"] = stopped_early
+    save_checkpoint(best_path, best_model, meta, half=cfg.checkpoint_half)
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    summary = {
+        f"{name}_{level}_roc_auc": metrics[name][level]["overall"].get("roc_auc")
+        for name in metrics for level in ("image", "study")
+    }
+    return best_path, dict(best_checkpoint=str(best_path), threshold=threshold, **summary)

@@ -118,9 +118,15 @@ def check_data_path(path: str | Path, settings: Settings | None = None) -> Path:
             message lists them and names ``FRACTURE_DATA_ROOTS``), or missing.
     """
     settings = settings or get_settings()
-    resolved = Path(path).expanduser().resolve()
+    try:  # every symbolic link resolved: a link inside a root that points outside it is outside
+        resolved = Path(path).expanduser().resolve()
+    except (OSError, RuntimeError) as exc:  # a link loop
+        raise DatasetError(f"{path}: cannot be resolved ({exc}); give the real folder") from exc
     for root in settings.data_roots:
-        root = root.expanduser().resolve()
+        try:
+            root = root.expanduser().resolve()
+        except (OSError, RuntimeError):
+            continue
         if resolved == root or root in resolved.parents:
             if not resolved.is_dir():
                 raise DatasetError(f"{resolved}: folder does not exist")

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fracture.data.manifest import Manifest
+from fracture.data.readers._safe import leaves_root, real_root
 from fracture.data.readers import (
     find_folders_root,
     find_fracatlas_root,
@@ -63,13 +64,20 @@ def detect_layout(root: str | os.PathLike[str]) -> tuple[str, Path]:
     if not root.is_dir():
         raise DatasetError(f"{root}: is a file; give the dataset's folder")
     candidates = [root]
+    root_real = real_root(root)
     children = [c for c in root.iterdir() if c.is_dir() and not c.name.startswith(".")]
-    if len(children) == 1:
+    if len(children) == 1 and leaves_root(children[0], root_real) is None:
         candidates.append(children[0])
     for candidate in candidates:
         for layout in LAYOUTS:
             found = layout.find(candidate)
             if found is not None:
+                outside = leaves_root(found, root_real)
+                if outside is not None:  # e.g. ROOT/MURA-v1.1 -> /elsewhere
+                    raise DatasetError(
+                        f"{found}: a symbolic link to {outside}, outside {root}; give the real folder "
+                        "(under an allowed data root) instead"
+                    )
                 logger.debug("%s: %s layout at %s", root, layout.name, found)
                 return layout.name, found
     looked_for = "\n".join(f"  - {layout.looks_like}" for layout in LAYOUTS)

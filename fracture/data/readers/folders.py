@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from fracture.data.imageio import has_image_extension
+from fracture.data.readers._safe import leaves_root, real_root, walk
 from fracture.data.manifest import (
     KNOWN_BODY_PARTS,
     MANIFEST_COLUMNS,
@@ -100,24 +101,37 @@ def read_folders(
             f"fractured/not fractured folders, or fractured and normal folders side by side)"
         )
     problems: list[DataProblem] = []
+    root_real = real_root(folder)
     split_dirs = _split_dirs(folder)
     seen_names: set[str] = set()
+    class_counts: dict[Path, int] = {}
+    seen: set[str] = set()  # real folders read so far: a linked folder is never read into two splits
     if split_dirs:
         rows = []
         for split in SPLITS:
             for split_dir in split_dirs.get(split, []):
-                rows += _collect(folder, split_dir, split, problems, seen_names)
+                outside = leaves_root(split_dir, root_real)
+                if outside is not None:
+                    problems.append(DataProblem(
+                        str(split_dir), f"symbolic link to {outside}, outside the dataset folder; not followed"
+                    ))
+                    continue
+                rows += _collect(folder, split_dir, split, problems, seen_names, root_real, class_counts, seen)
         _report_unused_top_level(folder, set(_flatten(split_dirs)), problems, "not a split folder")
         frame = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
         frame = _carve_missing_splits(frame, set(split_dirs), seed)
     else:
-        rows = _collect(folder, folder, "train", problems, seen_names)
+        rows = _collect(folder, folder, "train", problems, seen_names, root_real, class_counts, seen)
         frame = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
         if len(frame):
             frame["split"] = split_groups(
                 frame["patient_id"], stratum_keys(frame["label"], frame["body_part"]), fractions, seed
             )
     class_names = ("normal", "abnormal") if seen_names & {"normal", "abnormal"} else ("not fractured", "fractured")
+    for class_dir, count in sorted(class_counts.items()):
+        if count == 0:
+            problems.append(DataProblem(str(class_dir), "class folder holds no images; that class is empty here"))
+    problems += split_class_problems(frame, folder, class_names)
     logger.debug("class folders %s: %d images, %d problems", folder, len(frame), len(problems))
     require_images(frame, folder, "folders", problems)
     return Manifest(frame=frame, root=folder, layout="folders", problems=problems, class_names=class_names)
@@ -168,21 +182,42 @@ def _report_unused_top_level(root: Path, used: set[Path], problems: list[DataPro
             problems.append(DataProblem(str(sub), f"{why}; ignored"))
 
 
+def split_class_problems(frame: pd.DataFrame, root: Path, class_names: tuple[str, str]) -> list[DataProblem]:
+    """A problem for each split that holds images of one class only (or none of a split given).
+
+    A one-class split cannot be validated (no ROC AUC, no threshold) or
+    tested, so it is reported instead of passing as "problems: 0".
+    """
+    problems = []
+    for split in SPLITS:
+        labels = set(frame.loc[frame["split"] == split, "label"].tolist()) if len(frame) else set()
+        if len(labels) == 1:
+            (only,) = labels
+            problems.append(DataProblem(
+                str(root), f"the {split} split holds only {class_names[only]!r} images (no "
+                f"{class_names[1 - only]!r}); it cannot be validated or tested: add images of both classes"
+            ))
+    return problems
+
+
 def _collect(
-    root: Path, top: Path, split: str, problems: list[DataProblem], seen_names: set[str]
+    root: Path, top: Path, split: str, problems: list[DataProblem], seen_names: set[str],
+    root_real: str, class_counts: dict[Path, int], seen: set[str],
 ) -> list[dict]:
-    """Rows for every image below ``top`` whose path passes through a class folder."""
+    """Rows for every image below ``top`` whose path passes through a class folder.
+
+    Only regular files are listed; links leaving the dataset folder and special
+    files are problems (see :func:`fracture.data.readers._safe.walk`).
+    ``class_counts`` gets each class folder and how many images it holds.
+    """
     rows: list[dict] = []
-    for dirpath, dirnames, filenames in os.walk(top):
-        dirnames[:] = sorted(
-            d for d in dirnames if not d.startswith(".") and d.lower() not in _SKIPPED_DIRS
-        )
-        current = Path(dirpath)
+    for current, filenames in walk(top, root_real, problems, skip_dirs=_SKIPPED_DIRS, seen=seen):
         levels = current.relative_to(top).parts
         label, body_part = _read_levels(levels, seen_names)
-        for name in sorted(filenames):
-            if name.startswith("."):
-                continue
+        class_dir = _class_dir(top, levels)
+        if class_dir is not None:
+            class_counts.setdefault(class_dir, 0)
+        for name in filenames:
             path = current / name
             if not has_image_extension(path):
                 problems.append(DataProblem(str(path), "not an image file name; ignored"))
@@ -191,11 +226,21 @@ def _collect(
                 problems.append(DataProblem(str(path), "no class folder (e.g. fractured/normal) above it; excluded"))
                 continue
             study = path.relative_to(root).with_suffix("").as_posix()
+            if class_dir is not None:
+                class_counts[class_dir] += 1
             rows.append({
                 "path": str(path), "label": label, "body_part": body_part,
                 "patient_id": study, "study_id": study, "split": split, "source": "folders",
             })
     return rows
+
+
+def _class_dir(top: Path, levels: tuple[str, ...]) -> Path | None:
+    """The deepest class-named folder on the way from ``top`` down ``levels`` (the one giving the label)."""
+    for depth in range(len(levels), 0, -1):
+        if normalise_name(levels[depth - 1]) in CLASS_ALIASES:
+            return top.joinpath(*levels[:depth])
+    return None
 
 
 def _read_levels(levels: tuple[str, ...], seen_names: set[str]) -> tuple[int | None, str]:

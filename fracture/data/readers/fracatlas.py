@@ -33,6 +33,7 @@ import pandas as pd
 from fracture.data.imageio import has_image_extension
 from fracture.data.boxes import read_fracatlas_boxes
 from fracture.data.manifest import MANIFEST_COLUMNS, UNKNOWN_BODY_PART, DataProblem, Manifest, require_images
+from fracture.data.readers._safe import entry_problem, leaves_root, read_csv_lines, read_text_lines, real_root
 from fracture.data.splits import DEFAULT_FRACTIONS, split_groups, stratum_keys, union_groups
 from fracture.errors import DatasetError
 
@@ -57,7 +58,7 @@ def find_fracatlas_root(root: str | os.PathLike[str]) -> Path | None:
     """The FracAtlas folder (with dataset.csv and images/) at ``root`` or in ``root/FracAtlas``."""
     root = Path(os.path.abspath(root))
     for candidate in (root, root / "FracAtlas"):
-        if (candidate / CSV_NAME).is_file() and (candidate / IMAGES_DIR).is_dir():
+        if (candidate / CSV_NAME).exists() and (candidate / IMAGES_DIR).is_dir():  # a FIFO CSV is refused by name
             return candidate
     return None
 
@@ -145,18 +146,41 @@ def read_fracatlas(
 
 
 def _read_csv(csv_path: Path, problems: list[DataProblem]) -> pd.DataFrame:
-    """dataset.csv, sorted by image_id, with 0/1 columns checked; bad rows go to problems."""
-    table = pd.read_csv(csv_path, dtype={"image_id": str})
-    missing = [column for column in CSV_COLUMNS if column not in table.columns]
-    if missing:
-        raise DatasetError(f"{csv_path}: missing column(s) {', '.join(missing)}; expected {', '.join(CSV_COLUMNS)}")
+    """dataset.csv, sorted by image_id, with 0/1 columns checked; bad rows go to problems.
+
+    Read line by line (not ``pd.read_csv``), so a line that is not UTF-8 or has
+    the wrong number of fields is one problem naming the file and line, and
+    every other row still loads.
+    """
+    header: list[str] | None = None
+    records: list[list[str]] = []
+    line_numbers: list[int] = []
+    for number, fields in read_csv_lines(csv_path, problems):
+        if header is None:
+            header = [field.strip() for field in fields]
+            missing = [column for column in CSV_COLUMNS if column not in header]
+            if missing:
+                raise DatasetError(
+                    f"{csv_path}: missing column(s) {', '.join(missing)}; expected {', '.join(CSV_COLUMNS)}"
+                )
+            continue
+        if len(fields) != len(header):
+            problems.append(DataProblem(str(csv_path), f"{csv_path.name} line {number}: {len(fields)} fields where "
+                                        f"the header has {len(header)}; skipped"))
+            continue
+        records.append(fields)
+        line_numbers.append(number)
+    if header is None:
+        raise DatasetError(f"{csv_path}: empty; expected a header line {','.join(CSV_COLUMNS)} and one row per image")
+    table = pd.DataFrame(records, columns=header, dtype=str)
     table["image_id"] = table["image_id"].str.strip()
     numeric = [c for c in CSV_COLUMNS if c != "image_id"]
     values = table[numeric].apply(pd.to_numeric, errors="coerce")
-    bad = values.isna().any(axis=1) | ~values["fractured"].isin([0, 1]) | table["image_id"].isna()
+    bad = values.isna().any(axis=1) | ~values["fractured"].isin([0, 1]) | (table["image_id"] == "")
     for index in table.index[bad]:
         problems.append(DataProblem(
-            str(csv_path), f"row {index + 2} ({table.at[index, 'image_id']}): non-numeric or non-0/1 values; skipped"
+            str(csv_path), f"{csv_path.name} line {line_numbers[index]} ({table.at[index, 'image_id']}): "
+            "non-numeric or non-0/1 values; skipped"
         ))
     table = table.loc[~bad].copy()
     table[numeric] = values.loc[~bad].astype("int64")
@@ -168,18 +192,39 @@ def _read_csv(csv_path: Path, problems: list[DataProblem]) -> pd.DataFrame:
 
 
 def _image_files(images_dir: Path, problems: list[DataProblem]) -> dict[str, tuple[Path, int | None]]:
-    """image file name -> (path, label implied by its folder or None)."""
+    """image file name -> (path, label implied by its folder or None).
+
+    Nothing is opened: special files and links leaving the dataset folder are problems.
+    """
     files: dict[str, tuple[Path, int | None]] = {}
-    for sub in sorted(images_dir.iterdir()):
-        if sub.name.startswith("."):
-            continue
+    root_real = real_root(images_dir.parent)
+    outside = leaves_root(images_dir, root_real)
+    if outside is not None:
+        problems.append(DataProblem(str(images_dir), f"symbolic link to {outside}, outside the dataset folder; "
+                                    "not followed"))
+        return files
+
+    def usable(folder: Path) -> list[os.DirEntry]:
+        with os.scandir(folder) as listing:
+            entries = sorted((e for e in listing if not e.name.startswith(".")), key=lambda e: e.name)
+        kept = []
+        for entry in entries:
+            why = entry_problem(entry, root_real)
+            if why is not None:
+                problems.append(DataProblem(entry.path, why))
+            else:
+                kept.append(entry)
+        return kept
+
+    for sub in usable(images_dir):
         if not sub.is_dir():
             candidates, folder_label = [sub], None
         else:
             folder_label = _FOLDER_LABELS.get(_normalise(sub.name))
-            candidates = sorted(p for p in sub.iterdir() if not p.name.startswith("."))
-        for path in candidates:
-            if not path.is_file():
+            candidates = usable(Path(sub.path))
+        for entry in candidates:
+            path = Path(entry.path)
+            if not entry.is_file():
                 continue
             if not has_image_extension(path):
                 problems.append(DataProblem(str(path), "not an image file name; ignored"))
@@ -193,18 +238,22 @@ def _image_files(images_dir: Path, problems: list[DataProblem]) -> dict[str, tup
 
 def _read_duplicate_pairs(path: Path, problems: list[DataProblem]) -> list[tuple[str, str]]:
     """Pairs of image stems from duplicate_pairs.txt ('#' comments, blank lines ignored)."""
-    if not path.is_file():
+    if not (path.exists() or path.is_symlink()):
         return []
     pairs: list[tuple[str, str]] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        text = line.split("#", 1)[0].strip()
-        if not text:
-            continue
-        tokens = text.split()
-        if len(tokens) != 2:
-            problems.append(DataProblem(str(path), f"line {number}: expected two image paths, got {line!r}; ignored"))
-            continue
-        pairs.append((Path(tokens[0]).stem, Path(tokens[1]).stem))
+    try:
+        for number, line in read_text_lines(path, problems):  # a bad line is a problem, the rest load
+            text = line.split("#", 1)[0].strip()
+            if not text:
+                continue
+            tokens = text.split()
+            if len(tokens) != 2:
+                problems.append(DataProblem(str(path), f"{path.name} line {number}: expected two image paths, "
+                                            f"got {line!r}; ignored"))
+                continue
+            pairs.append((Path(tokens[0]).stem, Path(tokens[1]).stem))
+    except DatasetError as exc:  # optional file: a FIFO or unreadable one is reported, the dataset still loads
+        problems.append(DataProblem(str(path), f"{exc}; duplicate pairs not used"))
     return pairs
 
 

@@ -34,6 +34,8 @@ if source == "Upload":
         st.error(problem.message)
     if loaded:
         image, name = loaded[0].image, loaded[0].name
+        for note in loaded[0].notes:
+            st.warning(note)
 elif context.dataset_root is None:
     st.info(context.dataset_error or "Pick a dataset in the sidebar, or upload an image.")
 else:

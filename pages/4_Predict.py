@@ -39,7 +39,7 @@ with options:
 with inputs:
     source = st.radio("Input", tuple(SOURCES), captions=tuple(SOURCES.values()), horizontal=True,
                       key="input", bind="query-params")
-    images, names, problems = [], [], []
+    images, names, problems, notes = [], [], [], []
     if source == "Upload":
         max_mb = context.settings.max_upload_mb
         files = st.file_uploader(
@@ -51,6 +51,7 @@ with inputs:
         images = [item.image for item in loaded]
         names = [item.name for item in loaded]
         problems = [p.message for p in upload_problems]
+        notes = [note for item in loaded for note in item.notes]  # first frame only, reduced to fit
     elif context.dataset_root is None:
         st.info(context.dataset_error or "Pick a dataset in the sidebar to use its samples.")
     else:
@@ -64,6 +65,8 @@ with inputs:
 
 for message in problems:
     st.error(message)
+for note in notes:
+    st.warning(note)
 if not images:
     st.info("Drop one or more images above, or pick a sample study from the dataset.")
     st.stop()

@@ -178,23 +178,21 @@ def image_digest(image: np.ndarray) -> str:
     return digest.hexdigest()[:16]
 
 
-@st.cache_data(max_entries=64, show_spinner="Running the model…")
-def _predict(
-    path: str,
-    signature: int,
-    digests: tuple[str, ...],
-    names: tuple[str, ...],
-    body_part: str | None,
-    extra_steps_key: str,
-    with_cam: bool,
-    _images: Sequence[np.ndarray],
-    _extra_steps: list[dict[str, Any]] | None,
-) -> Any:
-    predictor = _predictor(path, signature)
-    return predictor.predict(
-        list(_images), names=list(names), body_part=body_part,
-        extra_steps=_extra_steps or None, with_cam=with_cam,
-    )
+@st.cache_resource(show_spinner=False)
+def _prediction_cache(max_bytes: int) -> Any:
+    """One prediction cache per server, bounded in bytes (``FRACTURE_PREDICTION_CACHE_MB``):
+    a prediction holds its images and Grad-CAM maps, so counting entries bounds nothing."""
+    from fracture.ui.bytecache import ByteBudgetCache
+
+    return ByteBudgetCache(max_bytes)
+
+
+def prediction_nbytes(prediction: Any) -> int:
+    """Memory a :class:`~fracture.predict.StudyPrediction` holds (its arrays, plus a little)."""
+    total = 4096
+    for item in prediction.images:
+        total += item.image.nbytes + (item.heatmap.nbytes if item.heatmap is not None else 0) + 1024
+    return total
 
 
 def predict_study(
@@ -208,6 +206,8 @@ def predict_study(
 ) -> Any:
     """Predict one study with the checkpoint's predictor, cached on pixels and options.
 
+    The result is shared between sessions, so its arrays are made read-only.
+
     Returns:
         A :class:`fracture.predict.StudyPrediction`.
 
@@ -216,12 +216,27 @@ def predict_study(
     """
     import json
 
-    key = json.dumps(extra_steps or [], sort_keys=True)
-    return _predict(
-        str(checkpoint), path_signature(checkpoint),
-        tuple(image_digest(img) for img in images), tuple(names), body_part, key, with_cam,
-        list(images), extra_steps,
-    )
+    from fracture.settings import get_settings
+
+    path, signature = str(checkpoint), path_signature(checkpoint)
+    key = (path, signature, tuple(image_digest(img) for img in images), tuple(names), body_part,
+           json.dumps(extra_steps or [], sort_keys=True), with_cam)
+    cache = _prediction_cache(int(get_settings().prediction_cache_mb * 1024 * 1024))
+    prediction = cache.get(key)
+    if prediction is None:
+        with st.spinner("Running the model…"):
+            prediction = _predictor(path, signature).predict(
+                list(images), names=list(names), body_part=body_part,
+                extra_steps=extra_steps or None, with_cam=with_cam,
+            )
+        for item in prediction.images:  # read-only views; the caller's own arrays keep their flags
+            item.image = item.image.view()
+            item.image.setflags(write=False)
+            if item.heatmap is not None:
+                item.heatmap = item.heatmap.view()
+                item.heatmap.setflags(write=False)
+        cache.put(key, prediction, prediction_nbytes(prediction))
+    return prediction
 
 
 @st.cache_data(max_entries=32, show_spinner="Evaluating (cached after the first time)…")

@@ -12,7 +12,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,6 +20,11 @@ import pandas as pd
 from fracture._files import atomic_write_bytes, read_bytes_bounded
 from fracture.errors import DatasetError, FractureError
 from fracture.settings import get_settings
+
+if TYPE_CHECKING:
+    import threading
+
+    from fracture.ort_backend import InferenceProgress
 
 log = logging.getLogger(__name__)
 
@@ -54,20 +59,29 @@ def predict_split(
     device: str = "auto",
     progress: Callable[[int, int], None] | None = None,
     manifest=None,
+    backend: str | None = None,
+    on_progress: Callable[["InferenceProgress"], None] | None = None,
+    cancel: "threading.Event | None" = None,
 ) -> tuple[pd.DataFrame, dict[str, Any], list[dict[str, str]]]:
     """Probabilities of one checkpoint for every image of a split (cached on disk).
 
     Returns:
         (predictions frame with PREDICTION_COLUMNS, checkpoint metadata,
         images that could not be read — reported, not silently dropped).
+    ``backend`` (auto|torch|onnx, see :mod:`fracture.ort_backend`) runs the
+    network; ``on_progress`` gets an ``InferenceProgress`` per chunk (image
+    preparation, then prediction) and ``cancel`` stops between chunks.
+
     Raises:
         DatasetError: the split is empty or unknown.
         CheckpointError: the checkpoint is invalid.
+        InferenceCancelled: ``cancel`` was set (nothing is cached).
     """
     from fracture.cache import ImageCache
-    from fracture.checkpoint import load_checkpoint, read_checkpoint_meta
+    from fracture.checkpoint import read_checkpoint_meta
     from fracture.data import SPLITS, open_dataset
-    from fracture.inference import InputSpec, body_part_indices, predict_batches, resolve_device
+    from fracture.inference import body_part_indices
+    from fracture.ort_backend import predict_images, preparation_progress
 
     checkpoint = Path(checkpoint)
     if split not in (*SPLITS, "all"):
@@ -88,23 +102,21 @@ def predict_split(
             log.warning("predictions cache %s is unusable (%s); computing the predictions again", pred_path, cached)
         else:
             return cached[0], meta, cached[1]
-    model, meta = load_checkpoint(checkpoint)
-    cache = ImageCache.open_or_build(frame["path"].tolist(), meta["preprocess"], cache_root / "images", progress=progress)
+    cache = ImageCache.open_or_build(frame["path"].tolist(), meta["preprocess"], cache_root / "images",
+                                     progress=preparation_progress(progress, on_progress, cancel))
     valid = np.asarray(cache.valid_mask, dtype=bool)
     problems = [{"path": f.path, "reason": f.reason, "message": f.message} for f in cache.failures]
     for problem in problems:
         log.warning("not evaluated: %s", problem["message"])
     positions = np.flatnonzero(valid)
-    norm = meta["normalization"]
-    spec = InputSpec(in_chans=int(meta["in_chans"]), mean=tuple(norm["mean"]), std=tuple(norm["std"]))
     body = None
-    if getattr(model, "num_body_parts", 0):
+    if meta.get("multitask"):
         body = body_part_indices(frame["body_part"].iloc[positions].tolist(), meta.get("body_parts") or [])
-    dev = resolve_device(device)
-    probs, _ = predict_batches(
-        model.to(dev), lambda p: cache.get_batch(positions[p]), len(positions), spec,
-        device=dev, body_parts=body, tta_hflip=bool(meta.get("tta_hflip")),
+    probs, _, used = predict_images(
+        checkpoint, lambda p: cache.get_batch(positions[p]), len(positions), backend=backend, device=device,
+        body_parts=body, tta_hflip=bool(meta.get("tta_hflip")), progress=on_progress, cancel=cancel,
     )
+    log.info("%s: %d images predicted with %s", checkpoint.name, len(positions), used)
     out = frame.iloc[positions][PREDICTION_COLUMNS[:-1]].copy()
     out["prob"] = probs
     try:
@@ -195,11 +207,15 @@ def evaluate_checkpoint(
     cache_dir: str | Path | None = None,
     device: str = "auto",
     progress: Callable[[int, int], None] | None = None,
+    backend: str | None = None,
+    on_progress: Callable[["InferenceProgress"], None] | None = None,
+    cancel: "threading.Event | None" = None,
 ) -> EvaluationResult:
     """Image- and study-level metrics of a checkpoint on one split, at its stored threshold."""
     from fracture.evaluate.report import evaluate_frame
 
-    preds, meta, problems = predict_split(checkpoint, data_root, split, cache_dir=cache_dir, device=device, progress=progress)
+    preds, meta, problems = predict_split(checkpoint, data_root, split, cache_dir=cache_dir, device=device,
+                                          progress=progress, backend=backend, on_progress=on_progress, cancel=cancel)
     used = float(meta["threshold"] if threshold is None else threshold)
     report = evaluate_frame(preds, used, n_boot=n_boot, seed=0)
     report["split"] = split
@@ -218,6 +234,7 @@ def evaluate_ensemble(
     n_boot: int = 1000,
     cache_dir: str | Path | None = None,
     device: str = "auto",
+    backend: str | None = None,
 ) -> EvaluationResult:
     """Mean of the members' probabilities (binary softmax-average), at the mean of their thresholds."""
     from fracture.evaluate.ensemble import ensemble_probabilities
@@ -227,7 +244,8 @@ def evaluate_ensemble(
         raise ValueError("an ensemble needs at least two checkpoints")
     frames, thresholds, problems = [], [], []
     for ckpt in checkpoints:
-        preds, meta, member_problems = predict_split(ckpt, data_root, split, cache_dir=cache_dir, device=device)
+        preds, meta, member_problems = predict_split(ckpt, data_root, split, cache_dir=cache_dir, device=device,
+                                                     backend=backend)
         frames.append(preds)
         thresholds.append(float(meta["threshold"]))
         problems += member_problems

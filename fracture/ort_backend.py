@@ -77,6 +77,27 @@ class InferenceProgress:
         return f"{self.stage}: {self.done:,}/{self.total:,} images · {left}"
 
 
+def preparation_progress(
+    progress: Callable[[int, int], None] | None,
+    on_progress: Callable[[InferenceProgress], None] | None,
+    cancel: threading.Event | None,
+) -> Callable[[int, int], None] | None:
+    """An image-cache ``progress(done, total)`` that also reports the "preparing images" stage and honours ``cancel``."""
+    if progress is None and on_progress is None and cancel is None:
+        return None
+    started = time.monotonic()
+
+    def report(done: int, total: int) -> None:
+        if cancel is not None and cancel.is_set():
+            raise InferenceCancelled(f"cancelled while preparing images ({done} of {total}); nothing was saved")
+        if progress is not None:
+            progress(done, total)
+        if on_progress is not None:
+            on_progress(InferenceProgress("preparing images", done, total, time.monotonic() - started))
+
+    return report
+
+
 def _clock(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds} s"

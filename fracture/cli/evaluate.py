@@ -21,6 +21,8 @@ def register(subparsers) -> None:
     parser.add_argument("--threshold", type=float, help="override the checkpoint's decision threshold")
     parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the AUC interval")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--backend", choices=("auto", "torch", "onnx"),
+                        help="inference backend (default: $FRACTURE_INFERENCE_BACKEND, else auto = onnxruntime on a CPU)")
     parser.add_argument("--json", dest="json_out", help="write the full report(s) as JSON here")
     parser.add_argument("--write-meta", action="store_true",
                         help="store the metrics in the checkpoint's metadata (one checkpoint, test split)")
@@ -42,12 +44,14 @@ def run(args: argparse.Namespace) -> int:
 
     checkpoints = [_resolve(c) for c in args.checkpoint]
     results = [
-        evaluate_checkpoint(c, args.data, args.split, threshold=args.threshold, n_boot=args.n_boot, device=args.device)
+        evaluate_checkpoint(c, args.data, args.split, threshold=args.threshold, n_boot=args.n_boot, device=args.device,
+                            backend=args.backend)
         for c in checkpoints
     ]
     reports = {r.name: r.report for r in results}
     if len(checkpoints) > 1:
-        ens = evaluate_ensemble(checkpoints, args.data, args.split, n_boot=args.n_boot, device=args.device)
+        ens = evaluate_ensemble(checkpoints, args.data, args.split, n_boot=args.n_boot, device=args.device,
+                                backend=args.backend)
         reports["ensemble"] = ens.report
     for level in ("image", "study"):
         print(f"\n{args.split} split, {level} level")

@@ -24,15 +24,24 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import cv2
 
-    from fracture.data import load_image
+    from fracture.data.imageio import decode_image
     from fracture.errors import CheckpointError
     from fracture.predict import Predictor, default_checkpoint
+    from fracture.settings import get_settings
 
     checkpoint = args.checkpoint or default_checkpoint()
     if checkpoint is None:
         raise CheckpointError("no --checkpoint given and no default model in weights/")
+    # images first: a bad one (a FIFO, a cut JPEG) fails at once, before the model loads;
+    # each is kept within FRACTURE_MAX_IMAGE_MEGAPIXELS (reduced while decoding, with a note)
+    budget = get_settings().max_image_pixels
+    decoded = [decode_image(p, pixel_budget=budget) for p in args.images]
+    for item in decoded:
+        for note in item.notes:
+            print(f"note: {note}", file=sys.stderr)
+    images = [item.image for item in decoded]
+    del decoded
     predictor = Predictor.from_checkpoint(checkpoint)
-    images = [load_image(p) for p in args.images]
     extra = None
     if args.preprocess:
         from fracture.preprocess.pipeline import Pipeline

@@ -337,3 +337,23 @@ def test_real_radiographs_match_the_uncached_path(fracatlas_root, root):
     assert cache.valid_mask.all()
     for i, path in enumerate(paths):
         np.testing.assert_array_equal(cache[i], uncached(path, spec))
+
+
+def test_pixel_digests_find_a_changed_image(image_paths, root, caplog):
+    """One image's bytes changed in place (same size): verify() names it; an open that
+    samples it rebuilds the store with a warning."""
+    cache = ImageCache.open_or_build(image_paths, SPEC, root, workers=0)
+    assert cache.verify() == []
+    array_path = cache.directory / cache_images.ARRAY_NAME
+    header_len = array_path.stat().st_size - cache.nbytes
+    slot = SIZE * SIZE
+    with open(array_path, "r+b") as fh:
+        fh.seek(header_len + 3 * slot + 5)
+        fh.write(bytes([255 - int(cache.images[3].reshape(-1)[5])]))
+    assert cache.verify() == [3]
+    assert len(image_paths) < cache_images.VERIFY_SAMPLE  # so an open checks every image
+    rebuilt = ImageCache.open_or_build(image_paths, SPEC, root, workers=0)
+    assert rebuilt.built and rebuilt.verify() == []
+    assert "image 3 do not match" in caplog.text
+    for i, path in enumerate(image_paths):
+        np.testing.assert_array_equal(rebuilt[i], uncached(path))

@@ -136,6 +136,7 @@ def launch_training(
                     pass_fds=(claim.fd,),
                 )
             atomic_write_text(run_dir / PID_FILE, str(process.pid))
+            claim.set_pid(process.pid)
         except BaseException:
             claim.release()
             raise

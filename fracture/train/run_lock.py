@@ -46,6 +46,7 @@ class _Held:
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.depth = 1
+        self.thread = threading.get_ident()
 
 
 class RunClaim:
@@ -81,6 +82,10 @@ class RunClaim:
                 pass
             os.close(held.fd)
 
+    def set_pid(self, pid: int) -> None:
+        """Name another process (the child a launcher started) as the holder in the lock file."""
+        _write_pid(self.fd, pid)
+
     def hand_over(self) -> None:
         """Forget our hold without unlocking: a child started with :meth:`fd` in ``pass_fds``
         keeps the lock (the lock belongs to the open file, shared with the child)."""
@@ -102,7 +107,7 @@ class RunClaim:
 def claim_run_dir(run_dir: str | Path, *, resume: bool = False) -> RunClaim:
     """Take the folder's run lock; refuse a folder that already holds a run unless resuming.
 
-    Re-entrant within a process (the CLI claims, then ``train()`` claims again).
+    Re-entrant within a thread (the CLI claims, then ``train()`` claims again).
 
     Raises:
         TrainingError: another live process trains there (its pid is named), or
@@ -114,6 +119,11 @@ def claim_run_dir(run_dir: str | Path, *, resume: bool = False) -> RunClaim:
     key = str(path)
     with _guard:
         held = _held.get(key)
+        if held is not None and held.thread != threading.get_ident():
+            raise TrainingError(
+                f"{run_dir}: a training is already running in this folder (this process {os.getpid()}, "
+                "another thread); wait for it, or choose another --out"
+            )
         if held is not None:
             held.depth += 1
         else:
@@ -193,9 +203,9 @@ def _adopt_inherited(path: Path) -> int | None:
     return fd
 
 
-def _write_pid(fd: int) -> None:
+def _write_pid(fd: int, pid: int | None = None) -> None:
     os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    os.pwrite(fd, f"{os.getpid() if pid is None else pid}\n".encode(), 0)
 
 
 def _refuse_existing_run(run_dir: Path) -> None:

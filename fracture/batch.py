@@ -1,0 +1,511 @@
+"""A folder (or a pile of uploads) of X-rays through a model: a CSV and a shareable HTML report.
+
+Why: researchers and teachers run a model over whole folders, and nothing
+else turns that into a table or a page a person can send. Every file gets a
+row: an unreadable one has its ``error`` filled in, never dropped. The
+probabilities come from :func:`fracture.ort_backend.load_runner` (onnxruntime
+on a CPU); Grad-CAM heatmaps and the out-of-distribution flag need the torch
+:class:`fracture.predict.Predictor`, which is used instead when either is
+asked for or the checkpoint has an OOD detector (``meta["ood"]``).
+
+``predictions.csv`` columns: :data:`CSV_COLUMNS` (``study`` added with
+study grouping). ``report.html`` is one self-contained file: summary counts, a
+table sortable by clicking its headers (plain inline JavaScript), thumbnails
+and heatmaps as inline base64 images; nothing is fetched from anywhere.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence, Union
+
+import numpy as np
+
+from fracture._files import atomic_write_bytes
+from fracture.data.imageio import IMAGE_EXTENSIONS
+from fracture.errors import ConfigError, FractureError, ImageLoadError
+from fracture.ort_backend import InferenceCancelled, InferenceProgress
+
+log = logging.getLogger(__name__)
+
+CSV_COLUMNS = ("path", "probability", "label", "threshold", "ood", "error")
+STUDY_COLUMNS = ("study", "images", "predicted", "probability", "label", "threshold")
+REPORT_FILES = ("predictions.csv", "report.html")
+STUDIES_FILE = "studies.csv"
+THUMBNAIL_SIDE = 128
+PICTURE_COLUMNS = ("thumbnail", "Grad-CAM")
+#: Past this many rows the HTML report keeps the rows but drops the pictures (its size stays sane).
+MAX_PICTURES = 2000
+#: Files with no extension are tried too (DICOM often has none).
+CANDIDATE_SUFFIXES = frozenset(IMAGE_EXTENSIONS) | {""}
+
+#: A file to predict: its path, or the bytes of an upload.
+Source = Union[str, os.PathLike, bytes]
+
+
+@dataclass
+class BatchRow:
+    """One input file's outcome (``error`` set means no probability)."""
+
+    path: str
+    probability: float | None = None
+    label: str = ""
+    ood: bool | None = None
+    error: str = ""
+    study: str | None = None
+    thumbnail: bytes | None = field(default=None, repr=False)  # JPEG
+    heatmap: bytes | None = field(default=None, repr=False)  # JPEG overlay
+
+
+@dataclass
+class StudyRow:
+    study: str
+    images: int
+    predicted: int
+    probability: float | None
+    label: str
+
+
+@dataclass
+class BatchResult:
+    """Everything a batch produced; the CSV and HTML are rendered from it on demand."""
+
+    rows: list[BatchRow]
+    checkpoint: str
+    threshold: float
+    class_names: tuple[str, str]
+    backend: str
+    seconds: float
+    source: str
+    has_ood: bool = False
+    cam: bool = False
+    studies: list[StudyRow] | None = None
+    skipped: list[str] = field(default_factory=list)
+    created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    # -- counts ------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        predicted = [r for r in self.rows if not r.error]
+        positive = sum(1 for r in predicted if r.label == self.class_names[1])
+        return {
+            "files": len(self.rows),
+            "predicted": len(predicted),
+            "positive": positive,
+            "negative": len(predicted) - positive,
+            "unreadable": len(self.rows) - len(predicted),
+            "ood": sum(1 for r in predicted if r.ood),
+            "skipped_not_images": len(self.skipped),
+        }
+
+    # -- files -------------------------------------------------------------
+    def csv_bytes(self) -> bytes:
+        """``predictions.csv``: one row per input file, in input order."""
+        columns = list(CSV_COLUMNS) + (["study"] if self.studies is not None else [])
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(columns)
+        for r in self.rows:
+            row = [r.path, "" if r.probability is None else f"{r.probability:.6f}", r.label,
+                   f"{self.threshold:.6f}", "" if r.ood is None else str(bool(r.ood)).lower(), r.error]
+            if self.studies is not None:
+                row.append(r.study or "")
+            writer.writerow(row)
+        return buffer.getvalue().encode("utf-8")
+
+    def studies_csv_bytes(self) -> bytes:
+        """``studies.csv`` (study grouping only): mean probability of each study's readable images."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(STUDY_COLUMNS)
+        for s in self.studies or []:
+            writer.writerow([s.study, s.images, s.predicted,
+                             "" if s.probability is None else f"{s.probability:.6f}", s.label, f"{self.threshold:.6f}"])
+        return buffer.getvalue().encode("utf-8")
+
+    def html_bytes(self) -> bytes:
+        """``report.html``: self-contained (inline CSS, JS and images)."""
+        return render_html(self).encode("utf-8")
+
+
+# ------------------------------------------------------------------ inputs
+def list_folder(folder: str | Path) -> tuple[list[Path], list[Path]]:
+    """``(candidate images, other files)`` under ``folder``, sorted; hidden entries are ignored.
+
+    A candidate has an image extension or none (DICOM); whether it really is
+    an image is for the loader to say, in its row.
+
+    Raises:
+        ConfigError: ``folder`` is not a folder.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"{folder}: not a folder; give the folder that holds the images")
+    images, others = [], []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            path = Path(dirpath) / name
+            (images if path.suffix.lower() in CANDIDATE_SUFFIXES else others).append(path)
+    return images, others
+
+
+def study_of(name: str) -> str:
+    """The study a file belongs to: its folder (MURA: ``patient00001/study1_positive``), ``.`` at the top."""
+    parent = Path(name).parent.as_posix()
+    return parent if parent else "."
+
+
+def check_output_dir(out_dir: str | Path, *, studies: bool = False, overwrite: bool = False) -> Path:
+    """Refuse to overwrite an earlier report unless asked (checked before any work is done).
+
+    Raises:
+        ConfigError: a report file exists and ``overwrite`` is False, or ``out_dir`` is a file.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{out_dir}: exists and is not a folder; give a folder for the report")
+    names = REPORT_FILES + ((STUDIES_FILE,) if studies else ())
+    existing = [n for n in names if (out_dir / n).exists()]
+    if existing and not overwrite:
+        raise ConfigError(f"{out_dir}: {', '.join(existing)} already exist; choose another --out or add --overwrite")
+    return out_dir
+
+
+def write_report(result: BatchResult, out_dir: str | Path, *, overwrite: bool = False) -> list[Path]:
+    """Write ``predictions.csv``, ``report.html`` (and ``studies.csv``) atomically.
+
+    Raises:
+        ConfigError: see :func:`check_output_dir`.
+    """
+    out_dir = check_output_dir(out_dir, studies=result.studies is not None, overwrite=overwrite)
+    written = [atomic_write_bytes(out_dir / "predictions.csv", result.csv_bytes()),
+               atomic_write_bytes(out_dir / "report.html", result.html_bytes())]
+    if result.studies is not None:
+        written.append(atomic_write_bytes(out_dir / STUDIES_FILE, result.studies_csv_bytes()))
+    return written
+
+
+# ------------------------------------------------------------------ prediction
+def _jpeg(image: np.ndarray, side: int = THUMBNAIL_SIDE) -> bytes:
+    import cv2
+
+    h, w = image.shape[:2]
+    scale = side / max(h, w)
+    if scale < 1:
+        image = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])
+    return data.tobytes() if ok else b""
+
+
+def _error_text(exc: Exception) -> str:
+    """The reason without the file name (the row already has it)."""
+    if isinstance(exc, ImageLoadError):
+        return exc.reason.replace("_", " ") + (f" ({exc.detail})" if exc.detail else "")
+    return str(exc)
+
+
+def _ood_flag(value: Any) -> bool | None:
+    """The Predictor's ``ood`` output as a flag: a bool, or an object/dict with ``flag``/``is_ood``/``ood``."""
+    if value is None or isinstance(value, (bool, np.bool_)):
+        return None if value is None else bool(value)
+    for key in ("flag", "is_ood", "ood", "out_of_distribution"):
+        inner = value.get(key) if isinstance(value, dict) else getattr(value, key, None)
+        if inner is not None:
+            return bool(inner)
+    return None
+
+
+def predict_files(
+    items: Sequence[tuple[str, Source]],
+    checkpoint: str | Path | None = None,
+    *,
+    cam: bool = False,
+    studies: bool = False,
+    backend: str | None = None,
+    device: str = "auto",
+    batch_size: int = 16,
+    progress: Callable[[InferenceProgress], None] | None = None,
+    cancel: threading.Event | None = None,
+    source: str = "uploads",
+    skipped: Sequence[str] = (),
+) -> BatchResult:
+    """Predict each ``(name, path or bytes)`` as its own image; unreadable ones get an error row.
+
+    Args:
+        checkpoint: default: the shipped default model.
+        cam: Grad-CAM heatmaps (torch; slower).
+        studies: group rows by folder and add study probabilities (mean of the images').
+        progress: an :class:`InferenceProgress` after every chunk.
+
+    Raises:
+        CheckpointError: no or an invalid checkpoint.
+        InferenceCancelled: ``cancel`` was set.
+    """
+    from fracture.checkpoint import read_checkpoint_meta
+    from fracture.errors import CheckpointError
+    from fracture.predict import default_checkpoint
+
+    checkpoint = checkpoint or default_checkpoint()
+    if checkpoint is None:
+        raise CheckpointError("no checkpoint given and no default model in weights/")
+    meta = read_checkpoint_meta(checkpoint)
+    threshold = float(meta["threshold"])
+    class_names = (str(meta["class_names"][0]), str(meta["class_names"][1]))
+    has_ood = bool(meta.get("ood"))
+    started = time.monotonic()
+    rows = [BatchRow(path=name, study=study_of(name) if studies else None) for name, _ in items]
+    report = _reporter(len(items), started, progress)
+    if cam or has_ood:
+        used = _predict_with_predictor(items, rows, checkpoint, cam, class_names, threshold, device, report, cancel)
+    else:
+        used = _predict_with_runner(items, rows, checkpoint, meta, class_names, threshold, backend, device,
+                                    batch_size, report, cancel)
+    result = BatchResult(
+        rows=rows, checkpoint=Path(checkpoint).name, threshold=threshold, class_names=class_names, backend=used,
+        seconds=time.monotonic() - started, source=source, has_ood=has_ood, cam=cam,
+        studies=_group_studies(rows, threshold, class_names) if studies else None, skipped=list(skipped),
+    )
+    counts = result.counts()
+    log.info("batch: %d files, %d predicted (%d %s), %d unreadable in %.1f s with %s", counts["files"],
+             counts["predicted"], counts["positive"], class_names[1], counts["unreadable"], result.seconds, used)
+    return result
+
+
+def predict_folder(folder: str | Path, checkpoint: str | Path | None = None, **kwargs) -> BatchResult:
+    """:func:`predict_files` over every candidate image under ``folder`` (paths in the CSV are relative to it).
+
+    Files that are not image candidates (``.csv``, ``.txt``...) are listed in
+    ``result.skipped``, not predicted.
+    """
+    folder = Path(folder)
+    images, others = list_folder(folder)
+    items = [(p.relative_to(folder).as_posix(), p) for p in images]
+    skipped = [p.relative_to(folder).as_posix() for p in others]
+    if skipped:
+        log.info("batch: %d files that are not images skipped (first: %s)", len(skipped), skipped[0])
+    return predict_files(items, checkpoint, source=str(folder), skipped=skipped, **kwargs)
+
+
+def _reporter(total: int, started: float, progress: Callable[[InferenceProgress], None] | None):
+    def report(done: int) -> None:
+        if progress is not None:
+            progress(InferenceProgress("predicting", done, total, time.monotonic() - started))
+
+    return report
+
+
+def _check_cancel(cancel: threading.Event | None, done: int, total: int) -> None:
+    if cancel is not None and cancel.is_set():
+        raise InferenceCancelled(f"cancelled after {done} of {total} files; nothing was written")
+
+
+def _load(name: str, source: Source) -> np.ndarray:
+    from fracture.data import load_image
+
+    return load_image(source, name=name)
+
+
+def _predict_with_runner(items, rows, checkpoint, meta, class_names, threshold, backend, device, batch_size,
+                         report, cancel) -> str:
+    from fracture.ort_backend import load_runner
+    from fracture.preprocess.pipeline import Pipeline
+
+    runner = load_runner(checkpoint, backend=backend, device=device)
+    pipeline = Pipeline.from_spec(meta["preprocess"])
+    multitask = bool(meta.get("multitask"))
+    for start in range(0, len(items), batch_size):
+        _check_cancel(cancel, start, len(items))
+        ready, where = [], []
+        for i in range(start, min(start + batch_size, len(items))):
+            name, source = items[i]
+            try:
+                image = _load(name, source)
+                ready.append(pipeline(image))
+            except (FractureError, ValueError) as exc:
+                rows[i].error = _error_text(exc)
+                continue
+            where.append(i)
+            if i < MAX_PICTURES:
+                rows[i].thumbnail = _jpeg(image)
+        if ready:
+            stacked = np.stack(ready)
+            body = np.full(len(ready), -1, dtype=np.int64) if multitask else None
+            probs, _ = runner.predict(lambda p: stacked[p], len(ready), body_parts=body, batch_size=len(ready))
+            for i, p in zip(where, probs):
+                rows[i].probability = float(p)
+                rows[i].label = class_names[int(p >= threshold)]
+        report(min(start + batch_size, len(items)))
+    return runner.backend
+
+
+def _predict_with_predictor(items, rows, checkpoint, cam, class_names, threshold, device, report, cancel) -> str:
+    from fracture.explain.gradcam import overlay_heatmap
+    from fracture.inference import resolve_device
+    from fracture.predict import Predictor
+
+    predictor = Predictor.from_checkpoint(checkpoint, device=str(resolve_device(device)))
+    for i, (name, source) in enumerate(items):
+        _check_cancel(cancel, i, len(items))
+        try:
+            image = _load(name, source)
+            prediction = predictor.predict([image], names=[name], with_cam=cam)
+        except (FractureError, ValueError) as exc:
+            rows[i].error = _error_text(exc)
+        else:
+            item = prediction.images[0]
+            rows[i].probability = float(item.prob)
+            rows[i].label = class_names[int(item.prob >= threshold)]
+            rows[i].ood = _ood_flag(getattr(item, "ood", None))
+            if i < MAX_PICTURES:
+                rows[i].thumbnail = _jpeg(item.image)
+                if item.heatmap is not None:
+                    rows[i].heatmap = _jpeg(overlay_heatmap(item.image, item.heatmap))
+        report(i + 1)
+    return "torch"
+
+
+def _group_studies(rows: Iterable[BatchRow], threshold: float, class_names: tuple[str, str]) -> list[StudyRow]:
+    groups: dict[str, list[BatchRow]] = {}
+    for r in rows:
+        groups.setdefault(r.study or ".", []).append(r)
+    out = []
+    for study, members in groups.items():
+        probs = [r.probability for r in members if r.probability is not None]
+        mean = float(np.mean(probs)) if probs else None
+        label = "" if mean is None else class_names[int(mean >= threshold)]
+        out.append(StudyRow(study=study, images=len(members), predicted=len(probs), probability=mean, label=label))
+    return out
+
+
+# ------------------------------------------------------------------ the HTML report
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:1.5rem;color:#1f2328}
+h1{font-size:1.4rem}table{border-collapse:collapse;margin:1rem 0}
+th,td{border-bottom:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:middle}
+th{background:#f6f8fa;position:sticky;top:0;white-space:nowrap}th.s{cursor:pointer}th.s:after{content:" \\2195";color:#8c959f}
+.pos{color:#b42318;font-weight:600}.neg{color:#067647}.err{color:#8c959f}
+.cards{display:flex;gap:1rem;flex-wrap:wrap}.card{border:1px solid #d0d7de;border-radius:6px;padding:.5rem 1rem}
+.card b{display:block;font-size:1.3rem}img{display:block;max-height:128px}.note{color:#57606a;font-size:.9rem}
+"""
+
+# Sorts by each cell's data-v (numbers numerically, text alphabetically); a second click reverses.
+_JS = """
+document.querySelectorAll("table.sortable").forEach(function(table){
+  table.querySelectorAll("th").forEach(function(th, col){
+    if (!th.classList.contains("s")) { return; }
+    th.addEventListener("click", function(){
+      var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
+      var asc = th.getAttribute("data-dir") !== "asc";
+      table.querySelectorAll("th").forEach(function(h){ h.removeAttribute("data-dir"); });
+      th.setAttribute("data-dir", asc ? "asc" : "desc");
+      rows.sort(function(a, b){
+        var x = a.cells[col].getAttribute("data-v"), y = b.cells[col].getAttribute("data-v");
+        var nx = parseFloat(x), ny = parseFloat(y), r;
+        if (!isNaN(nx) && !isNaN(ny)) { r = nx - ny; }
+        else if (x === "" || y === "") { r = (x === "") - (y === ""); return r; }
+        else { r = x < y ? -1 : (x > y ? 1 : 0); }
+        return asc ? r : -r;
+      });
+      rows.forEach(function(row){ body.appendChild(row); });
+    });
+  });
+});
+"""
+
+
+def _img(data: bytes | None, alt: str) -> str:
+    if not data:
+        return ""
+    return f'<img alt="{html.escape(alt)}" src="data:image/jpeg;base64,{base64.b64encode(data).decode("ascii")}">'
+
+
+def _td(text: str, value: Any = None, cls: str = "") -> str:
+    v = text if value is None else value
+    klass = f' class="{cls}"' if cls else ""
+    return f'<td data-v="{html.escape(str(v), quote=True)}"{klass}>{html.escape(text)}</td>'
+
+
+def render_html(result: BatchResult) -> str:
+    """The report page (see the module docstring); every text from a file name is escaped."""
+    e = html.escape
+    counts = result.counts()
+    positive = result.class_names[1]
+    cards = [("files", counts["files"]), ("predicted", counts["predicted"]), (positive, counts["positive"]),
+             (result.class_names[0], counts["negative"]), ("unreadable", counts["unreadable"])]
+    if result.has_ood:
+        cards.append(("out of distribution", counts["ood"]))
+    header = ["thumbnail"] + (["Grad-CAM"] if result.cam else []) + ["path"] + (
+        ["study"] if result.studies is not None else []) + ["probability", "label"] + (
+        ["OOD"] if result.has_ood else []) + ["error"]
+    body = []
+    for r in result.rows:
+        cls = "err" if r.error else ("pos" if r.label == positive else "neg")
+        cells = [f'<td data-v="">{_img(r.thumbnail, r.path)}</td>']
+        if result.cam:
+            cells.append(f'<td data-v="">{_img(r.heatmap, "Grad-CAM of " + r.path)}</td>')
+        cells.append(_td(r.path))
+        if result.studies is not None:
+            cells.append(_td(r.study or ""))
+        cells.append(_td("" if r.probability is None else f"{r.probability:.3f}",
+                         "" if r.probability is None else f"{r.probability:.6f}"))
+        cells.append(_td(r.label, cls=cls))
+        if result.has_ood:
+            cells.append(_td("" if r.ood is None else ("yes" if r.ood else "no")))
+        cells.append(_td(r.error, cls="err" if r.error else ""))
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    studies_html = ""
+    if result.studies is not None:
+        srows = "".join(
+            "<tr>" + _td(s.study) + _td(str(s.images), s.images) + _td(str(s.predicted), s.predicted)
+            + _td("" if s.probability is None else f"{s.probability:.3f}", "" if s.probability is None else s.probability)
+            + _td(s.label, cls="pos" if s.label == positive else "neg") + "</tr>"
+            for s in result.studies
+        )
+        studies_html = (
+            f"<h2>Studies ({len(result.studies)})</h2><p class=note>A study is a folder; its probability is the "
+            "mean of its readable images' probabilities (the MURA rule).</p><table class=sortable><thead><tr>"
+            "<th class=s>study</th><th class=s>images</th><th class=s>predicted</th><th class=s>probability</th>"
+            "<th class=s>label</th></tr></thead>"
+            f"<tbody>{srows}</tbody></table>"
+        )
+    pictures_note = (f"<p class=note>Pictures are shown for the first {MAX_PICTURES:,} files only.</p>"
+                     if len(result.rows) > MAX_PICTURES else "")
+    skipped_note = (f"<p class=note>{len(result.skipped):,} file(s) that are not images were skipped, "
+                    f"e.g. {e(result.skipped[0])}.</p>" if result.skipped else "")
+    csp = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'")
+    return (
+        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
+        f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
+        f"<title>Fracture Lab batch report — {e(result.source)}</title><style>{_CSS}</style></head><body>"
+        f"<h1>Fracture Lab batch report</h1>"
+        f"<p>Model <code>{e(result.checkpoint)}</code>, threshold {result.threshold:.3f} "
+        f"(probability of <i>{e(positive)}</i> at or above it is labelled {e(positive)}); "
+        f"{e(result.source)}; {e(result.created_at)}; {result.seconds:.1f} s on {e(result.backend)}.</p>"
+        "<div class=cards>" + "".join(f"<div class=card><b>{n:,}</b>{e(str(label))}</div>" for label, n in cards)
+        + "</div>" + skipped_note
+        + "<p class=note>A teaching and research tool, not a medical device. Click a column header to sort.</p>"
+        + studies_html + f"<h2>Images ({len(result.rows):,})</h2>" + pictures_note
+        + "<table class=sortable id=images><thead><tr>" + "".join(f"<th>{e(h)}</th>" if h in PICTURE_COLUMNS else f"<th class=s>{e(h)}</th>" for h in header)
+        + "</tr></thead><tbody>" + "\n".join(body) + "</tbody></table>"
+        + f"<script>{_JS}</script></body></html>"
+    )
+
+
+def summary_json(result: BatchResult) -> str:
+    """Counts and settings as JSON (for logs and scripts)."""
+    return json.dumps({"checkpoint": result.checkpoint, "threshold": result.threshold, "backend": result.backend,
+                       "seconds": round(result.seconds, 3), **result.counts()}, indent=2)

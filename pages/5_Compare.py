@@ -11,6 +11,7 @@ from fracture.evaluate import body_part_metric, metrics_table, report_curves
 from fracture.train.events import read_events, run_status
 from fracture.ui import loaders
 from fracture.ui.context import active_context, checkpoint_label, require_manifest
+from fracture.ui.progress import prepare_predictions, was_cancelled
 from fracture.viz.charts import (
     body_part_auc_chart,
     confusion_matrix_chart,
@@ -49,9 +50,15 @@ if not chosen:
     st.stop()
 
 paths = tuple(str(by_label[label].path) for label in chosen)
+if was_cancelled("compare"):
+    st.info("Evaluation cancelled; nothing was saved.")
+    st.button("Evaluate again", key="compare-again")
+    st.stop()
 try:
+    signatures = tuple(loaders.path_signature(p) for p in paths)
+    prepare_predictions(paths, signatures, str(context.dataset_root), split, manifest.fingerprint())
     results = loaders.evaluate_checkpoints(
-        paths, tuple(loaders.path_signature(p) for p in paths), str(context.dataset_root), split,
+        paths, signatures, str(context.dataset_root), split,
         manifest.fingerprint(),
     )
 except FractureError as exc:

@@ -1,0 +1,75 @@
+"""A progress bar with "images done / time left" and a Cancel button, for long core work on a page.
+
+Why: evaluating a model on a whole split takes a while the first time; a
+spinner says nothing about how long. The core reports
+:class:`fracture.ort_backend.InferenceProgress` per chunk; this draws it.
+
+Cancel is Streamlit's own mechanism: a click reruns the script, which stops
+the running one at its next Streamlit call (the next progress update), inside
+the core, before anything is cached; the button's callback leaves a flag that
+the page reads with :func:`was_cancelled` to show "cancelled" instead of
+starting again.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import streamlit as st
+
+
+def _flag(key: str) -> str:
+    return f"{key}-cancelled"
+
+
+def was_cancelled(key: str) -> bool:
+    """True (once) after the user pressed this panel's Cancel."""
+    return bool(st.session_state.pop(_flag(key), False))
+
+
+class ProgressPanel:
+    """Call it with InferenceProgress events; the bar and the Cancel button appear on the first one."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.slot = st.empty()
+        self._bar = None
+        self.label = ""  # e.g. the model's name, shown before the counts
+
+    def __call__(self, event) -> None:
+        if self._bar is None:
+            box = self.slot.container()
+            self._bar = box.progress(0.0, text="starting…")
+            box.button("Cancel", key=f"{self.key}-cancel-button", help="Stop; nothing is saved.",
+                       on_click=st.session_state.__setitem__, args=(_flag(self.key), True))
+        text = f"{self.label}: {event.line()}" if self.label else event.line()
+        self._bar.progress(min(max(event.fraction, 0.0), 1.0), text=text)
+
+    def clear(self) -> None:
+        self.slot.empty()
+
+
+def prepare_predictions(checkpoints: Sequence[str], signatures: Sequence[int], data_root: str, split: str,
+                        fingerprint: str, *, key: str = "compare") -> None:
+    """Run (or find on disk) each checkpoint's predictions for a split, with the panel, once per session.
+
+    Afterwards the cached evaluation loaders read the predictions from the
+    core's disk cache instead of running the network behind a spinner.
+
+    Raises:
+        FractureError: as :func:`fracture.compare.predict_split`.
+    """
+    from fracture.compare import predict_split
+
+    done: set = st.session_state.setdefault(f"{key}-prepared", set())
+    todo = [(c, s) for c, s in zip(checkpoints, signatures) if (c, s, data_root, split, fingerprint) not in done]
+    if not todo:
+        return
+    panel = ProgressPanel(key)
+    try:
+        for checkpoint, signature in todo:
+            panel.label = Path(checkpoint).stem if Path(checkpoint).name != "best.safetensors" else Path(checkpoint).parent.name
+            predict_split(checkpoint, data_root, split, on_progress=panel)
+            done.add((checkpoint, signature, data_root, split, fingerprint))
+    finally:
+        panel.clear()

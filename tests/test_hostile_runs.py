@@ -375,8 +375,10 @@ def test_a_huge_failure_message_is_cut_to_fit_the_reserve(tmp_path):
     assert len(json.dumps(event)) < append_log_module.RESERVE_BYTES
 
 
-def test_training_on_a_full_disk_ends_with_a_failed_event_and_no_temp_files(demo_root, tmp_path, monkeypatch):
-    """End to end: the best checkpoint's write hits ENOSPC mid-file; the run says so."""
+@pytest.mark.parametrize("error", ["oserror", "safetensors"])
+def test_training_on_a_full_disk_ends_with_a_failed_event_and_no_temp_files(demo_root, tmp_path, monkeypatch, error):
+    """End to end: the best checkpoint's write hits ENOSPC mid-file; the run says so.
+    (safetensors reports it as its own error naming "os error 28", seen on a real full tmpfs.)"""
     import safetensors.torch
 
     from fracture.train.trainer import train
@@ -387,6 +389,8 @@ def test_training_on_a_full_disk_ends_with_a_failed_event_and_no_temp_files(demo
     def save_file_on_a_full_disk(tensors, filename, metadata=None):
         Path(filename).write_bytes(b"half a checkpoint")
         disk.fill()
+        if error == "safetensors":
+            raise RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)")
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), filename)
 
     monkeypatch.setattr(safetensors.torch, "save_file", save_file_on_a_full_disk)

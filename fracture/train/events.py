@@ -102,7 +102,7 @@ def record_failure(events: Any, exc: BaseException) -> BaseException:
     else:
         fields = {"error": f"{type(exc).__name__}: {exc}", "error_type": type(exc).__name__,
                   "traceback": "".join(traceback.format_exception(exc))}
-        if is_disk_full(exc):
+        if _disk_full(exc):
             where = getattr(events, "run_dir", "the run folder")
             fields["error"] = (
                 f"{where}: the disk is full ({getattr(exc, 'strerror', None) or exc}); free space, then "
@@ -115,6 +115,18 @@ def record_failure(events: Any, exc: BaseException) -> BaseException:
     except Exception as write_exc:  # noqa: BLE001 -- the original error matters more
         log.error("could not record the failed event (%s); the error was: %s", write_exc, fields["error"])
     return to_raise
+
+
+def _disk_full(exc: BaseException | None) -> bool:
+    """ENOSPC/EDQUOT anywhere in the exception's chain, or named in a library's own error
+    (safetensors raises ``SafetensorError: ... No space left on device (os error 28)``)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if is_disk_full(exc) or "No space left on device" in str(exc) or "(os error 28)" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 #: A terminal event must fit in the space kept for it (with room to spare).

@@ -154,6 +154,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"{kind}: {event.get('message') or event.get('path', '') + ' ' + event.get('reason', '')}", flush=True)
 
     # One training per folder: a second one is refused here, before it writes anything.
+    # Under torchrun rank 0 stands for the run (lock, pid, output); the other ranks only train.
+    if int(os.environ.get("RANK", "0") or 0) != 0:
+        train(config, run_dir, stop_event=stop, resume=resume)
+        return 0
     with claim_run_dir(run_dir, resume=resume):
         atomic_write_text(run_dir / PID_FILE, str(os.getpid()))
         train(config, run_dir, callback=echo, stop_event=stop, resume=resume)

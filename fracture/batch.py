@@ -219,10 +219,10 @@ def _error_text(exc: Exception) -> str:
 
 
 def _ood_flag(value: Any) -> bool | None:
-    """The Predictor's ``ood`` output as a flag: a bool, or an object/dict with ``flag``/``is_ood``/``ood``."""
+    """The Predictor's ``ood`` output as a flag: a bool, or a dict/object with ``flagged`` (``fracture.ood``)."""
     if value is None or isinstance(value, (bool, np.bool_)):
         return None if value is None else bool(value)
-    for key in ("flag", "is_ood", "ood", "out_of_distribution"):
+    for key in ("flagged", "flag", "is_ood", "ood"):
         inner = value.get(key) if isinstance(value, dict) else getattr(value, key, None)
         if inner is not None:
             return bool(inner)
@@ -262,8 +262,10 @@ def predict_files(
     checkpoint = checkpoint or default_checkpoint()
     if checkpoint is None:
         raise CheckpointError("no checkpoint given and no default model in weights/")
+    from fracture.evaluate.calibration import calibrated_threshold
+
     meta = read_checkpoint_meta(checkpoint)
-    threshold = float(meta["threshold"])
+    threshold = calibrated_threshold(meta)  # probabilities are shown calibrated when the model has a temperature
     class_names = (str(meta["class_names"][0]), str(meta["class_names"][1]))
     has_ood = bool(meta.get("ood"))
     started = time.monotonic()
@@ -321,6 +323,7 @@ def _load(name: str, source: Source) -> np.ndarray:
 
 def _predict_with_runner(items, rows, checkpoint, meta, class_names, threshold, backend, device, batch_size,
                          report, cancel) -> str:
+    from fracture.evaluate.calibration import calibrate_probabilities
     from fracture.ort_backend import load_runner
     from fracture.preprocess.pipeline import Pipeline
 
@@ -345,6 +348,7 @@ def _predict_with_runner(items, rows, checkpoint, meta, class_names, threshold, 
             stacked = np.stack(ready)
             body = np.full(len(ready), -1, dtype=np.int64) if multitask else None
             probs, _ = runner.predict(lambda p: stacked[p], len(ready), body_parts=body, batch_size=len(ready))
+            probs = calibrate_probabilities(meta, probs)
             for i, p in zip(where, probs):
                 rows[i].probability = float(p)
                 rows[i].label = class_names[int(p >= threshold)]
@@ -367,7 +371,7 @@ def _predict_with_predictor(items, rows, checkpoint, cam, class_names, threshold
             rows[i].error = _error_text(exc)
         else:
             item = prediction.images[0]
-            rows[i].probability = float(item.prob)
+            rows[i].probability = float(item.prob)  # calibrated by the Predictor when the model has a temperature
             rows[i].label = class_names[int(item.prob >= threshold)]
             rows[i].ood = _ood_flag(getattr(item, "ood", None))
             if i < MAX_PICTURES:

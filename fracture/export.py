@@ -18,7 +18,9 @@ preprocessing pipeline and normalisation stay data (in the file's
 ``metadata_props`` carries ``fracture`` (the checkpoint's metadata as JSON)
 and the keys a consumer needs one by one: threshold, preprocess,
 class_names, normalization, image_size, in_chans, body_parts, tta_hflip,
-temperature (when the checkpoint has one), the source file's sha256.
+calibration and temperature (when the checkpoint has them: calibrated
+probability = ``sigmoid(logit(probability) / temperature)``, applied by the consumer, as
+fracture applies it after the forward pass), the source file's sha256.
 """
 from __future__ import annotations
 
@@ -53,7 +55,7 @@ PARITY_TOLERANCE = 1e-4
 #: metadata_props keys copied one by one from the checkpoint metadata (JSON-encoded values).
 CARRIED_KEYS = (
     "threshold", "threshold_rule", "preprocess", "class_names", "normalization", "image_size",
-    "in_chans", "architecture", "body_parts", "multitask", "temperature",
+    "in_chans", "architecture", "body_parts", "multitask", "calibration",
 )
 
 
@@ -119,6 +121,9 @@ def _metadata_props(meta: dict[str, Any], tta_hflip: bool, source_sha256: str, s
     for key in CARRIED_KEYS:
         if key in meta and meta[key] is not None:
             props[key] = json.dumps(meta[key], default=json_default)
+    temperature = (meta.get("calibration") or {}).get("temperature") if isinstance(meta.get("calibration"), dict) else None
+    if temperature is not None:  # sigmoid(logit(probability) / T); not applied in the graph
+        props["temperature"] = json.dumps(temperature)
     return props
 
 

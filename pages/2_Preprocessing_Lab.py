@@ -10,9 +10,11 @@ from fracture.ui.lab import DEFAULT_VARIANTS, LAB_MAX_SIDE, apply_spec, fit_imag
 from fracture.ui.samples import load_study_images, study_picker
 from fracture.ui.uploads import UPLOAD_TYPES, read_uploads
 from fracture.ui.widgets import op_controls, overlay
+from fracture.ui.xray_gallery import gallery_image, gallery_picker, sample_source
 from fracture.viz.charts import image_histogram_chart
 
-SOURCES = {"Sample": "an image of the active dataset", "Upload": "your own PNG, JPEG or DICOM file"}
+SOURCES = {"Sample": "a real X-ray from the gallery, or an image of the active dataset",
+           "Upload": "your own PNG, JPEG or DICOM file"}
 PER_ROW = 3
 
 context = active_context()
@@ -36,6 +38,10 @@ if source == "Upload":
         image, name = loaded[0].image, loaded[0].name
         for note in loaded[0].notes:
             st.warning(note)
+elif sample_source() == "Gallery":
+    item = gallery_picker()
+    if item is not None:
+        image, name = gallery_image(item), item.source_id
 elif context.dataset_root is None:
     st.info(context.dataset_error or "Pick a dataset in the sidebar, or upload an image.")
 else:

@@ -12,8 +12,10 @@ from fracture.ui.context import active_context, checkpoint_label, require_checkp
 from fracture.ui.samples import load_study_images, study_picker
 from fracture.ui.uploads import UPLOAD_TYPES, read_uploads
 from fracture.ui.widgets import enhancement_controls, model_card, overlay, png_bytes
+from fracture.ui.xray_gallery import gallery_image, gallery_picker, sample_source
 
-SOURCES = {"Upload": "your own PNG, JPEG or DICOM files", "Sample": "a study of the active dataset"}
+SOURCES = {"Upload": "your own PNG, JPEG or DICOM files",
+           "Sample": "a real X-ray from the gallery, or a study of the active dataset"}
 
 context = active_context()
 st.title("🔍 Predict")
@@ -52,6 +54,12 @@ with inputs:
         names = [item.name for item in loaded]
         problems = [p.message for p in upload_problems]
         notes = [note for item in loaded for note in item.notes]  # first frame only, reduced to fit
+    elif sample_source() == "Gallery":
+        item = gallery_picker()
+        if item is not None:
+            images, names = [gallery_image(item)], [item.source_id]
+            st.caption(f"FracAtlas label: **{item.label_name}**"
+                       + (f", {len(item.boxes)} annotated box(es)" if item.boxes else ""))
     elif context.dataset_root is None:
         st.info(context.dataset_error or "Pick a dataset in the sidebar to use its samples.")
     else:

@@ -20,16 +20,20 @@ from fracture.models import create_model
 THRESHOLD = 0.5
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
+def _tiny(path: Path, **extra) -> Path:
     torch.manual_seed(0)
     model = create_model("small_cnn", pretrained=False)
     meta = {
         "image_size": 32, "preprocess": [{"op": "resize", "size": 32, "mode": "letterbox"}],
         "normalization": {"mean": [0.5] * 3, "std": [0.5] * 3}, "class_names": ["normal", "abnormal"],
-        "body_parts": [], "multitask": False, "threshold": THRESHOLD, "tta_hflip": True,
+        "body_parts": [], "multitask": False, "threshold": THRESHOLD, "tta_hflip": True, **extra,
     }
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", model, meta)
+    return save_checkpoint(path, model, meta)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return _tiny(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
 
 
 def _png(path: Path, seed: int) -> None:
@@ -150,5 +154,18 @@ def test_cli_batch(folder, checkpoint, tmp_path, capsys):
 def test_ood_flag_reads_the_predictor_output():
     assert _ood_flag(None) is None
     assert _ood_flag(True) is True
-    assert _ood_flag({"flag": False, "score": 0.2}) is False
+    assert _ood_flag({"score": 3.1, "threshold": 2.0, "flagged": True}) is True  # fracture.ood's result
+    assert _ood_flag({"score": 0.2, "threshold": 2.0, "flagged": False}) is False
     assert _ood_flag(type("Ood", (), {"is_ood": True})()) is True
+
+
+def test_a_calibrated_model_reports_calibrated_probabilities_and_threshold(folder, checkpoint, tmp_path):
+    from fracture.evaluate.calibration import apply_temperature
+
+    calibrated = _tiny(tmp_path / "calibrated.safetensors", calibration={"temperature": 2.0})
+    raw = predict_folder(folder, checkpoint, backend="torch")
+    result = predict_folder(folder, calibrated, backend="torch")
+    assert result.threshold == pytest.approx(float(apply_temperature([THRESHOLD], 2.0)[0]))
+    for before, after in zip(raw.rows, result.rows):
+        if before.probability is not None:
+            assert after.probability == pytest.approx(float(apply_temperature([before.probability], 2.0)[0]))

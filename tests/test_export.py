@@ -42,7 +42,7 @@ def _checkpoint(path: Path, *, multitask: bool = False, tta: bool = True, temper
         "tta_hflip": tta,
     }
     if temperature is not None:
-        meta["temperature"] = temperature
+        meta["calibration"] = {"temperature": temperature}
     return save_checkpoint(path, model, meta)
 
 

@@ -4,10 +4,10 @@ Run with ``streamlit run app.py`` (or ``make run``). This script draws the
 sidebar every page shares (active dataset and model), then hands over to the
 page chosen in the navigation.
 
-The page scripts live in ``app_pages/``, not ``pages/``: Streamlit runs the
-first request of a server whose entry script has a ``pages/`` folder beside
-it in its older directory mode, which showed a nameless "app" page and an
-empty main area until the next request.
+The page scripts live in ``pages/``. Streamlit serves a fresh server's first
+request from such a folder in its older directory mode (a nameless "app"
+page, no shared sidebar); :func:`~fracture.ui.context.leave_directory_mode`,
+called here and by every page, turns that off and reruns through this script.
 """
 from __future__ import annotations
 
@@ -15,7 +15,13 @@ from pathlib import Path
 
 import streamlit as st
 
-from fracture.ui.context import active_context, checkpoint_label, forget_context, render_sidebar
+from fracture.ui.directory_mode import leave_directory_mode
+
+leave_directory_mode()  # before the heavier imports: a fresh server's first request reruns at once
+
+from fracture.errors import FractureError  # noqa: E402
+from fracture.ui.context import active_context, checkpoint_label, forget_context, render_sidebar  # noqa: E402
+from fracture.ui.xray_gallery import ATTRIBUTION, PARAM, gallery_items, gallery_strip, home_selection  # noqa: E402
 
 st.set_page_config(page_title="Fracture Lab", page_icon="🦴", layout="wide")
 
@@ -44,8 +50,8 @@ def home() -> None:
         "Fracture and abnormality detection in musculoskeletal radiographs: inspect a dataset, "
         "see how preprocessing changes what a network sees, train a model and watch it learn, "
         "get a prediction with a Grad-CAM explanation, and compare models. It reads "
-        "**MURA-v1.1**, **FracAtlas** and plain class-folder datasets, and ships a small "
-        "synthetic demo set so that every page works without a download."
+        "**MURA-v1.1**, **FracAtlas** and plain class-folder datasets, and ships 40 real "
+        "radiographs (FracAtlas) and a synthetic demo set so that every page works without a download."
     )
     st.warning(
         "Fracture Lab is a teaching and research tool, **not a medical device**. Its outputs "
@@ -71,12 +77,27 @@ def home() -> None:
                 )
             else:
                 st.info("No model yet: train one on the Train page (about a minute on the demo set).")
+    try_real_xrays()
     st.subheader("Pages")
     columns = st.columns(len(PAGES))
     for column, (page, (_, _, blurb)) in zip(columns, zip(page_objects, PAGES.values())):
         with column, st.container(border=True, height="stretch"):
             st.page_link(page)
             st.caption(blurb)
+
+
+def try_real_xrays() -> None:
+    """A few shipped radiographs, each one click from a prediction on the Predict page."""
+    try:
+        items = home_selection(gallery_items(), n=6)
+    except FractureError as exc:
+        st.caption(f"No gallery of real X-rays: {exc}")
+        return
+    st.subheader("Try it on real X-rays")
+    predict = page_objects[list(PAGES).index("pages/4_Predict.py")]
+    gallery_strip(items, per_row=6, link=lambda item: st.page_link(
+        predict, label="Predict this X-ray", icon="🔍", query_params={"input": "Sample", PARAM: item.key}))
+    st.caption(ATTRIBUTION + " More on the Predict page's *Sample* input.")
 
 
 # Absolute paths: the pages resolve the same whichever folder Streamlit was started from.

@@ -13,13 +13,8 @@ from app_support import (  # noqa: F401  (fixtures)
     switch_to,
 )
 
-PAGES = (
-    "pages/1_Dataset_Explorer.py",
-    "pages/2_Preprocessing_Lab.py",
-    "pages/3_Train.py",
-    "pages/4_Predict.py",
-    "pages/5_Compare.py",
-)
+# Every page script in pages/ (a new page is covered without editing this file).
+PAGES = tuple(sorted(f"pages/{p.name}" for p in (REPO_ROOT / "pages").glob("[0-9]*_*.py")))
 
 
 def test_home_generates_the_demo_set_and_links_every_page(fresh_app_home):
@@ -76,8 +71,32 @@ def test_a_folder_under_an_allowed_root_becomes_the_active_dataset(app_home):
     assert at.metric
 
 
-def test_no_pages_folder_beside_the_entry_script():
-    """A ``pages/`` folder beside app.py puts a server's first request into
-    Streamlit's directory mode (a nameless page, empty main area)."""
-    assert not (REPO_ROOT / "pages").exists()
-    assert (REPO_ROOT / "pages").is_dir()
+def test_pages_live_in_pages_and_a_directory_mode_run_goes_through_app_py(app_home):
+    """AppTest starts every run in Streamlit's old ``pages/`` directory mode (as a fresh
+    server's first request does); the app must still draw its own sidebar and navigation.
+    The real first request is checked in a browser by tests/test_first_request.py."""
+    assert all((REPO_ROOT / page).is_file() for page in PAGES)
+    assert not (REPO_ROOT / "app_pages").exists()
+    from streamlit.runtime.pages_manager import PagesManager
+
+    at = switch_to(run_page(), "pages/3_Train.py")
+    PagesManager.uses_pages_directory = True  # as Streamlit sets it for a fresh server's first session
+    at.run()
+    assert_no_exception(at)
+    assert PagesManager.uses_pages_directory is False, "the run ended under app.py's st.navigation"
+    assert any(h.value == "Model" for h in at.sidebar.subheader), "the shared sidebar"
+
+
+def test_home_links_real_xrays_to_the_predict_page(app_home):
+    from fracture.data.gallery import load_gallery
+
+    at = run_page()
+    assert_no_exception(at)
+    keys = {item.key for item in load_gallery()}
+    links = [link.proto for link in at.get("page_link") if link.proto.label == "Predict this X-ray"]
+    assert len(links) >= 4
+    for link in links:
+        assert link.page.endswith("Predict")
+        params = dict(pair.split("=") for pair in link.query_string.split("&"))
+        assert params["input"] == "Sample" and params["xray"] in keys
+    assert any("FracAtlas" in c.value and "CC BY 4.0" in c.value for c in at.caption)

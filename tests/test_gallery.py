@@ -106,3 +106,41 @@ def test_a_broken_index_names_the_file_and_the_entry(tmp_path):
     (tmp_path / INDEX_NAME).write_text(json.dumps({"format": 1, "items": [entry]}))
     with pytest.raises(DatasetError, match="not a file inside"):
         load_gallery(tmp_path)
+
+
+# --------------------------------------------------------------------------
+# In the app (AppTest): Predict and the Preprocessing Lab start from the gallery.
+
+from app_support import (  # noqa: E402,F401  (fixtures)
+    app_home,
+    assert_no_exception,
+    demo_template,
+    fresh_app_home,
+    metric_values,
+    run_page,
+    write_tiny_run,
+)
+
+RUN = "20260101-000000-small_cnn"
+
+
+def test_predict_samples_default_to_the_gallery_and_the_url_picks_the_image(app_home):
+    write_tiny_run(app_home / "runs", RUN)
+    item = load_gallery()[5]
+    at = run_page("pages/4_Predict.py", model=f"{RUN} (run)", query={"input": "Sample", "xray": item.key})
+    assert_no_exception(at)
+    assert at.radio(key="samples").value == "Gallery"
+    assert at.selectbox(key="gallery-pick").value == item.key
+    assert "Study P(abnormal)" in metric_values(at)
+    assert at.query_params["xray"] == [item.key] or at.query_params["xray"] == item.key
+    at.button(key="gallery-pick-random").click().run()
+    assert_no_exception(at)
+    assert at.selectbox(key="gallery-pick").value != item.key
+
+
+def test_the_lab_works_on_a_gallery_image_by_default(app_home):
+    at = run_page("pages/2_Preprocessing_Lab.py")
+    assert_no_exception(at)
+    assert at.radio(key="samples").value == "Gallery"
+    assert at.selectbox(key="gallery-pick").value == load_gallery()[0].key
+    assert at.get("plotly_chart"), "the variants are drawn"

@@ -17,6 +17,7 @@ from fracture.errors import FractureError
 from fracture.settings import Settings, check_data_path, get_settings
 from fracture.ui import loaders
 from fracture.ui.demo import demo_studies
+from fracture.ui.directory_mode import leave_directory_mode
 
 if TYPE_CHECKING:
     from fracture.data.manifest import Manifest
@@ -170,6 +171,7 @@ def active_context() -> ActiveContext:
     """
     context = st.session_state.get(CONTEXT_KEY)
     if context is None:
+        leave_directory_mode()
         context = render_sidebar(remember=False)
     return context
 

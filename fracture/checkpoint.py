@@ -123,7 +123,14 @@ def _is_jsonable(value: Any) -> bool:
     return True
 
 
-def save_checkpoint(path: str | Path, model: FractureModel, meta: dict[str, Any], *, half: bool = False) -> Path:
+EXTRA_TENSOR_PREFIX = "ood."
+"""Tensors under this prefix are not model weights but statistics kept beside them (fracture/ood.py):
+:func:`load_checkpoint` hands them over as ``model.checkpoint_extras`` and :func:`save_checkpoint`
+writes them back, so a re-save (``evaluate --write-meta``) keeps them."""
+
+
+def save_checkpoint(path: str | Path, model: FractureModel, meta: dict[str, Any], *, half: bool = False,
+                    extra_tensors: dict[str, Any] | None = None) -> Path:
     """Write ``model`` and ``meta`` to one ``.safetensors`` file, atomically.
 
     Args:
@@ -135,6 +142,8 @@ def save_checkpoint(path: str | Path, model: FractureModel, meta: dict[str, Any]
             ``stored_half`` are filled in.
         half: store floating-point tensors as float16 (half the size);
             :func:`load_checkpoint` restores float32.
+        extra_tensors: non-weight tensors named ``ood.*`` (float32 always);
+            default: the model's ``checkpoint_extras`` from :func:`load_checkpoint`.
 
     Returns:
         The path written.
@@ -156,6 +165,11 @@ def save_checkpoint(path: str | Path, model: FractureModel, meta: dict[str, Any]
         if tensor.is_floating_point():
             tensor = tensor.to(torch.float16 if half else torch.float32)
         tensors[key] = tensor.contiguous()
+    extras = dict(getattr(model, "checkpoint_extras", None) or {}) if extra_tensors is None else dict(extra_tensors)
+    for key, tensor in extras.items():
+        if not key.startswith(EXTRA_TENSOR_PREFIX) or key in tensors:
+            raise CheckpointError(f"extra tensor {key!r}: names must start with {EXTRA_TENSOR_PREFIX!r}")
+        tensors[key] = torch.as_tensor(tensor).detach().to("cpu", torch.float32).contiguous()
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
@@ -339,9 +353,12 @@ def validate_meta(meta: dict[str, Any], *, where: str = "checkpoint") -> None:
     if not isinstance(spec, list) or not all(isinstance(step, dict) for step in spec):
         raise bad("preprocess", f"must be a list of step objects, got {_show(spec)}")
     try:
-        Pipeline.from_spec(spec)
+        pipeline = Pipeline.from_spec(spec)
     except PreprocessError as exc:
         raise bad("preprocess", f"is not a valid pipeline ({exc})") from exc
+    sizes = [step.params.get("size") for step in pipeline.steps if step.op == "resize"]
+    if not sizes or sizes[-1] != size:  # without it, prediction would feed full-size images to the network
+        raise bad("preprocess", f"must end its resizing at image_size {size}, resizes to {sizes or 'nothing'}")
     _check_normalization(meta.get("normalization"), in_chans, bad)
     names = meta.get("class_names")
     if not (isinstance(names, list) and len(names) == 2 and all(isinstance(n, str) and n for n in names)):
@@ -441,6 +458,7 @@ def load_checkpoint(path: str | Path, *, map_location: Any = "cpu") -> tuple[Fra
         tensors = load_file(str(path), device="cpu")
     except SafetensorError as exc:
         raise CheckpointError(f"{path}: tensors unreadable ({exc})") from exc
+    extras = {key: tensors.pop(key) for key in list(tensors) if key.startswith(EXTRA_TENSOR_PREFIX)}
     expected = model.state_dict()
     missing = [key for key in expected if key not in tensors]
     unexpected = [key for key in tensors if key not in expected]
@@ -459,6 +477,7 @@ def load_checkpoint(path: str | Path, *, map_location: Any = "cpu") -> tuple[Fra
         if tensors[key].is_floating_point():
             tensors[key] = tensors[key].to(torch.float32)
     model.load_state_dict(tensors, strict=True)
+    model.checkpoint_extras = extras  # ood.* statistics (EXTRA_TENSOR_PREFIX), kept on re-save
     model.to(map_location)
     model.eval()
     return model, meta

@@ -97,6 +97,8 @@ BAD_FIELDS = [
     ("preprocess", "clahe"),
     ("preprocess", [{"op": "no_such_op"}]),
     ("preprocess", [{"op": "resize", "size": -3}]),
+    ("preprocess", []),  # no resize: prediction would feed full-size images to the network
+    ("preprocess", [{"op": "resize", "size": 64, "mode": "letterbox"}]),  # not image_size (32)
     ("architecture", 7),
     ("metrics", []),
     ("train_config", "lr=1"),
@@ -244,6 +246,21 @@ def test_one_broken_checkpoint_is_listed_with_its_error(good, tmp_path):
     assert "broken.safetensors" in entries["broken"].error
     if hasattr(os, "mkfifo"):
         assert "not a regular file" in entries["fifo"].error
+
+
+def test_default_pointer_must_name_a_file_in_weights(good, tmp_path):
+    from fracture.predict import default_checkpoint
+
+    weights = tmp_path / "w"
+    weights.mkdir()
+    (weights / "a.safetensors").write_bytes(good.read_bytes())
+    (tmp_path / "outside.safetensors").write_bytes(good.read_bytes())
+    (weights / "default.txt").write_text("../outside.safetensors\n")
+    assert default_checkpoint(weights) == weights / "a.safetensors"
+    (weights / "default.txt").unlink()
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(weights / "default.txt")  # never opened for a blocking read
+        assert default_checkpoint(weights) == weights / "a.safetensors"
 
 
 # ------------------------------------------------------------------ promotion
@@ -418,7 +435,7 @@ def test_pages_survive_a_broken_checkpoint_and_the_web_ui_never_overwrites(app_h
     at.text_input(key="promote-name").set_value("shipped")
     at.checkbox(key="promote-overwrite").check()
     at.button(key="promote-submit").click().run()
-    assert any("cannot be replaced" in e.value for e in at.error)
+    assert any("cannot be replaced" in e.value for e in at.error), [e.value for e in at.error] + [s.value for s in at.success]
     assert read_checkpoint_meta(weights / "shipped.safetensors")["threshold"] == 0.4
 
     at.checkbox(key="promote-overwrite").uncheck()

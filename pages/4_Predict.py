@@ -8,6 +8,7 @@ import streamlit as st
 
 from fracture.errors import FractureError
 from fracture.ui import loaders
+from fracture.ui.batch_view import many_files_view, mode_picker
 from fracture.ui.context import active_context, checkpoint_label, require_checkpoint
 from fracture.ui.samples import load_study_images, study_picker
 from fracture.ui.uploads import UPLOAD_TYPES, read_uploads
@@ -25,6 +26,9 @@ st.caption(
 )
 entry = require_checkpoint(context, "prediction")
 meta = entry.meta or {}
+if mode_picker() == "Many files":
+    many_files_view(entry, context.settings.max_upload_mb)
+    st.stop()
 
 inputs, options = st.columns([3, 1])
 with options:

@@ -17,6 +17,8 @@ from fracture.cli import main
 from fracture.errors import ConfigError
 from fracture.models import create_model
 
+from app_support import app_home, demo_template, fresh_app_home  # noqa: F401  (fixtures)
+
 THRESHOLD = 0.5
 
 
@@ -169,3 +171,25 @@ def test_a_calibrated_model_reports_calibrated_probabilities_and_threshold(folde
     for before, after in zip(raw.rows, result.rows):
         if before.probability is not None:
             assert after.probability == pytest.approx(float(apply_temperature([before.probability], 2.0)[0]))
+
+
+# ---------------------------------------------------------------- the Predict page's "many files" mode
+
+
+def test_predict_page_many_files_mode_offers_the_csv_and_the_report(app_home):
+    from app_support import assert_no_exception, metric_values, run_page, write_tiny_run
+
+    write_tiny_run(app_home / "runs", "20260101-000000-small_cnn")
+    at = run_page("pages/4_Predict.py", model="20260101-000000-small_cnn (run)")
+    at.radio(key="predict-mode").set_value("Many files").run()
+    assert_no_exception(at)
+    _, png = cv2.imencode(".png", np.full((40, 30), 128, dtype=np.uint8))
+    at.file_uploader(key="predict-many-upload").set_value(
+        [("a.png", png.tobytes(), "image/png"), ("broken.png", b"junk", "image/png")]).run()
+    assert_no_exception(at)
+    metrics = metric_values(at)
+    assert metrics["Files"] == "2" and metrics["Unreadable"] == "1"
+    labels = [b.label for b in at.get("download_button")]
+    assert labels == ["⬇ predictions.csv", "⬇ report.html"]
+    table = at.dataframe[0].value
+    assert list(table["file"]) == ["a.png", "broken.png"] and table["error"].iloc[1].startswith("not an image")

@@ -39,6 +39,8 @@ PAGES = {
     "pages/5_Compare.py": ("Compare", "📊",
                            "Metrics, ROC curves and confusion matrices of several models "
                            "and their ensemble."),
+    "pages/6_Reader_Study.py": ("Reader Study", "👩‍🏫",
+                                "A class reads X-rays, then sees the truth, the model and its heatmap."),
 }
 
 

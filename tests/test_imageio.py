@@ -11,7 +11,14 @@ from PIL import Image, ImageFile
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
-from fracture.data.imageio import MAX_PIXELS, ImageHeader, load_image, read_image_header, rescale_to_uint8
+from fracture.data.imageio import (
+    MAX_PIXELS,
+    ImageHeader,
+    decode_image,
+    load_image,
+    read_image_header,
+    rescale_to_uint8,
+)
 from fracture.errors import ImageLoadError
 
 
@@ -223,6 +230,25 @@ def test_dicom_multiframe_uses_first_frame(tmp_path):
     out = load_image(_save_dicom(_dicom(frames), tmp_path / "mf.dcm"))
     assert out.shape == (16, 16)
     assert out[0, 0] == 0  # first frame ramps up
+    decoded = decode_image(tmp_path / "mf.dcm")
+    assert decoded.notes == (f"{tmp_path / 'mf.dcm'}: a DICOM with 2 frames; only the first was used",)
+
+
+def test_dicom_reduced_to_the_pixel_budget_before_its_luts(tmp_path):
+    big = np.linspace(100, 4000, 64 * 48).reshape(64, 48).astype(np.uint16)
+    decoded = decode_image(_save_dicom(_dicom(big), tmp_path / "big.dcm"), pixel_budget=800)
+    assert decoded.image.shape == (32, 24) and decoded.reduction == 2
+    assert decoded.image[0, 0] == 0 and decoded.image[-1, -1] == 255
+    assert "reduced by 2" in decoded.notes[0]
+
+
+def test_dicom_in_bands_equals_whole(tmp_path, monkeypatch):
+    import fracture.data.imageio as imageio
+
+    path = _save_dicom(_dicom(_ramp(), WindowCenter=2000, WindowWidth=1000), tmp_path / "w.dcm")
+    whole = load_image(path)
+    monkeypatch.setattr(imageio, "_CHUNK_VALUES", 20)
+    np.testing.assert_array_equal(load_image(path), whole)
 
 
 def test_dicom_detected_by_preamble_not_extension(tmp_path):

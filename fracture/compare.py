@@ -211,13 +211,24 @@ def evaluate_checkpoint(
     on_progress: Callable[["InferenceProgress"], None] | None = None,
     cancel: "threading.Event | None" = None,
 ) -> EvaluationResult:
-    """Image- and study-level metrics of a checkpoint on one split, at its stored threshold."""
+    """Image- and study-level metrics of a checkpoint on one split, at its stored threshold.
+
+    Probabilities are the calibrated ones when the checkpoint has a temperature
+    (``prob``; ``prob_uncalibrated`` keeps the model's own), and the stored
+    threshold is mapped the same way, so labels do not change; a ``threshold``
+    given here is on the calibrated scale. ``report["image"]["calibration"]``
+    holds ECE and Brier before and after, and the reliability bins.
+    """
+    from fracture.evaluate.calibration import calibrate_predictions, calibrated_threshold
     from fracture.evaluate.report import evaluate_frame
 
     preds, meta, problems = predict_split(checkpoint, data_root, split, cache_dir=cache_dir, device=device,
                                           progress=progress, backend=backend, on_progress=on_progress, cancel=cancel)
-    used = float(meta["threshold"] if threshold is None else threshold)
+    preds, calibration = calibrate_predictions(preds, meta)
+    used = calibrated_threshold(meta) if threshold is None else float(threshold)
     report = evaluate_frame(preds, used, n_boot=n_boot, seed=0)
+    report["image"]["calibration"] = calibration
+    report["image"]["operating_points"] = operating_points_on(preds, meta)
     report["split"] = split
     report["n_unreadable"] = len(problems)
     return EvaluationResult(
@@ -242,21 +253,56 @@ def evaluate_ensemble(
 
     if len(checkpoints) < 2:
         raise ValueError("an ensemble needs at least two checkpoints")
+    from fracture.evaluate.calibration import calibrate_predictions, calibrated_threshold, calibration_report
+
     frames, thresholds, problems = [], [], []
     for ckpt in checkpoints:
         preds, meta, member_problems = predict_split(ckpt, data_root, split, cache_dir=cache_dir, device=device,
                                                      backend=backend)
-        frames.append(preds)
-        thresholds.append(float(meta["threshold"]))
+        frames.append(calibrate_predictions(preds, meta)[0])  # members' calibrated probabilities, as shown
+        thresholds.append(calibrated_threshold(meta))
         problems += member_problems
     common = set.intersection(*(set(f["path"]) for f in frames))
     frames = [f[f["path"].isin(common)].reset_index(drop=True) for f in frames]
-    merged = ensemble_probabilities(frames)
+    merged = ensemble_probabilities([f.drop(columns="prob_uncalibrated") for f in frames])
+    raw = ensemble_probabilities([f.drop(columns="prob").rename(columns={"prob_uncalibrated": "prob"}) for f in frames])
     threshold = float(np.mean(thresholds))
     report = evaluate_frame(merged, threshold, n_boot=n_boot, seed=0)
+    after = calibration_report(merged["label"].to_numpy(), merged["prob"].to_numpy(), None)
+    before = calibration_report(raw["label"].to_numpy(), raw["prob"].to_numpy(), None)
+    # The mean of the calibrated members vs the mean of the uncalibrated ones.
+    report["image"]["calibration"] = {**after, **{f"{key}_uncalibrated": before[key] for key in ("ece", "brier", "bins")}}
     report["split"] = split
     return EvaluationResult(name="ensemble", split=split, predictions=merged, report=report,
                             threshold=threshold, problems=problems)
+
+
+def operating_points_on(preds: pd.DataFrame, meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """The checkpoint's operating points (chosen on validation) measured on these predictions.
+
+    ``preds["prob"]`` is calibrated (:func:`evaluate_checkpoint`), so each
+    stored threshold is mapped to the calibrated scale first.
+    """
+    from fracture.evaluate.calibration import calibrated_threshold
+    from fracture.evaluate.metrics import point_metrics
+
+    labels, probs = preds["label"].to_numpy(), preds["prob"].to_numpy()
+    return [
+        {"name": point.get("name"), "label": point.get("label"),
+         **point_metrics(labels, probs, calibrated_threshold(meta, point["threshold"]))}
+        for point in meta.get("operating_points") or [] if isinstance(point, dict) and "threshold" in point
+    ]
+
+
+SUMMARY_KEYS = {
+    "n": "n", "n_pos": "n_pos", "accuracy": "accuracy", "precision": "precision", "sensitivity": "recall",
+    "specificity": "specificity", "f1": "f1", "auc": "roc_auc", "auc_ci": "roc_auc_ci", "pr_auc": "pr_auc",
+    "kappa": "cohen_kappa", "confusion": "confusion",
+}
+
+
+def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {short: metrics.get(long) for short, long in SUMMARY_KEYS.items()}
 
 
 SUMMARY_KEYS = {
@@ -277,7 +323,7 @@ def summarize_report(report: dict[str, Any], *, split: str, checkpoints: Sequenc
         "checkpoints": [str(c) for c in checkpoints],
         "threshold": report["threshold"],
         "study_rule": "study probability = mean of its images' probabilities",
-        "image": _summary(report["image"]["overall"]),
+        "image": {**_summary(report["image"]["overall"]), "calibration": report["image"].get("calibration")},
         "study": _summary(report["study"]["overall"]),
         "per_body_part": {
             level: {part: _summary(m) for part, m in report[level]["by_body_part"].items()}

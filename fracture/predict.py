@@ -33,12 +33,16 @@ class ImagePrediction:
     body_part_prob: float | None
     image: np.ndarray = field(repr=False)
     heatmap: np.ndarray | None = field(default=None, repr=False)
+    prob_uncalibrated: float | None = None  # before temperature scaling (None: the checkpoint has none)
+    ood: dict[str, Any] | None = None  # {"score", "threshold", "flagged"}; None: no OOD data in the checkpoint
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name, "probability": self.prob, "label": self.label, "positive": self.positive,
+            "probability_uncalibrated": self.prob_uncalibrated,
             "body_part": self.body_part, "body_part_probability": self.body_part_prob,
             "height": int(self.image.shape[0]), "width": int(self.image.shape[1]),
+            "ood": self.ood,
         }
 
 
@@ -55,6 +59,23 @@ class StudyPrediction:
     body_part_source: str
     checkpoint: str
     preprocess: list[dict]
+    temperature: float | None = None
+    operating_point: str = "default"
+
+    @property
+    def ood_flagged(self) -> bool:
+        """Whether any image looks unlike the model's training radiographs."""
+        return any(bool((p.ood or {}).get("flagged")) for p in self.images)
+
+    def with_threshold(self, threshold: float, operating_point: str) -> "StudyPrediction":
+        """The same probabilities labelled at another threshold (an operating point); no model run."""
+        from dataclasses import replace
+
+        images = [replace(p, positive=bool(p.prob >= threshold), label=self.class_names[int(p.prob >= threshold)])
+                  for p in self.images]
+        positive = bool(self.study_prob >= threshold)
+        return replace(self, images=images, positive=positive, study_label=self.class_names[int(positive)],
+                       threshold=float(threshold), operating_point=operating_point)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able result (no pixel arrays) for downloads and logs."""
@@ -69,6 +90,9 @@ class StudyPrediction:
             "body_part_probability": self.body_part_prob,
             "body_part_source": self.body_part_source,
             "study_rule": "mean of image probabilities",
+            "operating_point": self.operating_point,
+            "calibration": {"temperature": self.temperature, "calibrated": self.temperature is not None},
+            "ood_flagged": self.ood_flagged,
             "preprocess": self.preprocess,
             "images": [p.to_dict() for p in self.images],
         }
@@ -90,7 +114,13 @@ class Predictor:
         self.pipeline = Pipeline.from_spec(meta["preprocess"])
         norm = meta["normalization"]
         self.input_spec = InputSpec(in_chans=int(meta["in_chans"]), mean=tuple(norm["mean"]), std=tuple(norm["std"]))
-        self.threshold = float(meta["threshold"])
+        from fracture.evaluate.calibration import calibrated_threshold, temperature_of
+        from fracture.ood import OodDetector
+
+        # Probabilities and thresholds are shown calibrated when the checkpoint has a temperature.
+        self.temperature = temperature_of(meta)
+        self.threshold = calibrated_threshold(meta)
+        self.ood = OodDetector.from_checkpoint(meta, getattr(model, "checkpoint_extras", None))
         self.class_names = tuple(meta["class_names"])
         self.body_parts = list(meta.get("body_parts") or [])
         self.resize_mode = next((s.get("mode", "letterbox") for s in meta["preprocess"] if s.get("op") == "resize"), "letterbox")
@@ -143,6 +173,7 @@ class Predictor:
         """
         import torch
 
+        from fracture.evaluate.calibration import apply_temperature
         from fracture.inference import prepare_batch
 
         if not images:
@@ -163,6 +194,9 @@ class Predictor:
                 flipped, _ = self.model(torch.flip(batch, dims=[3]), body_part=body_t)
                 probs = (probs + torch.sigmoid(flipped.float())) / 2
         probs_np = probs.cpu().numpy().astype(float)
+        raw_probs = probs_np
+        probs_np = apply_temperature(raw_probs, self.temperature)
+        ood = self.ood_results(batch)
         body_probs = torch.softmax(body_logits.float(), 1).cpu().numpy() if body_logits is not None else None
         results = []
         for i, (shown, _) in enumerate(prepared):
@@ -177,6 +211,8 @@ class Predictor:
             results.append(ImagePrediction(
                 name=names[i], prob=float(probs_np[i]), label=self.class_names[int(positive)], positive=positive,
                 body_part=part, body_part_prob=part_prob, image=shown, heatmap=heatmap,
+                prob_uncalibrated=None if self.temperature is None else float(raw_probs[i]),
+                ood=None if ood is None else ood[i],
             ))
         study_prob = float(np.mean(probs_np))
         positive = study_prob >= self.threshold
@@ -192,7 +228,18 @@ class Predictor:
             images=results, study_prob=study_prob, study_label=self.class_names[int(positive)], positive=positive,
             threshold=self.threshold, class_names=self.class_names, body_part=part, body_part_prob=part_prob,
             body_part_source=source, checkpoint=self.path.name, preprocess=list(extra_steps or []) + self.meta["preprocess"],
+            temperature=self.temperature,
         )
+
+    def ood_results(self, batch) -> list[dict[str, Any]] | None:
+        """Per image ``{"score", "threshold", "flagged"}`` from the pooled features, or None without OOD data."""
+        import torch
+
+        if self.ood is None:
+            return None
+        with torch.no_grad():
+            features = self.model.forward_features(batch).float().cpu().numpy()
+        return [self.ood.result(score) for score in self.ood.score(features)]
 
     def explain(self, tensor, original_shape: tuple[int, int], body_part=None, method: str = "gradcam") -> np.ndarray:
         """Grad-CAM of the fracture output, mapped back onto the original image."""

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import streamlit as st
 
+from fracture.compatibility import describe_mismatch
 from fracture.errors import FractureError
+from fracture.evaluate.calibration import calibrated_threshold
+from fracture.ood import WARNING as OOD_WARNING
 from fracture.ui import loaders
 from fracture.ui.context import active_context, checkpoint_label
 from fracture.ui.lab import DEFAULT_VARIANTS, LAB_MAX_SIDE, apply_spec, fit_image, lab_variants
@@ -45,8 +48,12 @@ elif sample_source() == "Gallery":
 elif context.dataset_root is None:
     st.info(context.dataset_error or "Pick a dataset in the sidebar, or upload an image.")
 else:
+    manifest = loaders.load_manifest(context.dataset_root)
+    mismatch = describe_mismatch(context.checkpoint.meta, manifest) if context.checkpoint is not None else None
+    if mismatch:
+        st.warning(mismatch)
     with st.expander("Choose the sample", expanded=True):
-        study = study_picker(loaders.load_manifest(context.dataset_root), key="lab")
+        study = study_picker(manifest, key="lab")
         if study is not None:
             images, names, problems = load_study_images(study)
             for message in problems:
@@ -83,7 +90,7 @@ if entry is None:
     st.info("No model is active, so only the images and histograms are shown. Train one on the "
             "Train page to see probabilities and Grad-CAM here.")
 else:
-    st.caption(f"Model: `{checkpoint_label(entry)}` · threshold {entry.meta.get('threshold', 0):.3f}")
+    st.caption(f"Model: `{checkpoint_label(entry)}` · threshold {calibrated_threshold(entry.meta):.3f}")
 
 for start in range(0, len(chosen), PER_ROW):
     columns = st.columns(PER_ROW)
@@ -110,4 +117,6 @@ for start in range(0, len(chosen), PER_ROW):
             st.metric(f"P({prediction.class_names[1]})", f"{item.prob:.3f}",
                       help=f"Label at threshold {prediction.threshold:.3f}: {item.label}")
             st.caption(f"{'🔴' if item.positive else '🟢'} {item.label}")
+            if item.ood and item.ood["flagged"]:
+                st.warning(OOD_WARNING)
             st.image(overlay(item.image, item.heatmap, alpha), caption="Grad-CAM", width="stretch")

@@ -6,7 +6,10 @@ from pathlib import Path
 
 import streamlit as st
 
+from fracture.compatibility import describe_mismatch
 from fracture.errors import FractureError
+from fracture.evaluate.calibration import operating_point_choices
+from fracture.ood import WARNING as OOD_WARNING
 from fracture.ui import loaders
 from fracture.ui.batch_view import many_files_view, mode_picker
 from fracture.ui.context import active_context, checkpoint_label, require_checkpoint
@@ -41,6 +44,12 @@ with options:
                               help="A multi-task model predicts the body part; you can also tell it.")
         body_part = None if choice == "predict it" else choice
     alpha = st.slider("Grad-CAM opacity", 0.0, 1.0, 0.45, 0.05, key="predict-alpha")
+    points = {c["name"]: c for c in operating_point_choices(meta)}
+    point = points[st.selectbox(
+        "Operating point", list(points), key="predict-operating-point", format_func=lambda n: points[n]["label"],
+        help="Thresholds chosen on the validation split: the default, Youden's balance, or a stated "
+             "sensitivity for screening (more false alarms, fewer missed fractures).",
+    )]
 
 with inputs:
     source = st.radio("Input", tuple(SOURCES), captions=tuple(SOURCES.values()), horizontal=True,
@@ -68,7 +77,11 @@ with inputs:
         st.info(context.dataset_error or "Pick a dataset in the sidebar to use its samples.")
     else:
         try:
-            study = study_picker(loaders.load_manifest(context.dataset_root), key="predict")
+            manifest = loaders.load_manifest(context.dataset_root)
+            mismatch = describe_mismatch(meta, manifest)
+            if mismatch:
+                st.warning(mismatch)
+            study = study_picker(manifest, key="predict")
         except FractureError as exc:
             st.error(str(exc))
             study = None
@@ -89,6 +102,7 @@ try:
 except FractureError as exc:
     st.error(str(exc))
     st.stop()
+prediction = prediction.with_threshold(point["threshold"], point["name"])
 
 positive_name = prediction.class_names[1]
 cols = st.columns(4)
@@ -97,7 +111,11 @@ cols[0].metric(f"Study P({positive_name})", f"{prediction.study_prob:.3f}",
 cols[1].metric("Study label", prediction.study_label,
                help=f"Positive when the probability is at least the checkpoint's threshold.")
 cols[2].metric("Threshold", f"{prediction.threshold:.3f}",
-               help=f"Chosen on the validation split ({meta.get('threshold_rule', '?')} rule).")
+               help=f"{point['label']}: chosen on the validation split"
+               + (f" (there: sensitivity {point['sensitivity']:.2f}, specificity {point['specificity']:.2f}, "
+                  f"PPV {point['ppv']:.2f}, NPV {point['npv']:.2f})" if point.get("ppv") is not None
+                  and point.get("npv") is not None else "")
+               + (". Probabilities are calibrated (temperature scaling)." if prediction.temperature else "."))
 if prediction.body_part is not None:
     confidence = f" ({prediction.body_part_prob:.0%})" if prediction.body_part_prob is not None else ""
     cols[3].metric("Body part", f"{prediction.body_part}{confidence}",
@@ -110,6 +128,8 @@ st.markdown(
     f"#### Study: :{color}-background[{prediction.study_label}] "
     f"(P = {prediction.study_prob:.3f}, threshold {prediction.threshold:.3f}) — model `{checkpoint_label(entry)}`"
 )
+if prediction.ood_flagged:
+    st.warning(OOD_WARNING)
 
 overlays = []
 per_row = min(len(prediction.images), 3)
@@ -123,6 +143,9 @@ for start in range(0, len(prediction.images), per_row):
                      width="stretch")
             if item.body_part is not None:
                 st.caption(f"body part: {item.body_part} ({item.body_part_prob:.0%})")
+            if item.ood and item.ood["flagged"]:
+                st.warning(f"Out of distribution (score {item.ood['score']:.2f} > {item.ood['threshold']:.2f}): "
+                           "its probability is unreliable.")
 
 result = prediction.to_dict()
 result["model"] = checkpoint_label(entry)

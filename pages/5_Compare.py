@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from fracture.compatibility import describe_mismatch
 from fracture.errors import FractureError
 from fracture.evaluate import body_part_metric, metrics_table, report_curves
 from fracture.train.events import read_events, run_status
@@ -17,6 +18,7 @@ from fracture.viz.charts import (
     confusion_matrix_chart,
     metrics_bar_chart,
     overlay_training_curves_chart,
+    reliability_chart,
     roc_chart,
 )
 
@@ -48,6 +50,10 @@ level = c3.radio("Level", ("image", "study"), key="level", bind="query-params",
 if not chosen:
     st.info("Pick at least one model.")
     st.stop()
+for label in chosen:
+    mismatch = describe_mismatch(by_label[label].meta, manifest)
+    if mismatch:
+        st.warning(f"{label}: {mismatch}")
 
 paths = tuple(str(by_label[label].path) for label in chosen)
 if was_cancelled("compare"):
@@ -85,6 +91,12 @@ if curves:
     st.plotly_chart(roc_chart(curves, split=split, level=level), key="compare-roc")
 else:
     st.info("ROC curves need both classes in this split.")
+calibrations = {name: r["image"]["calibration"] for name, r in reports.items() if r["image"].get("calibration")}
+if calibrations:
+    st.plotly_chart(reliability_chart(calibrations, split=split), key="compare-reliability")
+    st.caption("Image level, 15 equal-width bins; marker size grows with the images in a bin. Dotted: the "
+               "model's scores before temperature scaling. On the diagonal, a probability of 0.8 means 80% "
+               "of such images are positive.")
 
 st.subheader("Confusion matrices")
 class_names = tuple(manifest.class_names)

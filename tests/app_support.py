@@ -109,6 +109,38 @@ def write_tiny_run(runs_dir: Path, name: str, *, seed: int = 0, image_size: int 
     return run_dir
 
 
+def make_foreign_and_calibrated(run_dir: Path, *, flag_everything: bool = True, temperature: float = 2.0) -> Path:
+    """Rewrite a tiny run's checkpoint as if trained on FracAtlas and calibrated (issue 11 tests).
+
+    Adds a temperature, two operating points and an OOD detector whose
+    threshold flags every image (or none), so pages show the model/data
+    mismatch warning on the demo set and the OOD warning on any image.
+    """
+    import numpy as np
+
+    from fracture.checkpoint import load_checkpoint, save_checkpoint
+    from fracture.ood import OodDetector
+
+    path = run_dir / "best.safetensors"
+    model, meta = load_checkpoint(path)
+    dim = int(model.num_features)
+    detector = OodDetector(mean=np.zeros(dim), components=np.eye(1, dim), variances=np.ones(2),
+                           threshold=-1.0 if flag_everything else 1e9, val_flag_rate=0.05)
+    meta["train_config"] = {**meta.get("train_config", {}), "data": "../shared/data/fracatlas"}
+    meta.update(
+        dataset_layout="fracatlas", dataset_fingerprint="0" * 64,
+        calibration={"method": "temperature", "temperature": temperature},
+        operating_points=[
+            {"name": "default", "label": "default (youden, stored in the checkpoint)", "threshold": 0.5},
+            {"name": "sensitivity_90", "label": "90% sensitivity (screening)", "threshold": 0.2,
+             "sensitivity": 0.9, "specificity": 0.4, "ppv": 0.3, "npv": 0.95},
+        ],
+        ood={**detector.meta_block(), "fitted_on": "train", "n_fit": 10},
+    )
+    save_checkpoint(path, model, meta, extra_tensors=detector.tensors())
+    return path
+
+
 def select_model(at, run_name: str) -> None:
     """Make a run's checkpoint the active model in the sidebar of an AppTest."""
     at.session_state["sidebar_model"] = f"{run_name} (run)"

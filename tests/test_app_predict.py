@@ -13,6 +13,7 @@ from app_support import (  # noqa: F401  (fixtures)
     demo_template,
     fresh_app_home,
     assert_no_exception,
+    make_foreign_and_calibrated,
     metric_values,
     png_bytes,
     run_page,
@@ -134,3 +135,53 @@ def test_a_multitask_model_predicts_the_body_part_and_accepts_a_given_one(app_ho
     at.selectbox(key="predict-body-part").set_value("wrist").run()
     assert_no_exception(at)
     assert metric_values(at)["Body part"] == "wrist"
+
+
+def _warnings(at) -> str:
+    return " | ".join(w.value for w in at.warning)
+
+
+def test_a_model_from_other_data_warns_on_samples_and_flags_out_of_distribution_images(model_run):
+    """Issue 11: FracAtlas-trained model + demo data: a plain mismatch warning; OOD images are flagged."""
+    from fracture.data import load_image
+    from fracture.predict import Predictor
+
+    make_foreign_and_calibrated(model_run)
+    at = run_page(PAGE, model=f"{RUN} (run)", query={"input": "Sample", "samples": "Dataset"})
+    assert_no_exception(at)
+    warnings = _warnings(at)
+    assert "trained on FracAtlas; the demo dataset is synthetic: expect meaningless numbers" in warnings, warnings
+    assert "does not look like the radiographs this model was trained on" in warnings
+    assert "Out of distribution" in warnings
+    # Uploads are not dataset samples: no mismatch warning, but the OOD warning stays.
+    image = png_bytes(96, seed=1)
+    _upload(at.radio(key="input").set_value("Upload").run(), [("a.png", image, "image/png")])
+    assert_no_exception(at)
+    assert "trained on FracAtlas" not in _warnings(at)
+    assert "does not look like the radiographs" in _warnings(at)
+    expected = Predictor.from_checkpoint(model_run / "best.safetensors").predict([load_image(image)], with_cam=False)
+    assert expected.temperature == 2.0 and expected.images[0].ood["flagged"]
+    assert metric_values(at)["Study P(abnormal)"] == f"{expected.study_prob:.3f}"  # calibrated, as Predictor gives
+
+
+def test_operating_points_are_selectable(model_run):
+    from fracture.evaluate.calibration import calibrated_threshold
+
+    make_foreign_and_calibrated(model_run, flag_everything=False)
+    at = _upload(run_page(PAGE, model=f"{RUN} (run)"), [("a.png", png_bytes(96, seed=1), "image/png")])
+    assert_no_exception(at)
+    meta = {"threshold": 0.5, "calibration": {"temperature": 2.0}}
+    assert metric_values(at)["Threshold"] == f"{calibrated_threshold(meta, 0.5):.3f}"
+    assert "does not look like the radiographs" not in _warnings(at)
+    box = at.selectbox(key="predict-operating-point")
+    assert box.options == ["default (youden, stored in the checkpoint)", "90% sensitivity (screening)"]
+    box.set_value("sensitivity_90").run()
+    assert_no_exception(at)
+    assert metric_values(at)["Threshold"] == f"{calibrated_threshold(meta, 0.2):.3f}"
+
+
+def test_a_model_trained_on_this_data_gets_no_mismatch_warning(model_run):
+    at = run_page(PAGE, model=f"{RUN} (run)", query={"input": "Sample", "samples": "Dataset"})
+    assert_no_exception(at)
+    assert "trained on" not in _warnings(at)
+    assert "does not look like" not in _warnings(at)

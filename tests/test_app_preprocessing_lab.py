@@ -6,6 +6,7 @@ from app_support import (  # noqa: F401  (fixtures)
     demo_template,
     fresh_app_home,
     assert_no_exception,
+    make_foreign_and_calibrated,
     png_bytes,
     run_page,
     write_tiny_run,
@@ -57,3 +58,24 @@ def test_an_uploaded_image_and_a_bad_one(app_home):
     at.file_uploader(key="lab-upload").set_value(("x.png", b"GIF89a broken", "image/png")).run()
     assert_no_exception(at)
     assert at.error
+
+
+def test_a_model_from_other_data_and_out_of_distribution_images_are_warned_about(app_home):
+    """Issue 11: the Lab says when model and dataset do not belong together, and flags OOD images."""
+    from fracture.ui.lab import DEFAULT_VARIANTS
+
+    make_foreign_and_calibrated(write_tiny_run(app_home / "runs", RUN))
+    at = run_page(PAGE, model=f"{RUN} (run)", query={"samples": "Dataset"})
+    assert_no_exception(at)
+    warnings = [w.value for w in at.warning]
+    assert any("trained on FracAtlas; the demo dataset is synthetic: expect meaningless numbers" in w
+               for w in warnings), warnings
+    ood = [w for w in warnings if "does not look like the radiographs this model was trained on" in w]
+    assert len(ood) == len(DEFAULT_VARIANTS)  # one per variant the model saw
+
+
+def test_no_warning_when_the_model_was_trained_on_this_data(app_home):
+    write_tiny_run(app_home / "runs", RUN)
+    at = run_page(PAGE, model=f"{RUN} (run)", query={"samples": "Dataset"})
+    assert_no_exception(at)
+    assert not any("trained on" in w.value or "does not look like" in w.value for w in at.warning)

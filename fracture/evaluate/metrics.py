@@ -304,6 +304,84 @@ def choose_threshold(
     return _between_scores(thresholds, index)
 
 
+DEFAULT_TARGET_SENSITIVITY = 0.9
+
+
+def point_metrics(y_true: Any, y_prob: Any, threshold: float) -> dict[str, Any]:
+    """Sensitivity, specificity, PPV and NPV at one threshold (``prob >= threshold`` is positive).
+
+    PPV and NPV are ``None`` when nothing is predicted positive / negative
+    (undefined, unlike :func:`binary_metrics`' 0.0 convention for precision),
+    and hold at the prevalence of the data given.
+    """
+    y, p = _as_arrays(y_true, y_prob)
+    pred = p >= float(threshold)
+    tp = int((pred & (y == 1)).sum())
+    fp = int((pred & (y == 0)).sum())
+    fn = int((~pred & (y == 1)).sum())
+    tn = int((~pred & (y == 0)).sum())
+    return {
+        "threshold": float(threshold),
+        "sensitivity": tp / (tp + fn) if tp + fn else None,
+        "specificity": tn / (tn + fp) if tn + fp else None,
+        "ppv": tp / (tp + fp) if tp + fp else None,
+        "npv": tn / (tn + fn) if tn + fn else None,
+        "n": int(len(y)),
+        "n_pos": int(y.sum()),
+    }
+
+
+def operating_points(
+    y_true: Any,
+    y_prob: Any,
+    *,
+    target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY,
+    rule_used: str | None = None,
+    stored_threshold: float | None = None,
+) -> list[dict[str, Any]]:
+    """Named operating points chosen on VALIDATION data, with their PPV and NPV there.
+
+    The list a checkpoint stores under ``meta["operating_points"]`` (thresholds
+    on the uncalibrated scale, like ``meta["threshold"]``):
+
+    - ``default``: the checkpoint's own threshold (``stored_threshold``, chosen
+      by ``rule_used`` when it was trained), so labels stay what they were; when
+      none is given, Youden's.
+    - ``youden``: maximal sensitivity + specificity (left out when it is the default).
+    - ``sensitivity_90`` (for a target of 0.9): the highest threshold whose
+      validation sensitivity reaches the target, the screening choice.
+
+    Each entry: ``name, label, rule, target, threshold, sensitivity,
+    specificity, ppv, npv, n, n_pos, split``.
+
+    Raises:
+        EvaluationError: one class only, a target outside (0, 1], or invalid input.
+    """
+    y, p = _as_arrays(y_true, y_prob)
+    _require_both_classes(y, "operating points")
+    target = float(target_sensitivity)
+    if not 0.0 < target <= 1.0:
+        raise EvaluationError(f"target_sensitivity must be in (0, 1], e.g. 0.9; got {target_sensitivity!r}")
+    youden = choose_threshold(y, p, rule="youden")
+    points: list[dict[str, Any]] = []
+    if stored_threshold is not None:
+        rule = rule_used or "stored"
+        points.append({"name": "default", "label": f"default ({rule}, stored in the checkpoint)", "rule": rule,
+                       "target": None, "threshold": float(stored_threshold)})
+    if stored_threshold is None or not math.isclose(float(stored_threshold), youden, abs_tol=1e-9):
+        points.append({"name": "youden", "label": "Youden (balanced sensitivity and specificity)",
+                       "rule": "youden", "target": None, "threshold": youden})
+    percent = f"{100 * target:g}"
+    points.append({
+        "name": f"sensitivity_{percent}", "label": f"{percent}% sensitivity (screening)", "rule": "sensitivity",
+        "target": target, "threshold": choose_threshold(y, p, rule="sensitivity", target=target),
+    })
+    for point in points:
+        point.update({key: value for key, value in point_metrics(y, p, point["threshold"]).items() if key != "threshold"})
+        point["split"] = "val"
+    return points
+
+
 # --------------------------------------------------------------------------- bootstrap
 
 

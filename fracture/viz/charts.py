@@ -20,6 +20,7 @@ from fracture.viz.eval_charts import (
     confusion_matrix_chart,
     metrics_bar_chart,
     pr_chart,
+    reliability_chart,
     roc_chart,
 )
 from fracture.viz.theme import ChartDataError, chart_title
@@ -44,6 +45,7 @@ __all__ = [
     "mode_chart",
     "overlay_training_curves_chart",
     "pr_chart",
+    "reliability_chart",
     "roc_chart",
     "size_distribution_chart",
     "step_loss_chart",

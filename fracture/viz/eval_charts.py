@@ -260,3 +260,61 @@ def body_part_auc_chart(
     fig.update_xaxes(title_text="body part")
     fig.update_yaxes(title_text="ROC AUC", range=[0, 1.1])
     return style_figure(fig, title or chart_title("ROC AUC by body part", split=split, level=level))
+
+
+def reliability_chart(
+    calibrations: Mapping[str, Mapping[str, Any]],
+    *,
+    split: str | None = None,
+    level: str | None = "image",
+    show_uncalibrated: bool = True,
+    title: str | None = None,
+) -> go.Figure:
+    """Reliability diagrams: observed fraction positive against mean predicted probability per bin.
+
+    Args:
+        calibrations: ``{name: calibration block}`` as in
+            ``report["image"]["calibration"]`` (``bins`` with ``mean_prob``,
+            ``fraction_positive``, ``count``; optional ``bins_uncalibrated``,
+            ``ece``, ``ece_uncalibrated``).
+        split, level: what was evaluated, for the title.
+        show_uncalibrated: also draw each model's uncalibrated bins (dotted)
+            when they differ from the calibrated ones.
+        title: overrides the default title.
+
+    Returns:
+        One line+marker trace per model (and per uncalibrated variant), marker
+        size growing with the bin's image count, over the diagonal of perfect
+        calibration. Empty bins are left out.
+
+    Raises:
+        ChartDataError: a block without ``bins``.
+    """
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfectly calibrated",
+                             line={"color": NEUTRAL_COLOR, "dash": "dot", "width": 1}, hoverinfo="skip"))
+
+    def add(name: str, bins: Sequence[Mapping[str, Any]], index: int, dotted: bool) -> None:
+        used = [b for b in bins if b.get("count")]
+        counts = np.array([b["count"] for b in used], dtype=np.float64)
+        sizes = 6 + 14 * np.sqrt(counts / counts.max()) if len(counts) else []
+        fig.add_trace(go.Scatter(
+            x=[b["mean_prob"] for b in used], y=[b["fraction_positive"] for b in used], mode="lines+markers",
+            name=name, customdata=counts,
+            line={"color": series_color(index), "width": 1 if dotted else 2, "dash": "dot" if dotted else "solid"},
+            marker={"size": sizes, "color": series_color(index), "opacity": 0.5 if dotted else 0.9},
+            hovertemplate="mean P %{x:.3f}<br>fraction positive %{y:.3f}<br>%{customdata:.0f} images<extra></extra>",
+        ))
+
+    for index, (name, block) in enumerate(calibrations.items()):
+        bins = block.get("bins") if isinstance(block, Mapping) else None
+        if not bins:
+            raise ChartDataError(f"reliability_chart: the calibration of {name!r} has no bins")
+        ece = block.get("ece")
+        add(f"{name} (ECE {_fmt(ece)})", bins, index, dotted=False)
+        raw = block.get("bins_uncalibrated")
+        if show_uncalibrated and raw and block.get("temperature") is not None:
+            add(f"{name} uncalibrated (ECE {_fmt(block.get('ece_uncalibrated'))})", raw, index, dotted=True)
+    fig.update_xaxes(title_text="mean predicted probability (bin)", range=[0, 1], constrain="domain")
+    fig.update_yaxes(title_text="fraction positive", range=[0, 1.02], scaleanchor="x", scaleratio=1)
+    return style_figure(fig, title or chart_title("Reliability diagram", split=split, level=level))

@@ -1,0 +1,392 @@
+"""Calibrated probabilities: temperature scaling, ECE, Brier score, reliability bins.
+
+A network trained with class weights and early stopping gives scores that rank
+well (ROC AUC) but whose values are not frequencies: among images given 0.8,
+far fewer or far more than 80% are fractured. Temperature scaling (Guo et al.,
+2017) fits one number ``T`` on the validation split by minimising the negative
+log-likelihood of ``sigmoid(z / T)``; it changes no ranking, so ROC AUC stays
+the same.
+
+**Which logit.** With flip test-time augmentation a model's probability is the
+mean of the image's and its mirror's probabilities. ``T`` is applied to the
+logit of that averaged probability, ``p' = sigmoid(logit(p) / T)``, not to an
+average of logits: calibration is then a strictly increasing map of the
+probability every other part of the project already computes (and caches),
+and the stored decision threshold maps the same way,
+``t' = sigmoid(logit(t) / T)``, so no image changes label.
+
+**Where it lives.** A calibrated checkpoint has
+``meta["calibration"] = {"method": "temperature", "temperature": T, ...}``;
+``meta["threshold"]`` and the operating points stay on the uncalibrated scale
+(so code that knows nothing of calibration stays consistent) and
+:func:`calibrated_threshold` maps them for display.
+
+The fitting and metrics here are numpy/scipy only. :func:`fit_calibration` (the
+hook the trainer and ``python -m fracture calibrate`` call) runs the model and
+imports torch inside.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from fracture.evaluate.metrics import EvaluationError, _as_arrays
+
+log = logging.getLogger(__name__)
+
+N_BINS = 15
+"""Equal-width bins of the expected calibration error and the reliability diagram."""
+EPS = 1e-7
+"""Probabilities are clipped to [EPS, 1 - EPS] before taking their logit."""
+T_BOUNDS = (0.05, 20.0)
+"""Temperatures searched; a fit at a bound means the scores carry almost no information."""
+MIN_CALIBRATION_IMAGES = 20
+
+
+def logit(p: Any) -> np.ndarray:
+    """log(p / (1 - p)), with p clipped to [EPS, 1 - EPS] so 0 and 1 stay finite."""
+    p = np.clip(np.asarray(p, dtype=np.float64), EPS, 1.0 - EPS)
+    return np.log(p) - np.log1p(-p)
+
+
+def sigmoid(z: Any) -> np.ndarray:
+    z = np.asarray(z, dtype=np.float64)
+    return 0.5 * (1.0 + np.tanh(0.5 * z))  # overflow-free
+
+
+def apply_temperature(probs: Any, temperature: float | None) -> np.ndarray:
+    """``sigmoid(logit(p) / T)``; ``T`` None or 1 returns the probabilities unchanged."""
+    p = np.asarray(probs, dtype=np.float64)
+    if temperature is None or float(temperature) == 1.0:
+        return p.copy()
+    return sigmoid(logit(p) / float(temperature))
+
+
+def _nll(z: np.ndarray, y: np.ndarray, temperature: float) -> float:
+    s = z / temperature
+    # -[y log sigmoid(s) + (1-y) log(1 - sigmoid(s))] = softplus(s) - y s
+    return float(np.mean(np.logaddexp(0.0, s) - y * s))
+
+
+def fit_temperature(y_true: Any, y_prob: Any) -> float:
+    """The temperature minimising the validation negative log-likelihood.
+
+    A 1-D bounded search over ``log T`` (the NLL is smooth there); the result
+    is deterministic.
+
+    Raises:
+        EvaluationError: fewer than :data:`MIN_CALIBRATION_IMAGES` images, only
+            one class, or invalid input.
+    """
+    from scipy.optimize import minimize_scalar
+
+    y, p = _as_arrays(y_true, y_prob)
+    if len(y) < MIN_CALIBRATION_IMAGES:
+        raise EvaluationError(
+            f"temperature scaling needs at least {MIN_CALIBRATION_IMAGES} validation images; got {len(y)}"
+        )
+    if y.min() == y.max():
+        raise EvaluationError(f"temperature scaling needs both classes; all {len(y)} validation labels are {y[0]}")
+    z = logit(p)
+    lo, hi = (math.log(b) for b in T_BOUNDS)
+    result = minimize_scalar(lambda u: _nll(z, y, math.exp(u)), bounds=(lo, hi), method="bounded",
+                             options={"xatol": 1e-6})
+    temperature = float(math.exp(result.x))
+    if not lo + 1e-3 < result.x < hi - 1e-3:
+        log.warning("temperature %.3g is at the edge of the search range %s: the scores carry little "
+                    "information about the labels", temperature, T_BOUNDS)
+    return temperature
+
+
+def reliability_bins(y_true: Any, y_prob: Any, n_bins: int = N_BINS) -> list[dict[str, Any]]:
+    """Equal-width probability bins: ``lower, upper, count, mean_prob, fraction_positive``.
+
+    Empty bins are kept (count 0, means ``None``) so every diagram has the same x axis.
+    A probability of exactly 1.0 falls in the last bin.
+    """
+    y, p = _as_arrays(y_true, y_prob)
+    if n_bins < 1:
+        raise EvaluationError(f"n_bins must be at least 1; got {n_bins}")
+    index = np.minimum((p * n_bins).astype(np.int64), n_bins - 1)
+    index = np.maximum(index, 0)
+    bins = []
+    for b in range(n_bins):
+        mask = index == b
+        count = int(mask.sum())
+        bins.append({
+            "lower": b / n_bins, "upper": (b + 1) / n_bins, "count": count,
+            "mean_prob": float(p[mask].mean()) if count else None,
+            "fraction_positive": float(y[mask].mean()) if count else None,
+        })
+    return bins
+
+
+def expected_calibration_error(y_true: Any, y_prob: Any, n_bins: int = N_BINS) -> float:
+    """ECE: the count-weighted mean |fraction positive - mean probability| over equal-width bins.
+
+    Binary form (the positive class's probability, as in reliability diagrams
+    of a fracture detector), not the top-label form of multi-class papers.
+    """
+    bins = reliability_bins(y_true, y_prob, n_bins)
+    total = sum(b["count"] for b in bins)
+    return float(sum(b["count"] * abs(b["fraction_positive"] - b["mean_prob"]) for b in bins if b["count"]) / total)
+
+
+def brier_score(y_true: Any, y_prob: Any) -> float:
+    """Mean squared difference between probability and label (0 is perfect, 0.25 is a coin)."""
+    y, p = _as_arrays(y_true, y_prob)
+    return float(np.mean((p - y) ** 2))
+
+
+def calibration_report(y_true: Any, probs_uncalibrated: Any, temperature: float | None,
+                       n_bins: int = N_BINS) -> dict[str, Any]:
+    """The ``calibration`` block of an evaluation report (``evaluate --json``, the card, Compare).
+
+    Returns:
+        ``{"temperature", "n_bins", "ece", "ece_uncalibrated", "brier",
+        "brier_uncalibrated", "bins", "bins_uncalibrated"}``; without a
+        temperature both sets are the same (uncalibrated) numbers.
+    """
+    y, raw = _as_arrays(y_true, probs_uncalibrated)
+    cal = apply_temperature(raw, temperature)
+    return {
+        "temperature": None if temperature is None else float(temperature),
+        "n_bins": int(n_bins),
+        "ece": expected_calibration_error(y, cal, n_bins),
+        "ece_uncalibrated": expected_calibration_error(y, raw, n_bins),
+        "brier": brier_score(y, cal),
+        "brier_uncalibrated": brier_score(y, raw),
+        "bins": reliability_bins(y, cal, n_bins),
+        "bins_uncalibrated": reliability_bins(y, raw, n_bins),
+    }
+
+
+# ----------------------------------------------------------------- checkpoint metadata
+
+
+def temperature_of(meta: dict[str, Any] | None) -> float | None:
+    """The fitted temperature in a checkpoint's metadata, or None (not calibrated, or unusable)."""
+    block = (meta or {}).get("calibration")
+    if not isinstance(block, dict):
+        return None
+    value = block.get("temperature")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        if value is not None:
+            log.warning("ignoring calibration temperature %r: not a positive number", value)
+        return None
+    return float(value)
+
+
+def calibrate_probabilities(meta: dict[str, Any] | None, probs: Any) -> np.ndarray:
+    """A checkpoint's probabilities as shown to people: calibrated when it has a temperature."""
+    return apply_temperature(probs, temperature_of(meta))
+
+
+def calibrated_threshold(meta: dict[str, Any] | None, threshold: float | None = None) -> float:
+    """A stored (uncalibrated) threshold mapped to the calibrated scale (labels unchanged).
+
+    ``threshold`` defaults to ``meta["threshold"]``.
+    """
+    raw = float((meta or {}).get("threshold", 0.5) if threshold is None else threshold)
+    temperature = temperature_of(meta)
+    if temperature is None or raw <= 0.0 or raw >= 1.0:
+        return raw
+    return float(apply_temperature(np.array([raw]), temperature)[0])
+
+
+def calibrate_predictions(preds: Any, meta: dict[str, Any] | None) -> tuple[Any, dict[str, Any]]:
+    """A predictions table as shown to people, and its image-level ``calibration`` block.
+
+    Args:
+        preds: a DataFrame with ``label`` and ``prob`` (uncalibrated, as predicted and cached).
+        meta: the checkpoint's metadata.
+
+    Returns:
+        ``(copy with prob calibrated and the original kept as prob_uncalibrated,
+        calibration_report(...))``; without a temperature the probabilities are
+        unchanged and both ECEs are the same number.
+    """
+    temperature = temperature_of(meta)
+    out = preds.copy()
+    out["prob_uncalibrated"] = out["prob"].astype(float)
+    out["prob"] = apply_temperature(out["prob_uncalibrated"].to_numpy(), temperature)
+    return out, calibration_report(out["label"].to_numpy(), out["prob_uncalibrated"].to_numpy(), temperature)
+
+
+def operating_point_choices(meta: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The operating points a page offers, thresholds on the calibrated (shown) scale.
+
+    The stored default first; a checkpoint without ``operating_points`` offers
+    its one stored threshold. Each entry: ``name, label, threshold`` and, when
+    stored, the validation ``sensitivity, specificity, ppv, npv``.
+    """
+    meta = meta or {}
+    choices = []
+    for point in meta.get("operating_points") or []:
+        if not isinstance(point, dict) or not isinstance(point.get("threshold"), (int, float)):
+            continue
+        choices.append({**point, "threshold": calibrated_threshold(meta, point["threshold"]),
+                        "label": str(point.get("label") or point.get("name"))})
+    if not any(c.get("name") == "default" for c in choices):
+        rule = meta.get("threshold_rule") or "stored"
+        choices.insert(0, {"name": "default", "label": f"default ({rule}, stored in the checkpoint)",
+                           "threshold": calibrated_threshold(meta)})
+    return choices
+
+
+# ----------------------------------------------------------------- fitting a checkpoint
+
+
+@dataclass
+class SplitSource:
+    """Images of one split for :func:`fit_calibration`, without saying where they live.
+
+    Attributes:
+        fetch: maps an array of positions ``0..n-1`` to uint8 images ``(B, S, S[, C])``
+            already through the checkpoint's preprocessing (e.g. an ``ImageCache`` slice).
+        n: how many images.
+        labels: 0/1 labels (needed for the validation split).
+        body_parts: body-part indices for a multi-task model (-1 unknown), or None.
+    """
+
+    fetch: Callable[[np.ndarray], np.ndarray]
+    n: int
+    labels: np.ndarray | None = None
+    body_parts: np.ndarray | None = None
+
+
+def fit_calibration(
+    checkpoint: str | Path,
+    model: Any,
+    meta: dict[str, Any],
+    *,
+    val: SplitSource,
+    train: SplitSource | None = None,
+    device: Any = "cpu",
+    half: bool | None = None,
+    target_sensitivity: float = 0.9,
+    ood_components: int | None = None,
+    batch_size: int = 32,
+    progress: Callable[[str, int, int], None] | None = None,
+    test: SplitSource | None = None,
+    probes: dict[str, dict[str, np.ndarray]] | None = None,
+) -> dict[str, Any]:
+    """Fit temperature, operating points and the out-of-distribution score; save them in the checkpoint.
+
+    The trainer's hook and the engine of ``python -m fracture calibrate``. One
+    pass over the validation images gives the (flip-averaged, as the model
+    predicts) probabilities and the pooled features; one pass over ``train``
+    (a subsample is enough) gives the feature statistics of the OOD score,
+    whose threshold is set on the validation features. Everything else in
+    ``meta`` is kept; the file is rewritten atomically by
+    :func:`fracture.checkpoint.save_checkpoint`.
+
+    Args:
+        checkpoint: the file to rewrite (usually the one ``model`` came from).
+        model: the loaded model (eval mode is set here).
+        meta: its metadata.
+        val: the validation split (labels required).
+        train: training images for the OOD statistics; None fits them on the
+            validation features (thresholded on the same images, so its flag
+            rate on new in-distribution images will be somewhat higher).
+        half: store weights as float16; default: as the file was stored.
+        target_sensitivity: the screening operating point's sensitivity.
+        ood_components: principal components kept by the OOD score (default
+            :data:`fracture.ood.DEFAULT_COMPONENTS`, fewer with few images).
+        test, probes: measured only, never fitted on: the OOD flag rate on the
+            test split, and per probe group (raw uint8 images of any size, e.g.
+            :func:`fracture.ood_probes.probe_sets`) how many are flagged; stored
+            under ``meta["ood"]["measured"]`` for the model card.
+
+    Returns:
+        A summary: temperature, ECE before/after on val, operating points, OOD
+        threshold and val flag rate.
+
+    Raises:
+        EvaluationError: a validation split without labels, with one class or too few images.
+        CheckpointError: the checkpoint cannot be written.
+    """
+    import torch
+
+    from fracture import ood
+    from fracture.checkpoint import save_checkpoint
+    from fracture.evaluate.metrics import operating_points
+    from fracture.inference import InputSpec
+
+    if val.labels is None:
+        raise EvaluationError("fit_calibration needs the labels of the validation split")
+    device = torch.device(device)
+    norm = meta["normalization"]
+    spec = InputSpec(in_chans=int(meta["in_chans"]), mean=tuple(norm["mean"]), std=tuple(norm["std"]))
+    tta = bool(meta.get("tta_hflip"))
+    report = (lambda what: (lambda done, total: progress(what, done, total))) if progress else (lambda what: None)
+    val_probs, val_features = ood.extract(model, val.fetch, val.n, spec, device=device, tta_hflip=tta,
+                                          body_parts=val.body_parts, batch_size=batch_size,
+                                          progress=report("validation images"))
+    labels = np.asarray(val.labels).astype(np.int64)
+    temperature = fit_temperature(labels, val_probs)
+    val_report = calibration_report(labels, val_probs, temperature)
+    points = operating_points(labels, val_probs, target_sensitivity=target_sensitivity,
+                              rule_used=meta.get("threshold_rule"), stored_threshold=float(meta["threshold"]))
+    if train is not None and train.n > 0:
+        _, fit_features = ood.extract(model, train.fetch, train.n, spec, device=device, tta_hflip=False,
+                                      body_parts=train.body_parts, batch_size=batch_size, with_probs=False,
+                                      progress=report("training images"))
+        fitted_on = "train"
+    else:
+        fit_features, fitted_on = val_features, "val"
+    detector = ood.fit_detector(fit_features, val_features, components=ood_components)
+    measured: dict[str, Any] = {}
+    if test is not None and test.n > 0:
+        _, test_features = ood.extract(model, test.fetch, test.n, spec, device=device, batch_size=batch_size,
+                                       body_parts=test.body_parts, with_probs=False, progress=report("test images"))
+        measured["test_flag_rate"] = float(detector.flags(detector.score(test_features)).mean())
+        measured["n_test"] = int(test.n)
+    if probes:
+        from fracture.preprocess.pipeline import Pipeline
+
+        pipeline = Pipeline.from_spec(meta["preprocess"])
+        measured["probes"] = {}
+        for group, images in probes.items():
+            prepared = np.stack([pipeline(image) for image in images.values()])
+            _, features = ood.extract(model, lambda p: prepared[p], len(prepared), spec, device=device,
+                                      batch_size=batch_size, with_probs=False)
+            measured["probes"][group] = {"n": len(prepared), "flagged": int(detector.flags(detector.score(features)).sum())}
+    new_meta = dict(meta)
+    new_meta["calibration"] = {
+        "method": "temperature",
+        "temperature": temperature,
+        "fitted_on": "val",
+        "n": int(len(labels)),
+        "rule": "p' = sigmoid(logit(p) / T), p = the flip-averaged probability",
+        "val_ece": val_report["ece"],
+        "val_ece_uncalibrated": val_report["ece_uncalibrated"],
+        "val_brier": val_report["brier"],
+        "val_brier_uncalibrated": val_report["brier_uncalibrated"],
+    }
+    new_meta["operating_points"] = points
+    new_meta["ood"] = {**detector.meta_block(), "fitted_on": fitted_on, "n_fit": int(len(fit_features))}
+    if measured:
+        new_meta["ood"]["measured"] = measured
+    if half is None:
+        half = bool(meta.get("stored_half"))
+    save_checkpoint(checkpoint, model, new_meta, half=half, extra_tensors=detector.tensors())
+    model.checkpoint_extras = detector.tensors()
+    log.info("calibrated %s: T=%.3f, val ECE %.3f -> %.3f; OOD threshold %.2f flags %.1f%% of val",
+             checkpoint, temperature, val_report["ece_uncalibrated"], val_report["ece"],
+             detector.threshold, 100 * detector.val_flag_rate)
+    return {
+        "checkpoint": str(checkpoint),
+        "temperature": temperature,
+        "val_ece_uncalibrated": val_report["ece_uncalibrated"],
+        "val_ece": val_report["ece"],
+        "val_brier_uncalibrated": val_report["brier_uncalibrated"],
+        "val_brier": val_report["brier"],
+        "operating_points": points,
+        "ood": new_meta["ood"],
+    }

@@ -49,31 +49,38 @@ def read_text_lines(path: Path, problems: list[DataProblem]) -> Iterator[tuple[i
         if size > MAX_CSV_BYTES:
             raise DatasetError(f"{path}: {size / 2**20:.0f} MB is too large for a metadata file "
                                f"(limit {MAX_CSV_BYTES / 2**20:.0f} MB)")
-        for number, raw in enumerate(handle, start=1):
-            where = f"{path.name} line {number}"
-            if len(raw) > MAX_CSV_LINE:
-                problems.append(DataProblem(str(path), f"{where}: {len(raw):,} bytes long; skipped"))
-                continue
+        data = handle.read(MAX_CSV_BYTES + 1)
+    try:  # the usual case, decoded at once (per-line decoding costs seconds on MURA's CSVs)
+        lines: list[str] | list[bytes] = data.decode("utf-8").split("\n")
+    except UnicodeDecodeError:
+        lines = data.split(b"\n")
+    for number, line in enumerate(lines, start=1):
+        if len(line) > MAX_CSV_LINE:
+            problems.append(DataProblem(str(path), f"{path.name} line {number}: {len(line):,} characters long; skipped"))
+            continue
+        if isinstance(line, bytes):
             try:
-                line = raw.decode("utf-8")
+                line = line.decode("utf-8")
             except UnicodeDecodeError as exc:
-                problems.append(DataProblem(
-                    str(path), f"{where}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); skipped"
-                ))
+                problems.append(DataProblem(str(path), f"{path.name} line {number}: not UTF-8 text "
+                                            f"(byte 0x{line[exc.start]:02x} at column {exc.start + 1}); skipped"))
                 continue
-            if number == 1:
-                line = line.removeprefix("\ufeff")
-            yield number, line.rstrip("\r\n")
+        if number == 1:
+            line = line.removeprefix("\ufeff")
+        yield number, line.rstrip("\r")
 
 
 def read_csv_lines(path: Path, problems: list[DataProblem]) -> Iterator[tuple[int, list[str]]]:
     """``(line number, fields)`` of each non-blank line of a CSV file (see :func:`read_text_lines`).
 
-    A line that is not CSV is reported and skipped. Quoted fields may not
-    span lines (no metadata CSV we read has them).
+    Each line is parsed on its own, so an unbalanced quote spoils one line,
+    not the rest of the file; a line that is not CSV is reported and skipped.
+    Quoted fields may therefore not span lines (no metadata CSV we read has them).
     """
     for number, line in read_text_lines(path, problems):
-        if not line.strip():
+        if '"' not in line and "\r" not in line:
+            if line.replace(",", "").strip():  # not blank, not only commas
+                yield number, line.split(",")  # what csv.reader gives for such a line, several times faster
             continue
         try:
             fields = next(csv.reader([line]), [])

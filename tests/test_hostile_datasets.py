@@ -199,6 +199,16 @@ def test_mura_and_fracatlas_refuse_links_out_of_the_folder(tmp_path):
     assert not _problems(manifest, "missing on disk")  # reported once, as the link it is
     assert len(manifest) == N_MURA_IMAGES - 1
 
+    # a whole study folder linked outside: one problem, its images not also "missing on disk"
+    study = root / "train/XR_HAND/patient00004/study1_negative"
+    moved = tmp_path / "moved_study"
+    study.rename(moved)
+    study.symlink_to(moved, target_is_directory=True)
+    manifest = read_mura(root)
+    assert len(_problems(manifest, "outside the dataset folder")) == 2
+    assert not _problems(manifest, "missing on disk")
+    assert len(manifest) == N_MURA_IMAGES - 3
+
     atlas = make_fracatlas(tmp_path / "f", n_images=8)
     (atlas / "images" / "Non_fractured" / "IMG0000001.jpg").unlink()
     (atlas / "images" / "Non_fractured" / "IMG0000001.jpg").symlink_to(tmp_path / "secret.png")

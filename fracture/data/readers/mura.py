@@ -114,7 +114,7 @@ def read_mura(root: str | os.PathLike[str], *, seed: int = 0, val_fraction: floa
         csv_name = f"{mura_split}_image_paths.csv"
         for rel in images:
             if rel not in on_disk:
-                if rel in on_disk.refused:  # a special file or a link out of the folder: reported already
+                if on_disk.is_refused(rel):  # a special file or a link out of the folder: reported already
                     continue
                 problems.append(DataProblem(
                     _join(mura_dir, rel), f"listed in {csv_name} but missing on disk; excluded"
@@ -243,6 +243,11 @@ class _FilesOnDisk(set):
     def __init__(self) -> None:
         super().__init__()
         self.refused: set[str] = set()
+
+    def is_refused(self, rel: str) -> bool:
+        """``rel`` or a folder above it was refused (e.g. a study folder linked outside the dataset)."""
+        parts = rel.split("/")
+        return any("/".join(parts[:depth]) in self.refused for depth in range(1, len(parts) + 1))
 
 
 def _files_on_disk(mura_dir: Path, mura_split: str, problems: list[DataProblem]) -> _FilesOnDisk:

@@ -210,6 +210,7 @@ def evaluate_checkpoint(
     backend: str | None = None,
     on_progress: Callable[["InferenceProgress"], None] | None = None,
     cancel: "threading.Event | None" = None,
+    localisation: bool = True,
 ) -> EvaluationResult:
     """Image- and study-level metrics of a checkpoint on one split, at its stored threshold.
 
@@ -231,6 +232,11 @@ def evaluate_checkpoint(
     report["image"]["operating_points"] = operating_points_on(preds, meta)
     report["split"] = split
     report["n_unreadable"] = len(problems)
+    if localisation:  # heatmap vs annotated boxes (None where no positive has a box); cached on disk
+        from fracture.evaluate.localisation import split_localisation
+
+        report["image"]["localisation"] = split_localisation(checkpoint, data_root, split, cache_dir=cache_dir,
+                                                             device=device)
     return EvaluationResult(
         name=Path(checkpoint).stem if Path(checkpoint).name != "best.safetensors" else Path(checkpoint).parent.name,
         split=split, predictions=preds, report=report, threshold=used, checkpoint_meta=meta, problems=problems,
@@ -316,6 +322,17 @@ def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
     return {short: metrics.get(long) for short, long in SUMMARY_KEYS.items()}
 
 
+def overall_localisation(block: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A localisation block without its per-body-part table (that goes under per_body_part)."""
+    return None if block is None else {k: v for k, v in block.items() if k != "by_body_part"}
+
+
+def part_localisation(block: dict[str, Any] | None, part: str) -> dict[str, Any]:
+    """``{"localisation": ...}`` for one body part, or nothing when there is none."""
+    found = (block or {}).get("by_body_part", {}).get(part)
+    return {} if found is None else {"localisation": {**found, "method": block["method"]}}
+
+
 def summarize_report(report: dict[str, Any], *, split: str, checkpoints: Sequence[str]) -> dict[str, Any]:
     """The compact JSON of ``fracture evaluate --json``: split, image, study, per_body_part."""
     return {
@@ -323,10 +340,12 @@ def summarize_report(report: dict[str, Any], *, split: str, checkpoints: Sequenc
         "checkpoints": [str(c) for c in checkpoints],
         "threshold": report["threshold"],
         "study_rule": "study probability = mean of its images' probabilities",
-        "image": {**_summary(report["image"]["overall"]), "calibration": report["image"].get("calibration")},
+        "image": {**_summary(report["image"]["overall"]), "calibration": report["image"].get("calibration"),
+                  "localisation": overall_localisation(report["image"].get("localisation"))},
         "study": _summary(report["study"]["overall"]),
         "per_body_part": {
-            level: {part: _summary(m) for part, m in report[level]["by_body_part"].items()}
+            level: {part: {**_summary(m), **part_localisation(report[level].get("localisation"), part)}
+                    for part, m in report[level]["by_body_part"].items()}
             for level in ("image", "study")
         },
     }

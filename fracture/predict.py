@@ -124,6 +124,10 @@ class Predictor:
         self.class_names = tuple(meta["class_names"])
         self.body_parts = list(meta.get("body_parts") or [])
         self.resize_mode = next((s.get("mode", "letterbox") for s in meta["preprocess"] if s.get("op") == "resize"), "letterbox")
+        from fracture.explain.forward import stored_choice, usable_choice
+
+        # The heatmap chosen for this checkpoint on validation data (explain-select), else Grad-CAM.
+        self.cam_choice = usable_choice(self.model, stored_choice(meta))
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> "Predictor":
@@ -158,7 +162,8 @@ class Predictor:
         body_part: str | None = None,
         extra_steps: Sequence[dict] | None = None,
         with_cam: bool = True,
-        cam_method: str = "gradcam",
+        cam_method: str | None = None,
+        cam_layer: str | Sequence[str] | None = None,
     ) -> StudyPrediction:
         """Predict one study: each image's probability, the study mean, label and body part.
 
@@ -167,6 +172,9 @@ class Predictor:
             body_part: the known body part (multi-task models); None lets the
                 model predict it.
             extra_steps: preprocessing applied before the checkpoint's own pipeline.
+            cam_method, cam_layer: the heatmap (each None: the checkpoint's
+                stored choice, :attr:`cam_choice`); it comes from the same forward pass
+                as the probability (:func:`fracture.explain.forward.forward_with_cam`).
         Raises:
             PreprocessError: bad ``extra_steps``.
             ValueError: no images.
@@ -187,8 +195,17 @@ class Predictor:
         prepared = [self._prepare(img, extra_steps) for img in images]
         batch = prepare_batch(np.stack([p[1] for p in prepared]), self.input_spec, self.device)
         body_t = None if body_index is None else torch.full((len(images),), body_index, dtype=torch.long)
+        maps = None
+        if with_cam:
+            from fracture.explain.forward import forward_with_cam
+
+            logit, body_logits, maps = forward_with_cam(
+                self.model, batch, method=cam_method or self.cam_choice.method,
+                layer=cam_layer or self.cam_choice.layer, body_part=body_t,
+            )
         with torch.no_grad():
-            logit, body_logits = self.model(batch, body_part=body_t)
+            if maps is None:
+                logit, body_logits = self.model(batch, body_part=body_t)
             probs = torch.sigmoid(logit.float())
             if self.meta.get("tta_hflip"):
                 flipped, _ = self.model(torch.flip(batch, dims=[3]), body_part=body_t)
@@ -201,8 +218,10 @@ class Predictor:
         results = []
         for i, (shown, _) in enumerate(prepared):
             heatmap = None
-            if with_cam:
-                heatmap = self.explain(batch[i : i + 1], shown.shape[:2], body_t[i : i + 1] if body_t is not None else None, cam_method)
+            if maps is not None:
+                from fracture.explain.gradcam import heatmap_to_original
+
+                heatmap = heatmap_to_original(maps[i].cpu().numpy(), shown.shape[:2], self.resize_mode)
             part, part_prob = None, None
             if body_probs is not None:
                 j = int(body_probs[i].argmax())
@@ -241,11 +260,13 @@ class Predictor:
             features = self.model.forward_features(batch).float().cpu().numpy()
         return [self.ood.result(score) for score in self.ood.score(features)]
 
-    def explain(self, tensor, original_shape: tuple[int, int], body_part=None, method: str = "gradcam") -> np.ndarray:
-        """Grad-CAM of the fracture output, mapped back onto the original image."""
+    def explain(self, tensor, original_shape: tuple[int, int], body_part=None, method: str | None = None,
+                layer: str | Sequence[str] | None = None) -> np.ndarray:
+        """Heatmap of the fracture output (default: the stored choice), mapped back onto the original image."""
         from fracture.explain.gradcam import gradcam, heatmap_to_original
 
-        heatmap = gradcam(self.model, tensor, method=method, body_part=body_part)
+        heatmap = gradcam(self.model, tensor, method=method or self.cam_choice.method, body_part=body_part,
+                          target_layer=layer or self.cam_choice.layer)
         return heatmap_to_original(heatmap, original_shape, self.resize_mode)
 
 

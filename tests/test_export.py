@@ -188,3 +188,18 @@ def test_progress_line_says_images_done_and_time_left():
     event = ort_backend.InferenceProgress("predicting", 100, 500, 20.0)
     assert event.eta_s == pytest.approx(80.0)
     assert event.line() == "predicting: 100/500 images · 1:20 left"
+
+
+def test_bench_figures_ort_vs_torch_and_compare_eval(tmp_path, demo_root, monkeypatch):
+    from fracture.bench.backends import bench_compare_eval, bench_ort_vs_torch
+
+    monkeypatch.setenv("FRACTURE_CACHE_DIR", str(tmp_path / "cache"))
+    ckpt = _checkpoint(tmp_path / "m.safetensors", tta=True)
+    paths = [str(p) for p in sorted((demo_root / "train").rglob("*.png"))[:8]]
+    ort = bench_ort_vs_torch(ckpt, paths, tmp_path / "cache", repeats=1, batch_size=4)
+    assert ort["images"] == 8 and ort["ratio"] > 0
+    assert ort["max_abs_prob_diff"] <= PARITY_TOLERANCE
+    compare = bench_compare_eval(ckpt, demo_root, "test", tmp_path / "cache", repeats=1, batch_size=4, n_boot=20)
+    assert compare["images"] > 0 and compare["ratio"] > 0 and compare["backend"] == "onnx"
+    assert compare["evaluate"]["items"] == compare["forward"]["items"] == compare["images"]
+    assert isinstance(compare["goal_met"], bool)

@@ -197,6 +197,7 @@ def _run_in(settings: BenchSettings, data: str | None, work: Path, say: Callable
     from fracture.bench.frozen import bench_frozen_epoch
     from fracture.bench.harness import build_trainer, warm_image_cache
     from fracture.bench.pipeline import bench_input_pipeline
+    from fracture.bench.backends import bench_compare_eval, bench_ort_vs_torch, compare_target
     from fracture.bench.predict_latency import bench_predict, make_bench_checkpoint
     from fracture.bench.train_loop import bench_train_loop
     from fracture.data.imageio import load_image
@@ -260,6 +261,15 @@ def _run_in(settings: BenchSettings, data: str | None, work: Path, say: Callable
         image = load_image(bench_data.paths[0])
         benchmarks["predict"] = bench_predict(checkpoint, image, iters=s.predict_iters, cam_iters=s.cam_iters)
 
+        backend_paths = bench_data.paths[: max(32, s.max_images // 2)]
+        start("ort_vs_torch", f"onnxruntime vs torch ({len(backend_paths)} images, {s.model}, batch {s.batch_size})")
+        benchmarks["ort_vs_torch"] = bench_ort_vs_torch(checkpoint, backend_paths, cache_dir, repeats=s.repeats,
+                                                        batch_size=s.batch_size)
+        target, target_root, target_split = compare_target(bench_data, checkpoint)
+        start("compare_eval", f"Compare evaluation vs bare forward ({target.name}, {target_split} split)")
+        benchmarks["compare_eval"] = bench_compare_eval(target, target_root, target_split, cache_dir,
+                                                        repeats=s.repeats)
+
         reason = cuda_skip_reason()
         if reason is None:
             start("cuda_train", f"CUDA training ({s.cuda_model}, {s.cuda_image_size} px, batch {s.cuda_batch_size}, bf16)")
@@ -285,12 +295,15 @@ def _run_in(settings: BenchSettings, data: str | None, work: Path, say: Callable
         "frozen_epoch_vs_head_steps": benchmarks["frozen_epoch"]["ratio"],
         "cuda_train_images_per_s": None if cuda["skipped"] else cuda["end_to_end_images_per_s"],
         "cuda_train_loop_vs_step": None if cuda["skipped"] else cuda["ratio"],
+        "ort_vs_torch": benchmarks["ort_vs_torch"]["ratio"],
+        "compare_eval_vs_forward": benchmarks["compare_eval"]["ratio"],
         "goals": {
             "train_loop_vs_step": benchmarks["train_loop"]["goal"],
             "predict_vs_forward": benchmarks["predict"]["goal"],
             "cache_build_vs_decode": benchmarks["cache_build"]["goal"],
             "pipeline_vs_step": benchmarks["input_pipeline"]["goal"],
             "cuda_train_images_per_s": cuda.get("goal", "needs CUDA"),
+            "compare_eval_vs_forward": benchmarks["compare_eval"]["goal"],
         },
         "environment": _environment(),
         "data": {
@@ -339,6 +352,14 @@ def format_table(results: dict[str, Any]) -> str:
         ("predict with Grad-CAM vs without", "",
          f"p50 {pr['predict_with_cam']['p50_ms']:.1f} / p95 {pr['predict_with_cam']['p95_ms']:.1f} ms",
          f"p50 {pr['predict_without_cam']['p50_ms']:.1f} ms", _fmt(pr["gradcam_vs_predict"]), "-", "-"),
+    ]
+    ov, ce = b["ort_vs_torch"], b["compare_eval"]
+    rows += [
+        ("onnxruntime vs torch (throughput)", f"{ov['model']} {ov['image_size']}px b{ov['batch_size']} "
+         f"{ov['threads']} threads", _rate(ov["onnx"]), _rate(ov["torch"]), _fmt(ov["ratio"]), "-", "-"),
+        ("Compare evaluation vs bare forward", f"{ce['checkpoint']} {ce['split']} ({ce['images']} imgs, {ce['backend']})",
+         f"{ce['evaluate']['median_s']:.1f} s", f"{ce['forward']['median_s']:.1f} s (torch)", _fmt(ce["ratio"]),
+         ce["goal"], _status(ce["goal_met"])),
     ]
     cuda = b["cuda_train"]
     if cuda["skipped"]:

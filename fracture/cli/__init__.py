@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "evaluate",
     "calibrate",
     "predict",
+    "explain",
     "batch",
     "export",
     "runs",

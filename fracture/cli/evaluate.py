@@ -61,6 +61,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"\n{result.name}: {len(result.problems)} image(s) could not be read and were not evaluated:")
             for problem in result.problems[:20]:
                 print(f"  {problem['message']}")
+    for result in results:  # heatmap vs annotated boxes, where the split's positives have boxes
+        if result.report["image"].get("localisation"):
+            from fracture.evaluate.localisation import format_localisation
+
+            print(f"\n{result.name}, {args.split} split: {format_localisation(result.report['image']['localisation'])}")
     if args.json_out:
         from fracture.compare import summarize_report
 

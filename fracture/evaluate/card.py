@@ -111,6 +111,9 @@ def render_model_card(meta: dict[str, Any], *, checkpoint_name: str) -> str:
             "",
         ]
     lines += calibration_card_lines(meta, test)
+    from fracture.evaluate.localisation import localisation_card_lines
+
+    lines += localisation_card_lines(meta)
     command = test.get("command") or (
         f"python -m fracture evaluate --checkpoint weights/{checkpoint_name} --data DATA --split test"
     )

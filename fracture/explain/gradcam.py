@@ -1,10 +1,11 @@
-"""Grad-CAM heatmaps for FractureModel, with pytorch-grad-cam.
+"""Grad-CAM heatmaps for FractureModel, and their geometry.
 
-pytorch-grad-cam expects a model that returns one tensor of class scores, so
-the model is wrapped in a small module that returns the fracture logit as
-(B, 1) (or the body-part logits). Like MONAI's class-activation maps, the
-model's train/eval mode, ``requires_grad`` flags and ``.grad`` tensors are put
-back afterwards, so explaining an image mid-training changes nothing, and a
+:func:`gradcam` explains one image with the fast engine of
+:mod:`fracture.explain.cam` (one forward pass, gradients only above the target
+layer; nothing on the model is changed except, for the duration of the call,
+its train/eval mode). :func:`reference_gradcam` computes the same map with
+pytorch-grad-cam (:data:`CAM_METHODS`), the library the engine's formulas come
+from; tests hold the two together. Like MONAI's class-activation maps, a
 missing target layer is logged and replaced by the last convolution found.
 
 The heatmap is computed on the network input (letterboxed or stretched square);
@@ -19,22 +20,36 @@ from typing import Sequence
 import cv2
 import numpy as np
 import torch
-from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, LayerCAM, XGradCAM
+from pytorch_grad_cam import (
+    EigenCAM,
+    EigenGradCAM,
+    GradCAM,
+    GradCAMElementWise,
+    GradCAMPlusPlus,
+    HiResCAM,
+    LayerCAM,
+    XGradCAM,
+)
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from fracture.errors import ModelError
+from fracture.explain.cam import METHODS, TARGETS, capture, maps_from_capture
+from fracture.explain.layers import LAYER_PRESETS, resolve_layers
 
 logger = logging.getLogger(__name__)
 
+#: The offered methods and pytorch-grad-cam's implementation of each (the reference).
 CAM_METHODS = {
     "gradcam": GradCAM,
+    "hirescam": HiResCAM,
     "gradcam++": GradCAMPlusPlus,
     "xgradcam": XGradCAM,
     "layercam": LayerCAM,
+    "gradcamelementwise": GradCAMElementWise,
+    "eigengradcam": EigenGradCAM,
     "eigencam": EigenCAM,
 }
-TARGETS = ("fracture", "body_part")
 COLORMAPS = {
     "jet": cv2.COLORMAP_JET,
     "turbo": cv2.COLORMAP_TURBO,
@@ -85,6 +100,30 @@ def _resolve_target_layer(model: nn.Module, target_layer: nn.Module | str | None
         return fallback
 
 
+def _target_modules(model: nn.Module, target_layer) -> list[nn.Module]:
+    """Modules for a module, a preset name (``final``, ``stride16``, ``fused``...), a dotted name or None."""
+    if isinstance(target_layer, (list, tuple)) or (isinstance(target_layer, str) and target_layer in LAYER_PRESETS
+                                                   and target_layer != "final"):
+        return resolve_layers(model, target_layer)[1]
+    if target_layer == "final":
+        target_layer = None
+    return [_resolve_target_layer(model, target_layer)]
+
+
+def _check_args(input_tensor: torch.Tensor, model: nn.Module, method: str, target: str) -> torch.Tensor:
+    if method not in METHODS:
+        raise ModelError(f"unknown Grad-CAM method {method!r}; choose one of {', '.join(METHODS)}")
+    if target not in TARGETS:
+        raise ModelError(f"unknown Grad-CAM target {target!r}; choose one of {', '.join(TARGETS)}")
+    if input_tensor.ndim == 3:
+        input_tensor = input_tensor.unsqueeze(0)
+    if input_tensor.ndim != 4 or input_tensor.shape[0] != 1:
+        raise ModelError(f"Grad-CAM takes one image (1, C, H, W), got shape {tuple(input_tensor.shape)}")
+    if target == "body_part" and not getattr(model, "num_body_parts", 0):
+        raise ModelError("target 'body_part' needs a multi-task model (this one has no body-part head)")
+    return input_tensor
+
+
 def gradcam(
     model: nn.Module,
     input_tensor: torch.Tensor,
@@ -92,9 +131,9 @@ def gradcam(
     target: str = "fracture",
     method: str = "gradcam",
     body_part: int | None = None,
-    target_layer: nn.Module | str | None = None,
+    target_layer: nn.Module | str | Sequence[str] | None = None,
 ) -> np.ndarray:
-    """Class-activation heatmap of one image.
+    """Class-activation heatmap of one image (fast engine, :mod:`fracture.explain.cam`).
 
     Args:
         model: a FractureModel (its ``gradcam_target_layer`` is used).
@@ -105,7 +144,9 @@ def gradcam(
         body_part: known body-part index for a multi-task model (-1 or None:
             the model's own guess); with ``target="body_part"`` the class to
             explain (None: the predicted one).
-        target_layer: override the layer (a module or a dotted name in ``model``).
+        target_layer: override the layer: a module, a dotted name in
+            ``model``, a preset of :data:`fracture.explain.layers.LAYER_PRESETS`
+            or a list of those (their maps are averaged).
 
     Returns:
         float32 (H, W) in [0, 1], aligned with the input tensor.
@@ -114,18 +155,39 @@ def gradcam(
         ModelError: unknown method or target, a body-part target on a
             single-task model, or a bad input shape.
     """
-    if method not in CAM_METHODS:
-        raise ModelError(f"unknown Grad-CAM method {method!r}; choose one of {', '.join(CAM_METHODS)}")
-    if target not in TARGETS:
-        raise ModelError(f"unknown Grad-CAM target {target!r}; choose one of {', '.join(TARGETS)}")
-    if input_tensor.ndim == 3:
-        input_tensor = input_tensor.unsqueeze(0)
-    if input_tensor.ndim != 4 or input_tensor.shape[0] != 1:
-        raise ModelError(f"Grad-CAM takes one image (1, C, H, W), got shape {tuple(input_tensor.shape)}")
-    if target == "body_part" and not getattr(model, "num_body_parts", 0):
-        raise ModelError("target 'body_part' needs a multi-task model (this one has no body-part head)")
+    input_tensor = _check_args(input_tensor, model, method, target)
+    layers = _target_modules(model, target_layer)
+    params = list(model.parameters())
+    device = params[0].device if params else torch.device("cpu")
+    x = input_tensor.detach().to(device=device, dtype=torch.float32)
+    was_training = model.training
+    embed_part = body_part if target == "fracture" else None
+    class_index = body_part if target == "body_part" and body_part is not None and body_part >= 0 else None
+    try:
+        model.eval()
+        cap = capture(model, x, layers, target=target, body_part=embed_part, class_index=class_index,
+                      need_grads=method != "eigencam")
+    finally:
+        model.train(was_training)
+    return maps_from_capture(cap, method)[0].cpu().numpy().astype(np.float32)
 
-    layer = _resolve_target_layer(model, target_layer)
+
+def reference_gradcam(
+    model: nn.Module,
+    input_tensor: torch.Tensor,
+    *,
+    target: str = "fracture",
+    method: str = "gradcam",
+    body_part: int | None = None,
+    target_layer: nn.Module | str | Sequence[str] | None = None,
+) -> np.ndarray:
+    """The same map computed by pytorch-grad-cam (slow: every parameter gets a gradient).
+
+    For checking the engine and for comparison; arguments as :func:`gradcam`.
+    The model's mode, ``requires_grad`` flags and ``.grad`` tensors are put back.
+    """
+    input_tensor = _check_args(input_tensor, model, method, target)
+    layers = _target_modules(model, target_layer)
     params = list(model.parameters())
     was_training = model.training
     saved_requires_grad = [p.requires_grad for p in params]
@@ -147,7 +209,7 @@ def gradcam(
                     class_index = int(wrapper(input_tensor).argmax(dim=1).item())
             else:
                 class_index = int(body_part)
-        with CAM_METHODS[method](model=wrapper, target_layers=[layer]) as cam:
+        with CAM_METHODS[method](model=wrapper, target_layers=layers) as cam:
             heatmap = cam(input_tensor=input_tensor, targets=[ClassifierOutputTarget(class_index)])[0]
     finally:
         model.train(was_training)

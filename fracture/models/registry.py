@@ -35,6 +35,9 @@ class ModelSpec:
         description: one line for listings.
         gradcam_layer: dotted name in the backbone of the last conv block.
         first_conv: dotted name of the first convolution (adapted for 1-channel input).
+        cam_layers: ``(preset, dotted name in the backbone)`` pairs for heatmap
+            layers (``stride8``, ``stride16``) of networks without timm's
+            ``feature_info`` (see :mod:`fracture.explain.layers`).
     """
 
     name: str
@@ -44,6 +47,7 @@ class ModelSpec:
     description: str
     gradcam_layer: str = "bn2"
     first_conv: str = "conv_stem"
+    cam_layers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,7 @@ register_model(ModelSpec(
     name=SMALL_CNN, timm_name=None, default_image_size=224, pretrained_source=None,
     description="small custom CNN (16-32-64-128 channels, ~0.25 M parameters; trains fast on CPU)",
     gradcam_layer="last_block", first_conv=SmallCNN.first_conv,
+    cam_layers=(("stride8", "stages.1"), ("stride16", "stages.2")),
 ))
 
 

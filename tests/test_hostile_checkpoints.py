@@ -183,9 +183,9 @@ def test_oversized_metadata_is_refused(good, tmp_path):
 def test_a_header_claiming_gigabytes_is_refused_without_reading_it(tmp_path):
     path = tmp_path / "claims.safetensors"
     path.write_bytes(struct.pack("<Q", 90 * 1024 * 1024) + b"{" + b" " * 100)
-    with pytest.raises(CheckpointError, match="over the 16 MB limit"):
+    with pytest.raises(CheckpointError, match="over the 4 MB limit"):
         read_checkpoint_meta(path)
-    assert MAX_HEADER_BYTES == 16 * 1024 * 1024 and MAX_JSON_DEPTH < 1000
+    assert MAX_HEADER_BYTES == 4 * 1024 * 1024 and MAX_JSON_DEPTH < 1000
 
 
 @pytest.mark.parametrize(

@@ -176,14 +176,35 @@ def autocast(device: torch.device, amp: bool = True):
 
 def forward_probs(
     model: torch.nn.Module, batch: torch.Tensor, body: torch.Tensor | None = None, *, tta_hflip: bool = False,
+    logits: tuple[torch.Tensor, torch.Tensor | None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Fracture probabilities (B,) and body-part logits of one ready batch; the one home of flip TTA."""
-    logit, body_logits = model(batch, body_part=body)
+    """Fracture probabilities (B,) and body-part logits of one ready batch; the one home of flip TTA.
+
+    Args:
+        logits: ``(logit, body_logits)`` of a forward on ``batch`` already made
+            (e.g. together with a class-activation map); only the mirror is run then.
+    """
+    logit, body_logits = logits if logits is not None else model(batch, body_part=body)
     prob = torch.sigmoid(logit.float())
     if tta_hflip:
         flipped, _ = model(torch.flip(batch, dims=[3]), body_part=body)
         prob = (prob + torch.sigmoid(flipped.float())) / 2
     return prob, body_logits
+
+
+@torch.no_grad()
+def batch_probs(
+    model: torch.nn.Module, batch: torch.Tensor, body: torch.Tensor | None = None, *, tta_hflip: bool = False,
+    amp: bool = True, logits: tuple[torch.Tensor, torch.Tensor | None] | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Probabilities (B,) float64 and body-part probabilities (B, P) or None of one ready batch
+    (from :func:`prepare_batch`), under autocast on CUDA; what :func:`predict_batches` runs per batch."""
+    if body is not None:
+        body = body.to(batch.device)
+    with autocast(batch.device, amp):
+        prob, body_logits = forward_probs(model, batch, body, tta_hflip=tta_hflip, logits=logits)
+    body_probs = torch.softmax(body_logits.float(), dim=1).cpu().numpy() if body_logits is not None else None
+    return prob.float().cpu().numpy().astype(np.float64), body_probs
 
 
 def forward_features(model: torch.nn.Module, batch: torch.Tensor, *, tta_hflip: bool = False) -> torch.Tensor:
@@ -242,11 +263,10 @@ def predict_batches(
             body = None
             if body_parts is not None:
                 body = torch.as_tensor(body_parts[positions], dtype=torch.long, device=device)
-            with autocast(device, amp):
-                prob, body_logits = forward_probs(model, batch, body, tta_hflip=tta_hflip)
-            probs.append(prob.cpu().numpy())
-            if body_logits is not None:
-                body_probs.append(torch.softmax(body_logits.float(), dim=1).cpu().numpy())
+            prob, body_prob = batch_probs(model, batch, body, tta_hflip=tta_hflip, amp=amp)
+            probs.append(prob)
+            if body_prob is not None:
+                body_probs.append(body_prob)
     finally:
         model.train(was_training)
     all_probs = np.concatenate(probs) if probs else np.zeros(0, dtype=np.float32)

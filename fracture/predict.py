@@ -182,7 +182,7 @@ class Predictor:
         import torch
 
         from fracture.evaluate.calibration import apply_temperature
-        from fracture.inference import prepare_batch
+        from fracture.inference import batch_probs, prepare_batch
 
         if not images:
             raise ValueError("predict needs at least one image")
@@ -203,18 +203,14 @@ class Predictor:
                 self.model, batch, method=cam_method or self.cam_choice.method,
                 layer=cam_layer or self.cam_choice.layer, body_part=body_t,
             )
-        with torch.no_grad():
-            if maps is None:
-                logit, body_logits = self.model(batch, body_part=body_t)
-            probs = torch.sigmoid(logit.float())
-            if self.meta.get("tta_hflip"):
-                flipped, _ = self.model(torch.flip(batch, dims=[3]), body_part=body_t)
-                probs = (probs + torch.sigmoid(flipped.float())) / 2
-        probs_np = probs.cpu().numpy().astype(float)
+        # The one forward path (fracture.inference): autocast on CUDA and flip TTA as in evaluate and training.
+        probs_np, body_probs = batch_probs(
+            self.model, batch, body_t, tta_hflip=bool(self.meta.get("tta_hflip")),
+            logits=None if maps is None else (logit, body_logits),
+        )
         raw_probs = probs_np
         probs_np = apply_temperature(raw_probs, self.temperature)
         ood = self.ood_results(batch)
-        body_probs = torch.softmax(body_logits.float(), 1).cpu().numpy() if body_logits is not None else None
         results = []
         for i, (shown, _) in enumerate(prepared):
             heatmap = None

@@ -139,6 +139,7 @@ def measure(argv: list[str], *, env: dict[str, str] | None = None, timeout: floa
         found = re.search(r"Maximum resident set size \(kbytes\): (\d+)", err)
         peak_kb = int(found.group(1)) if found else None
         err = err.split("\tCommand being timed:")[0]  # time's report follows the program's own stderr
+        err = "\n".join(line for line in err.splitlines() if not line.startswith("Command exited"))
     lines = [line.strip() for line in out.splitlines() + err.splitlines() if line.strip()]
     return {"peak_rss_mb": None if peak_kb is None else peak_kb / 1024, "wall_s": wall,
             "returncode": proc.returncode, "output": " | ".join(lines)[-160:]}

@@ -6,7 +6,7 @@ it cheaply.
 from __future__ import annotations
 
 from fracture.data.detect import detect_layout, open_dataset
-from fracture.data.imageio import MAX_PIXELS, ImageHeader, load_image, read_image_header
+from fracture.data.imageio import MAX_PIXELS, DecodedImage, ImageHeader, decode_image, load_image, read_image_header
 from fracture.data.manifest import MANIFEST_COLUMNS, SPLITS, DataProblem, Manifest, validate_frame
 from fracture.data.stats import DatasetStats, dataset_stats, intensity_histogram
 
@@ -16,9 +16,11 @@ __all__ = [
     "SPLITS",
     "DataProblem",
     "DatasetStats",
+    "DecodedImage",
     "ImageHeader",
     "Manifest",
     "dataset_stats",
+    "decode_image",
     "detect_layout",
     "intensity_histogram",
     "load_image",

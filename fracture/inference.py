@@ -11,6 +11,7 @@ This module is the core's; the trainer imports from it, never the reverse.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import queue
 import threading
@@ -219,16 +220,30 @@ def head_probs(
     model: torch.nn.Module, features: torch.Tensor, body: torch.Tensor | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Probabilities from pooled features through the heads only (frozen-feature training)."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            logit, body_logits = model.forward_head(features, body_part=body)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        logit, body_logits = model.forward_head(features, body_part=body)
     probs = torch.sigmoid(logit.float()).cpu().numpy().astype(np.float64)
     body_probs = torch.softmax(body_logits.float(), 1).cpu().numpy() if body_logits is not None else None
     return probs, body_probs
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module):
+    """``model`` in eval mode for the block, its previous mode restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def ready_batches(
+    fetch: Callable[[np.ndarray], np.ndarray], n_items: int, spec: InputSpec, *, device: torch.device, batch_size: int,
+) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """``(positions, network-ready batch)`` for items 0..n-1, fetched one batch ahead on a thread."""
+    for positions, images in iterate_batches(np.arange(n_items), batch_size, lambda p: (p, fetch(p))):
+        yield positions, prepare_batch(images, spec, device)
 
 
 @torch.no_grad()
@@ -253,13 +268,10 @@ def predict_batches(
         tta_hflip: average the probabilities of the image and its mirror.
         amp: bf16 autocast on CUDA (ignored on the CPU).
     """
-    was_training = model.training
-    model.eval()
     probs: list[np.ndarray] = []
     body_probs: list[np.ndarray] = []
-    try:
-        for positions, images in iterate_batches(np.arange(n_items), batch_size, lambda p: (p, fetch(p))):
-            batch = prepare_batch(images, spec, device)
+    with eval_mode(model):
+        for positions, batch in ready_batches(fetch, n_items, spec, device=device, batch_size=batch_size):
             body = None
             if body_parts is not None:
                 body = torch.as_tensor(body_parts[positions], dtype=torch.long, device=device)
@@ -267,11 +279,8 @@ def predict_batches(
             probs.append(prob)
             if body_prob is not None:
                 body_probs.append(body_prob)
-    finally:
-        model.train(was_training)
-    all_probs = np.concatenate(probs) if probs else np.zeros(0, dtype=np.float32)
-    all_body = np.concatenate(body_probs) if body_probs else None
-    return all_probs.astype(np.float64), all_body
+    all_probs = np.concatenate(probs) if probs else np.zeros(0)
+    return all_probs.astype(np.float64), (np.concatenate(body_probs) if body_probs else None)
 
 
 @torch.no_grad()
@@ -288,20 +297,13 @@ def extract_features(
     progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Pooled backbone features (N, F) float32, through the same input path as :func:`predict_batches`."""
-    was_training = model.training
-    model.eval()
     chunks: list[np.ndarray] = []
-    done = 0
-    try:
-        for images in iterate_batches(np.arange(n_items), batch_size, fetch):
-            batch = prepare_batch(images, spec, device)
+    with eval_mode(model):
+        for positions, batch in ready_batches(fetch, n_items, spec, device=device, batch_size=batch_size):
             with autocast(device, amp):
                 chunks.append(forward_features(model, batch, tta_hflip=tta_hflip).cpu().numpy())
-            done += len(images)
             if progress is not None:
-                progress(done, n_items)
-    finally:
-        model.train(was_training)
+                progress(int(positions[-1]) + 1, n_items)
     return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, 0), dtype=np.float32)
 
 

@@ -37,12 +37,13 @@ def _decode_paths(paths: Sequence[str]) -> int:
 def decode_all(paths: Sequence[str], workers: int) -> int:
     """Decode every file: in this process (``workers=0``) or in a process pool
     made like the cache build's (same start method, same chunks)."""
-    from fracture.cache.images import _chunks, _mp_context
+    from fracture._workers import worker_context
+    from fracture.cache.images import _chunks
 
     if workers == 0:
         return _decode_paths(paths)
     chunks = [[paths[i] for i in chunk] for chunk in _chunks(len(paths), workers)]
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=_mp_context()) as pool:
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=worker_context()) as pool:
         return sum(pool.map(_decode_paths, chunks))
 
 
@@ -68,9 +69,9 @@ def bench_cache_build(
         Timings, rates, the ratio and the goal.
     """
     from fracture.cache import ImageCache
-    from fracture.cache.images import _usable_cpus
+    from fracture._workers import usable_cpus
 
-    workers = _usable_cpus() if workers is None else int(workers)
+    workers = usable_cpus() if workers is None else int(workers)
     for path in paths:  # page cache warm for both sides
         Path(path).read_bytes()
     roots = work_dir / "cache-build"

@@ -103,14 +103,14 @@ def _environment() -> dict[str, Any]:
     import torch
 
     from fracture.allocator import is_tuned
-    from fracture.cache.images import _usable_cpus
+    from fracture._workers import usable_cpus
 
     env = {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
-        "usable_cpus": _usable_cpus(),
+        "usable_cpus": usable_cpus(),
         "torch": torch.__version__,
         "numpy": np.__version__,
         "torch_threads": torch.get_num_threads(),

@@ -42,7 +42,6 @@ import hashlib
 import json
 import logging
 import math
-import multiprocessing
 import os
 import random
 import re
@@ -60,6 +59,7 @@ from typing import Any
 import numpy as np
 
 from fracture._files import atomic_write_json, file_stamps, open_regular, pid_alive
+from fracture._workers import usable_cpus, worker_context
 from fracture.errors import CacheError, ImageLoadError, PreprocessError
 
 logger = logging.getLogger(__name__)
@@ -200,24 +200,6 @@ def _work_chunk(items: list[tuple[int, str]]) -> tuple[int, list[ImageFailure], 
     return len(items), failures, digests
 
 
-def _mp_context():
-    """Fresh worker processes that do not inherit the caller's threads.
-
-    ``fork`` from a process that already runs torch, OpenCV or Streamlit
-    threads can deadlock in the child, so workers come from ``forkserver``
-    (a clean helper process). Like ``spawn``, it re-imports the caller's main
-    script in each worker: scripts must guard their top level with
-    ``if __name__ == "__main__":`` (``python -m fracture ...`` is fine). A main
-    script that cannot be re-imported at all (code piped to ``python -``)
-    gets ``fork`` instead.
-    """
-    methods = multiprocessing.get_all_start_methods()
-    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
-    if main_file is not None and not os.path.isfile(main_file) and "fork" in methods:
-        return multiprocessing.get_context("fork")
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-
-
 # --------------------------------------------------------------------------
 # Keys and the build.
 
@@ -275,13 +257,6 @@ def compute_cache_key(paths: Sequence[str | os.PathLike], spec: list[dict]) -> s
     norm = _normalise_paths(paths)
     canonical, _, _ = _canonical_spec(spec)
     return _key_for(norm, _file_stamps(norm), canonical)
-
-
-def _usable_cpus() -> int:
-    """CPUs this process may run on (respects taskset/cgroup affinity)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def _chunks(n: int, workers: int) -> list[range]:
@@ -401,7 +376,7 @@ def _build_store(
         del images  # workers map the file themselves
         pool = concurrent.futures.ProcessPoolExecutor(
             max_workers=min(workers, len(chunks)),
-            mp_context=_mp_context(),
+            mp_context=worker_context(),
             initializer=_init_worker,
             initargs=(spec, str(array_path)),
         )
@@ -585,7 +560,7 @@ class ImageCache:
         norm = _normalise_paths(paths)
         if not norm:
             raise CacheError("no image paths given; there is nothing to cache")
-        workers = _usable_cpus() if workers is None else int(workers)
+        workers = usable_cpus() if workers is None else int(workers)
         if workers < 0:
             raise CacheError(f"workers must be 0 (in process) or more, got {workers}")
         canonical, size, channels = _canonical_spec(spec)

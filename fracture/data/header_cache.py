@@ -29,10 +29,8 @@ second).
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import sqlite3
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -42,6 +40,7 @@ from typing import NamedTuple
 import numpy as np
 
 from fracture._files import NO_STAMP, file_stamp
+from fracture._workers import usable_cpus, worker_context
 from fracture.data.imageio import load_image, read_image_header
 from fracture.errors import CacheError, ImageLoadError
 
@@ -317,13 +316,6 @@ def default_workers() -> int:
     return max(1, min(8, 2 * usable_cpus()))
 
 
-def usable_cpus() -> int:
-    """CPUs this process may run on (respects taskset/cgroup affinity)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def file_stamps(paths: Sequence[str], *, workers: int | None = None) -> list[tuple[int, int]]:
     """``(size, mtime_ns)`` of each file (following links); ``(-1, -1)`` when it
     cannot be stat'ed (missing, no permission) or is not a regular file (a FIFO,
@@ -399,7 +391,7 @@ def _cached_scan(paths, read_chunk: Callable[[list[str]], list], cache: HeaderCa
     put = None if cache is None else (cache.put_headers if table == "headers" else cache.put_intensities)
     pool = None
     if processes > 0 and len(missing) > _TASK_CHUNK:
-        pool = ProcessPoolExecutor(max_workers=processes, mp_context=_mp_context())
+        pool = ProcessPoolExecutor(max_workers=processes, mp_context=worker_context())
     try:
         for start in range(0, len(missing), _WRITE_EVERY):
             block = missing[start:start + _WRITE_EVERY]
@@ -423,17 +415,6 @@ def _cached_scan(paths, read_chunk: Callable[[list[str]], list], cache: HeaderCa
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     return [results[p] for p in paths], ScanCounts(cached=len(hits), read=len(missing))
-
-
-def _mp_context():
-    """Fresh workers (``forkserver``, else ``spawn``) that do not inherit the caller's threads
-    (``fork`` from a process running Streamlit, torch or OpenBLAS threads can deadlock);
-    ``fork`` when the main script cannot be re-imported (code piped to ``python -``)."""
-    methods = multiprocessing.get_all_start_methods()
-    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
-    if main_file is not None and not os.path.isfile(main_file) and "fork" in methods:
-        return multiprocessing.get_context("fork")
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
 def _map_pool(pool: ProcessPoolExecutor, fn: Callable[[list], list], items: list, chunk: int) -> list:

@@ -59,7 +59,7 @@ COLORMAPS = {
     "plasma": cv2.COLORMAP_PLASMA,
     "hot": cv2.COLORMAP_HOT,
 }
-RESIZE_MODES = ("letterbox", "stretch")
+from fracture.preprocess.ops import RESIZE_MODES  # noqa: E402  (defined once, by preprocessing)
 
 
 class _ScoreOutput(nn.Module):

@@ -23,6 +23,9 @@ import numpy as np
 
 from fracture.errors import PreprocessError
 
+#: How an image becomes a square: keep the aspect ratio and pad, or distort. Defined here only.
+RESIZE_MODES = ("letterbox", "stretch")
+
 __all__ = [
     "OP_PARAMS",
     "Param",
@@ -131,7 +134,7 @@ _CANNY = (
 OP_PARAMS: dict[str, dict[str, Param]] = {
     "resize": _params(
         Param("size", "int", 224, 16, 2048, help="side of the square output in pixels", step=1),
-        Param("mode", "str", "letterbox", choices=("letterbox", "stretch"),
+        Param("mode", "str", "letterbox", choices=RESIZE_MODES,
               help="letterbox keeps the aspect ratio and pads black; stretch distorts"),
     ),
     "clahe": _params(

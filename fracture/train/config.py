@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fracture.errors import ConfigError
+from fracture.preprocess.ops import RESIZE_MODES  # noqa: F401  (owner: fracture.preprocess; re-exported)
 
 MODES = ("finetune", "frozen")
 OPTIMIZERS = ("adam", "adamw")
@@ -19,7 +20,6 @@ SCHEDULERS = ("cosine_restarts", "plateau", "onecycle", "none")
 BALANCING = ("none", "class_weights", "oversample")
 MONITORS = ("val_roc_auc", "val_loss", "val_accuracy", "val_kappa")
 THRESHOLD_RULES = ("youden", "sensitivity", "f1")
-RESIZE_MODES = ("letterbox", "stretch")
 
 
 @dataclass

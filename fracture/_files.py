@@ -203,9 +203,10 @@ def pid_alive(pid: int) -> bool:
 
 
 def read_pid(path: str | os.PathLike[str]) -> int | None:
+    """The pid in a pid/lock file; None when absent, garbage or not a regular file (never blocks)."""
     try:
-        return int(Path(path).read_text().strip().split()[0])
-    except (OSError, ValueError, IndexError):
+        return int(read_bytes_bounded(path, 64).split()[0])
+    except (OSError, ValueError, IndexError, FractureError):
         return None
 
 

@@ -496,3 +496,30 @@ def test_same_size_garbage_in_the_image_cache_is_rebuilt(tmp_path, caplog):
     assert any("do not match their digest" in r.getMessage() for r in caplog.records)
     np.testing.assert_array_equal(np.asarray(rebuilt.images), good)
     assert rebuilt.verify() == []
+
+
+# --------------------------------------------------------------------------
+# Hostile run folders never hang or break the readers (runs list, Train page).
+
+
+def test_garbage_and_special_files_in_a_run_folder_are_read_safely(tmp_path):
+    run_dir = tmp_path / "run"
+    log = EventLog(run_dir)
+    log.emit("run_started", model="m", epochs=2, steps_per_epoch=3, monitor="val_loss")
+    log.close()
+    with open(run_dir / EVENTS_FILE, "ab") as fh:
+        fh.write(b"\xff\xfe not utf-8\n")
+        fh.write(b"5\n[1, 2]\n{\"event\": \"no_such_event\"}\n")
+        fh.write(b"[" * 100_000 + b"\n")  # too deep for json
+        fh.write(b"x" * (3 << 20) + b"\n")  # longer than any event
+        fh.write(json.dumps({"event": "finished", "best_checkpoint": "b"}).encode() + b"\n")
+    assert [e["event"] for e in read_events(run_dir)] == ["run_started", "finished"]
+    assert run_status(run_dir).state == "finished"
+    fifo_dir = tmp_path / "fifo"
+    fifo_dir.mkdir()
+    os.mkfifo(fifo_dir / EVENTS_FILE)
+    os.mkfifo(fifo_dir / PID_FILE)
+    assert read_events(fifo_dir) == [] and run_status(fifo_dir).state == "not_started"
+    from fracture._files import read_pid
+
+    assert read_pid(fifo_dir / PID_FILE) is None

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from fracture._files import is_disk_full, pid_alive, read_pid
+from fracture._files import is_disk_full, open_regular, pid_alive, read_pid
 from fracture._json import json_default
 from fracture.errors import FractureError, TrainingError
 from fracture.train.append_log import RESERVE_BYTES, AppendLog
@@ -154,20 +154,37 @@ def _shorten(text: str) -> str:
     return f"{text[:half]}\n... [{len(text) - 2 * half} characters cut] ...\n{text[-half:]}"
 
 
+#: A line longer than this is no event of ours (the longest, a final one, is cut to 128 KB).
+MAX_EVENT_LINE = 1 << 20
+
+
 def read_events(run_dir: str | Path) -> list[dict[str, Any]]:
-    """All complete events of a run; a half-written last line is ignored."""
+    """All complete events of a run; a half-written last line is ignored, and so is any
+    line that is not an event (garbage, not UTF-8, too long, too deep, not an object).
+    Only a regular file is read (a FIFO named ``events.jsonl`` gives no events, not a hang)."""
     path = Path(run_dir) / EVENTS_FILE
-    if not path.is_file():
+    try:
+        handle = open_regular(path)
+    except (OSError, FractureError):
         return []
     events = []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if not line.endswith("\n"):
-                break  # being written right now
-            try:
-                events.append(json.loads(line))
-            except json.JSONDecodeError:
+    with handle:
+        while True:
+            line = handle.readline(MAX_EVENT_LINE + 1)
+            if not line:
+                break
+            if not line.endswith(b"\n"):
+                if len(line) <= MAX_EVENT_LINE:
+                    break  # being written right now
+                while line and not line.endswith(b"\n"):  # skip the rest of an overlong line
+                    line = handle.readline(MAX_EVENT_LINE + 1)
                 continue
+            try:
+                record = json.loads(line)
+            except (ValueError, RecursionError):
+                continue
+            if isinstance(record, dict) and record.get("event") in EVENT_TYPES:
+                events.append(record)
     return events
 
 

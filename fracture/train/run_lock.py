@@ -52,15 +52,16 @@ class _Held:
 class RunClaim:
     """This process's hold on a run folder; release it (or use ``with``) when the run ends."""
 
-    def __init__(self, run_dir: Path, path: Path) -> None:
+    def __init__(self, run_dir: Path, path: Path, key: str) -> None:
         self.run_dir = run_dir
         self.path = path
+        self._key = key
         self._released = False
 
     @property
     def fd(self) -> int:
         """The locked descriptor (to pass to a child with :meth:`hand_over`)."""
-        return _held[str(self.path)].fd
+        return _held[self._key].fd
 
     def release(self) -> None:
         """Drop this hold; the last one removes the lock file and our temporary files."""
@@ -68,13 +69,13 @@ class RunClaim:
             if self._released:
                 return
             self._released = True
-            held = _held.get(str(self.path))
+            held = _held.get(self._key)
             if held is None:
                 return
             held.depth -= 1
             if held.depth:
                 return
-            del _held[str(self.path)]
+            del _held[self._key]
             remove_temp_files(self.run_dir)
             try:  # unlink while still locked: a waiter re-checks the inode (see _lock)
                 self.path.unlink()
@@ -93,7 +94,7 @@ class RunClaim:
             if self._released:
                 return
             self._released = True
-            held = _held.pop(str(self.path), None)
+            held = _held.pop(self._key, None)
             if held is not None:
                 os.close(held.fd)
 
@@ -116,7 +117,7 @@ def claim_run_dir(run_dir: str | Path, *, resume: bool = False) -> RunClaim:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / LOCK_FILE
-    key = str(path)
+    key = os.path.realpath(path)  # one folder, however it is spelled
     with _guard:
         held = _held.get(key)
         if held is not None and held.thread != threading.get_ident():
@@ -133,7 +134,7 @@ def claim_run_dir(run_dir: str | Path, *, resume: bool = False) -> RunClaim:
             _held[key] = _Held(fd)
             _write_pid(fd)
             remove_temp_files(run_dir)  # left by a killed writer: nobody else writes here now
-    claim = RunClaim(run_dir, path)
+    claim = RunClaim(run_dir, path, key)
     if not resume:
         try:
             _refuse_existing_run(run_dir)

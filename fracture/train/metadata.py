@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from fracture._files import atomic_write_json
+from fracture._files import atomic_write_json, atomic_write_text
 from fracture.errors import TrainingError
 from fracture.train.config import TrainConfig
 from fracture.train.data import TrainData
@@ -88,7 +88,7 @@ def finish(
             continue
         frame = split.frame[["path", "label", "body_part", "patient_id", "study_id"]].copy()
         frame["prob"] = predict(name, best_model)
-        frame.to_csv(run_dir / f"predictions_{name}.csv", index=False)
+        atomic_write_text(run_dir / f"predictions_{name}.csv", frame.to_csv(index=False))
         report = evaluate_frame(frame, threshold, seed=cfg.seed)
         report["split"] = name
         metrics[name] = report

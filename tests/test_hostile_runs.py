@@ -523,3 +523,17 @@ def test_garbage_and_special_files_in_a_run_folder_are_read_safely(tmp_path):
     from fracture._files import read_pid
 
     assert read_pid(fifo_dir / PID_FILE) is None
+
+
+def test_a_fifo_named_events_jsonl_is_refused_not_waited_on(demo_root, tmp_path):
+    from fracture._files import NotRegularFileError
+    from fracture.train.trainer import train
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    os.mkfifo(run_dir / EVENTS_FILE)
+    with pytest.raises(NotRegularFileError, match="FIFO"):
+        EventLog(run_dir)
+    with pytest.raises(NotRegularFileError):  # a typed error, the CLI's one line
+        train(tiny_config(demo_root, tmp_path), run_dir)
+    assert not (run_dir / LOCK_FILE).exists()

@@ -26,10 +26,11 @@ import ctypes.util
 import errno
 import logging
 import os
+import stat
 import threading
 from pathlib import Path
 
-from fracture._files import is_disk_full
+from fracture._files import NotRegularFileError, is_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class AppendLog:
         self._lock = threading.Lock()
         self._tail_mode = True  # fallocate past the end; False: spare file
         self.reserved_end = 0  # file offset up to which blocks are set aside (tail mode)
-        self._file = open(self.path, "ab", buffering=0)  # O_APPEND; the fd closes with the object
+        self._file = self._open()
         try:
             self._reserve(0)
         except OSError as exc:
@@ -93,7 +94,7 @@ class AppendLog:
         """
         with self._lock:
             if self._file.closed:
-                self._file = open(self.path, "ab", buffering=0)
+                self._file = self._open()
             if not final:
                 self._reserve(len(data))
                 self._write(data)
@@ -122,6 +123,25 @@ class AppendLog:
             self._file.close()
 
     # ------------------------------------------------------------------
+
+    def _open(self):
+        """The log opened for appending -- only if it is a regular file (a FIFO would block)."""
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK
+        try:
+            fd = os.open(self.path, flags, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # a FIFO without a reader
+                raise NotRegularFileError(f"{self.path}: is a FIFO (named pipe), not a log file; remove it") from None
+            raise
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise NotRegularFileError(f"{self.path}: is not a regular file; remove it")
+            os.set_blocking(fd, True)
+            return os.fdopen(fd, "ab", buffering=0)  # the fd closes with the object
+        except BaseException:
+            os.close(fd)
+            raise
 
     def _write(self, data: bytes) -> None:
         fd = self.fd

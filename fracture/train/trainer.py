@@ -59,7 +59,12 @@ def train(
     dist = distributed.from_env()
     # One training per folder (fracture/train/run_lock.py); only rank 0 writes in it.
     claim = claim_run_dir(run_dir, resume=resume) if dist.is_main else None
-    events = EventLog(run_dir, callback) if dist.is_main else _RankLog(dist.rank)
+    try:
+        events = EventLog(run_dir, callback) if dist.is_main else _RankLog(dist.rank)
+    except BaseException:
+        if claim is not None:
+            claim.release()
+        raise
     try:
         device = distributed.start(dist, config.device)
         return Trainer(config, run_dir, events, stop_event or threading.Event(), resume=resume,

@@ -1,6 +1,7 @@
 """Grad-CAM: shape and range, state restored, and a map that finds what the net responds to."""
 from __future__ import annotations
 
+import json
 import logging
 
 import cv2
@@ -185,3 +186,167 @@ def test_overlay_heatmap():
         overlay_heatmap(gray, heatmap, alpha=1.5)
     with pytest.raises(ModelError, match="uint8"):
         overlay_heatmap(gray.astype(np.float32), heatmap)
+
+
+# ---------------------------------------------------------------- the fast engine vs pytorch-grad-cam
+from fracture.explain.cam import METHODS, capture, maps_from_capture  # noqa: E402
+from fracture.explain.forward import CamChoice, forward_with_cam, stored_choice  # noqa: E402
+from fracture.explain.gradcam import reference_gradcam  # noqa: E402
+from fracture.explain.layers import available_layers, resolve_layers  # noqa: E402
+
+GRADIENT_METHODS = sorted(m for m in METHODS if not m.startswith("eigen"))
+
+
+def test_every_offered_method_has_a_reference():
+    assert set(CAM_METHODS) == set(METHODS)
+
+
+@pytest.mark.parametrize("layer", ["final", "stride16", "fused"])
+@pytest.mark.parametrize("method", GRADIENT_METHODS)
+def test_fast_path_equals_pytorch_grad_cam(small_multitask, method, layer):
+    torch.manual_seed(1)
+    x = torch.randn(1, 3, SIZE, SIZE)
+    fast = gradcam(small_multitask, x, method=method, body_part=1, target_layer=layer)
+    reference = reference_gradcam(small_multitask, x, method=method, body_part=1, target_layer=layer)
+    np.testing.assert_allclose(fast, reference, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["eigencam", "eigengradcam"])
+def test_eigen_methods_match_the_sign_corrected_projection(small_multitask, method):
+    """pytorch-grad-cam's SVD sign is arbitrary; ours keeps the larger of |min|, |max| positive."""
+    from pytorch_grad_cam.utils.image import scale_cam_image
+    from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection_with_sign_correction
+
+    torch.manual_seed(2)
+    x = torch.randn(1, 3, SIZE, SIZE)
+    small_multitask.eval()
+    _, modules = resolve_layers(small_multitask, "final")
+    cap = capture(small_multitask, x, modules, body_part=1)
+    act, grad = cap.activations[0].numpy(), cap.gradients[0].numpy()
+    source = act if method == "eigencam" else grad * act
+    expected = scale_cam_image(np.maximum(get_2d_projection_with_sign_correction(source), 0), (SIZE, SIZE))
+    expected = scale_cam_image(expected)  # the multi-layer aggregation step, as pytorch-grad-cam does
+    np.testing.assert_allclose(maps_from_capture(cap, method)[0].numpy(), expected[0], atol=1e-5)
+
+
+def test_fast_path_on_efficientnet_matches_the_reference(b0_gray):
+    torch.manual_seed(3)
+    x = torch.randn(1, 1, SIZE, SIZE)
+    for layer in ("final", "stride16"):
+        np.testing.assert_allclose(gradcam(b0_gray, x, target_layer=layer),
+                                   reference_gradcam(b0_gray, x, target_layer=layer), atol=1e-5)
+
+
+def test_capture_touches_no_parameter_and_gives_the_plain_logits(small_multitask):
+    torch.manual_seed(4)
+    model = small_multitask.eval()
+    x = torch.randn(3, 3, SIZE, SIZE)
+    with torch.no_grad():
+        plain, plain_body = model(x)
+    logit, body, maps = forward_with_cam(model, x, method="layercam", layer="fused")
+    torch.testing.assert_close(logit, plain)
+    torch.testing.assert_close(body, plain_body)
+    assert maps.shape == (3, SIZE, SIZE) and float(maps.min()) >= 0.0 and float(maps.max()) <= 1.0
+    assert all(p.grad is None for p in model.parameters())
+    assert all(p.requires_grad for p in model.parameters())
+    assert torch.is_grad_enabled()
+    # Each image's map is its own: the batch gives what one image alone gives.
+    _, _, single = forward_with_cam(model, x[1:2], method="layercam", layer="fused")
+    torch.testing.assert_close(maps[1], single[0], atol=1e-5, rtol=0)
+
+
+def test_layer_presets_of_each_family():
+    with torch.device("meta"):
+        lite0 = create_model("efficientnet_lite0")
+        resnet = create_model("resnet50")
+        densenet = create_model("densenet169")
+    assert available_layers(lite0) == {
+        "final": ("backbone.bn2",), "stride16": ("backbone.blocks.4",), "stride8": ("backbone.blocks.2",),
+        "fused": ("backbone.blocks.4", "backbone.bn2"),
+    }
+    assert available_layers(resnet)["stride16"] == ("backbone.layer3",)
+    assert available_layers(densenet)["stride16"] == ("backbone.features.denseblock3",)
+    small = create_model("small_cnn")
+    assert available_layers(small)["stride16"] == ("backbone.stages.2",)
+    names, modules = resolve_layers(small, ["stride8", "backbone.last_block"])
+    assert names == ("backbone.stages.1", "backbone.last_block") and modules[1] is small.backbone.last_block
+    with pytest.raises(ModelError, match="has no 'stride16' layer"):
+        resolve_layers(_blob_model(), "stride16")
+    with pytest.raises(ModelError, match="not a layer"):
+        resolve_layers(small, "backbone.nowhere")
+
+
+def test_finer_layers_give_finer_maps():
+    """A stride-8 map can separate two blobs 16 px apart that the stride-16 last block blurs together."""
+    torch.manual_seed(5)
+    model = create_model("small_cnn").eval()
+    x = torch.randn(1, 3, SIZE, SIZE)
+    _, modules = resolve_layers(model, ["stride8", "final"])
+    cap = capture(model, x, modules)
+    assert cap.activations[0].shape[-1] == SIZE // 8 and cap.activations[1].shape[-1] == SIZE // 16
+
+
+def test_stored_choice_reads_and_guards_the_metadata():
+    assert stored_choice({}) == CamChoice("gradcam", "final")
+    assert stored_choice({"explain": {"method": "layercam", "layer": "fused"}}) == CamChoice("layercam", "fused")
+    assert stored_choice({"explain": {"method": "layercam", "layer": ["backbone.a", "backbone.b"]}}).layer == (
+        "backbone.a", "backbone.b")
+    assert stored_choice({"explain": {"method": "magic", "layer": "fused"}}) == CamChoice()
+    assert stored_choice({"explain": "gradcam"}) == CamChoice()
+
+
+def test_predictor_uses_the_stored_choice_from_the_same_forward_pass(tmp_path):
+    from fracture.bench.predict_latency import make_bench_checkpoint
+    from fracture.checkpoint import load_checkpoint, save_checkpoint
+    from fracture.predict import Predictor
+
+    path = make_bench_checkpoint(tmp_path / "small.safetensors", "small_cnn", SIZE)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, size=(90, 60), dtype=np.uint8)
+    plain = Predictor.from_checkpoint(path)
+    assert plain.cam_choice == CamChoice()
+    without = plain.predict([image], with_cam=False)
+    with_cam = plain.predict([image])
+    assert with_cam.images[0].prob == pytest.approx(without.images[0].prob, abs=1e-6)
+    assert with_cam.images[0].heatmap.shape == (90, 60)
+    model, meta = load_checkpoint(path)
+    meta["explain"] = {"method": "layercam", "layer": "stride16", "chosen_on": "val"}
+    save_checkpoint(path, model, meta)
+    chosen = Predictor.from_checkpoint(path)
+    assert chosen.cam_choice == CamChoice("layercam", "stride16")
+    heatmap = chosen.predict([image]).images[0].heatmap
+    batch = chosen.predict([image], cam_method="layercam", cam_layer="stride16").images[0].heatmap
+    np.testing.assert_allclose(heatmap, batch)
+    other = chosen.predict([image], cam_method="gradcam", cam_layer="final").images[0].heatmap
+    assert not np.allclose(heatmap, other)
+    with pytest.raises(ModelError, match="unknown Grad-CAM method"):
+        chosen.predict([image], cam_method="magic")
+    meta["explain"] = {"method": "gradcam", "layer": "backbone.gone"}
+    save_checkpoint(path, model, meta)
+    assert Predictor.from_checkpoint(path).cam_choice == CamChoice()  # unusable layer: the default, logged
+
+
+def test_explain_select_on_demo_boxes_stores_the_choice(demo_root, tmp_path):
+    from fracture.bench.predict_latency import make_bench_checkpoint
+    from fracture.checkpoint import read_checkpoint_meta
+    from fracture.cli import main
+    from fracture.data import open_dataset
+    from fracture.evaluate.localisation import positives_with_boxes
+
+    if positives_with_boxes(open_dataset(demo_root).subset("val")).empty:
+        pytest.skip("the demo set's val split has no positive with a lesion box")
+    path = make_bench_checkpoint(tmp_path / "small.safetensors", "small_cnn", SIZE)
+    before = read_checkpoint_meta(path)
+    out = tmp_path / "ranking.json"
+    assert main(["explain-select", "--checkpoint", str(path), "--data", str(demo_root),
+                 "--methods", "gradcam", "layercam", "--layers", "final", "stride16", "--json", str(out)]) == 0
+    ranking = json.loads(out.read_text())
+    assert len(ranking["candidates"]) == 4
+    hits = [c["pointing_hit"] for c in ranking["candidates"]]
+    assert hits == sorted(hits, reverse=True)
+    meta = read_checkpoint_meta(path)
+    assert meta["explain"]["chosen_on"] == "val"
+    assert meta["explain"]["method"] == ranking["candidates"][0]["method"]
+    assert meta["explain"]["val_pointing_hit"] == pytest.approx(hits[0])
+    for key in ("threshold", "preprocess", "normalization", "class_names", "notes"):
+        assert meta[key] == before[key]

@@ -17,8 +17,6 @@ import argparse
 import json
 from pathlib import Path
 
-from fracture.explain.cam import METHODS
-from fracture.explain.layers import LAYER_PRESETS
 
 
 def register(subparsers) -> None:
@@ -30,8 +28,11 @@ def register(subparsers) -> None:
     parser.add_argument("--data", required=True, help="dataset root whose positives carry boxes")
     parser.add_argument("--split", default="val", choices=("val", "train"),
                         help="where to choose (never test: the test split reports the choice)")
-    parser.add_argument("--methods", nargs="+", choices=list(METHODS), help="methods to try (default: all)")
-    parser.add_argument("--layers", nargs="+", choices=list(LAYER_PRESETS), help="layer presets to try (default: all)")
+    # No choices= here: they live in fracture.explain (torch), and every CLI command builds this parser.
+    parser.add_argument("--methods", nargs="+",
+                        help="methods to try (default: all of gradcam hirescam gradcam++ xgradcam layercam "
+                             "gradcamelementwise eigengradcam eigencam)")
+    parser.add_argument("--layers", nargs="+", help="layer presets to try (default: all of final stride16 stride8 fused)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--dry-run", action="store_true", help="print the ranking, do not write the checkpoint")

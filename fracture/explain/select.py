@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 
-from fracture.errors import DatasetError
+from fracture.errors import DatasetError, ModelError
 from fracture.explain.cam import METHODS
 from fracture.explain.forward import CamChoice
 from fracture.explain.layers import LAYER_PRESETS, available_layers
@@ -74,6 +74,10 @@ def candidate_choices(model, methods: Sequence[str] | None = None, layers: Seque
     """Every (method, layer preset) pair to try; Grad-CAM on the last block first."""
     presets = available_layers(model)
     methods = list(methods or METHODS)
+    unknown = [m for m in methods if m not in METHODS] + [layer for layer in layers or () if layer not in LAYER_PRESETS]
+    if unknown:
+        raise ModelError(f"unknown heatmap method or layer {', '.join(unknown)}; methods: {', '.join(METHODS)}; "
+                         f"layers: {', '.join(LAYER_PRESETS)}")
     layers = [layer for layer in (layers or LAYER_PRESETS) if layer in presets]
     return [CamChoice(method, layer) for layer in layers for method in methods]
 

@@ -58,7 +58,8 @@ def test_finetune_run_writes_events_config_and_a_loadable_checkpoint(demo_root, 
 
 
 def test_frozen_mode_caches_features_between_runs(demo_root, tmp_path):
-    config = tiny_config(demo_root, tmp_path, model="small_cnn", mode="frozen", epochs=3, lr=1e-2)
+    # pretrained left unset: on, since EfficientNet-Lite0's ImageNet weights are installed offline
+    config = tiny_config(demo_root, tmp_path, model="efficientnet_lite0", mode="frozen", epochs=3, lr=1e-2)
     train(config, tmp_path / "a")
     train(config, tmp_path / "b")
     first = [e.get("message", "") for e in read_events(tmp_path / "a") if e["event"] == "log"]
@@ -127,6 +128,15 @@ def test_resume_reproduces_an_uninterrupted_run_exactly(demo_root, tmp_path):
     assert epochs(run_dir) == epochs(tmp_path / "whole")
     assert len(epochs(run_dir)) == 3
     assert not list(run_dir.glob("*.tmp")) and not list(run_dir.glob(".*.tmp"))
+
+
+def test_pretrained_defaults_on_where_offline_weights_exist_and_frozen_random_weights_are_refused():
+    assert TrainConfig(data="x", model="efficientnet_lite0").validate().pretrained is True
+    assert TrainConfig(data="x", model="small_cnn").validate().pretrained is False
+    with pytest.raises(ConfigError, match="mode=frozen with random small_cnn weights.*--mode finetune"):
+        TrainConfig(data="x", model="small_cnn", mode="frozen").validate()
+    with pytest.raises(ConfigError, match="--pretrained"):
+        TrainConfig(data="x", model="efficientnet_lite0", mode="frozen", pretrained=False).validate()
 
 
 def test_invalid_config_names_the_field():

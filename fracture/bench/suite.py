@@ -252,7 +252,7 @@ def _run_in(settings: BenchSettings, data: str | None, work: Path, say: Callable
 
         start("frozen_epoch", "frozen-mode epoch with a warm feature cache")
         benchmarks["frozen_epoch"] = bench_frozen_epoch(
-            dataclasses.replace(config, mode="frozen"), work, repeats=s.repeats,
+            _frozen_config(config), work, repeats=s.repeats,
             epoch_images=s.frozen_epoch_images,
         )
 
@@ -392,3 +392,13 @@ def format_table(results: dict[str, Any]) -> str:
 def print_progress(line: str) -> None:
     """Progress lines go to stderr so stdout holds only the table and the path."""
     print(f"[bench] {line}", file=sys.stderr, flush=True)
+
+
+def _frozen_config(config):
+    """The frozen-mode config: frozen features need pretrained weights (TrainConfig refuses random
+    ones), so a model without offline weights is replaced by EfficientNet-Lite0, whose are shipped."""
+    from fracture.models import list_models
+
+    offline = {info.name for info in list_models() if info.offline_weights}
+    model = config.model if config.model in offline else "efficientnet_lite0"
+    return dataclasses.replace(config, model=model, mode="frozen", pretrained=True)

@@ -30,6 +30,7 @@ _HELP = {
     "max_train_images": "use a seeded subset of the training split (quick runs)",
     "freeze_stages": "finetune: freeze the first k backbone stages",
     "epochs": "number of epochs",
+    "pretrained": "start from ImageNet weights (default: on where offline weights exist, see `models`)",
 }
 
 
@@ -44,11 +45,11 @@ def _add_field(parser: argparse.ArgumentParser, field: dataclasses.Field, prefix
     origin = typing.get_origin(kind)
     args = typing.get_args(kind)
     help_text = _HELP.get(field.name, field.name.replace("_", " "))
+    if origin in (typing.Union, types.UnionType) and type(None) in args:
+        kind = next(a for a in args if a is not type(None))
     if kind is bool:
         parser.add_argument(_flag(name), dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         return
-    if origin in (typing.Union, types.UnionType) and type(None) in args:
-        kind = next(a for a in args if a is not type(None))
     if kind in (int, float, str):
         parser.add_argument(_flag(name), dest=name, type=kind, default=None, help=help_text)
     else:  # lists / dicts given as JSON or a preset name

@@ -56,7 +56,7 @@ class TrainConfig:
     data: str = ""
     model: str = "small_cnn"
     mode: str = "finetune"
-    pretrained: bool = False
+    pretrained: bool | None = None  # None: on where offline weights exist (resolved by validate)
     weights_path: str | None = None
     in_chans: int = 3
     image_size: int = 224
@@ -109,6 +109,8 @@ class TrainConfig:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: choose one of {', '.join(allowed)}")
         if not self.data:
             raise ConfigError("data is empty: give a dataset root (--data DIR)")
+        self._check_weights()
+        self._check_recipe()
         if self.in_chans not in (1, 3):
             raise ConfigError(f"in_chans={self.in_chans}: use 1 or 3")
         if not 32 <= self.image_size <= 1024:
@@ -121,6 +123,40 @@ class TrainConfig:
             raise ConfigError("threshold_rule='sensitivity' needs target_sensitivity (e.g. 0.9)")
         self.augment.validate()
         return self
+
+    def _check_weights(self) -> None:
+        """Resolve ``pretrained=None`` (on where offline weights exist); refuse weights that do not
+        exist, and frozen mode on random weights (its features carry no signal: it trains at chance)."""
+        from fracture.errors import WeightsUnavailableError
+        from fracture.models import list_models
+
+        infos = {info.name: info for info in list_models()}
+        if self.model not in infos:
+            raise ConfigError(f"model={self.model!r}: choose one of {', '.join(infos)}")
+        offline = infos[self.model].offline_weights
+        have = ", ".join(name for name, info in infos.items() if info.offline_weights) or "none"
+        if self.pretrained is None:
+            self.pretrained = bool(offline or self.weights_path)
+        if self.pretrained and not offline and not self.weights_path:
+            raise WeightsUnavailableError(
+                f"pretrained=True: {self.model} has no pretrained weights available offline on this server "
+                f"(models with offline weights: {have}); use --no-pretrained, give --weights-path FILE, "
+                "or pick one of those models"
+            )
+        if self.mode == "frozen" and not self.pretrained:
+            raise ConfigError(
+                f"mode=frozen with random {self.model} weights: frozen features carry no signal and the "
+                f"heads train at chance. Use --pretrained (offline weights exist for: {have}), give "
+                "--weights-path FILE, or train the whole network with --mode finetune"
+            )
+
+    def _check_recipe(self) -> None:
+        """``recipe`` names where a run came from: a file in fracture/recipes/ or a path, never a run's config."""
+        if self.recipe and (not self.recipe.endswith(".json") or Path(self.recipe).name == "config.json"):
+            raise ConfigError(
+                f"recipe={self.recipe!r}: give the recipe file a run came from (NAME.json in fracture/recipes/, "
+                "or a path), or leave it empty; a run's own config.json is not a recipe"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

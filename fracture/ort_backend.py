@@ -34,6 +34,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from fracture.errors import ConfigError, FractureError
+from fracture.export import INPUT_BODY, INPUT_IMAGE, OUTPUT_BODY, OUTPUT_LOGIT, OUTPUT_PROB
 
 log = logging.getLogger(__name__)
 
@@ -154,10 +155,9 @@ def _default_threads() -> int:
     """The threads torch would use (same threads = a fair comparison), else the usable CPUs."""
     if "torch" in sys.modules:
         return int(sys.modules["torch"].get_num_threads())
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+    from fracture._workers import usable_cpus
+
+    return usable_cpus()
 
 
 class OrtModel:
@@ -199,8 +199,6 @@ class OrtModel:
         return cls(session, metadata, Path(path))
 
     def run(self, batch: np.ndarray, body: np.ndarray | None) -> dict[str, np.ndarray]:
-        from fracture.export import INPUT_BODY, INPUT_IMAGE
-
         feeds = {INPUT_IMAGE: batch}
         if INPUT_BODY in self.input_names:
             feeds[INPUT_BODY] = body if body is not None else np.full(len(batch), -1, dtype=np.int64)
@@ -247,8 +245,7 @@ def predict_batches(
     Conversion and normalisation run on the prefetch thread (numpy only), the
     session on the calling thread.
     """
-    from fracture.export import OUTPUT_BODY, OUTPUT_LOGIT, OUTPUT_PROB
-    from fracture.inference import iterate_batches
+    from fracture.inference import iterate_batches  # torch: imported when inference runs, not on import
 
     def prepared(positions: np.ndarray):
         return positions, normalize_uint8(fetch(positions), spec.in_chans, spec.mean, spec.std)

@@ -129,9 +129,44 @@ class FractureModel(nn.Module):
         self,
         x: torch.Tensor,
         body_part: torch.Tensor | Sequence[int] | int | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Images (B, C, H, W) -> ``(fracture_logit (B,), body_logits (B, P) or None)``."""
-        return self.forward_head(self.forward_features(x), body_part=body_part)
+        *,
+        with_cam: bool = False,
+    ):
+        """Images (B, C, H, W) -> ``(fracture_logit (B,), body_logits (B, P) or None)``.
+
+        With ``with_cam`` a third item, the class-activation map (B, h, w): the
+        fracture head's weights on the feature map before pooling, from the same
+        pass (box-guided training uses it; under DDP it must come through
+        ``forward`` so gradients are synchronised).
+
+        Raises:
+            ModelError: ``with_cam`` on a backbone without a spatial feature map.
+        """
+        if not with_cam:
+            return self.forward_head(self.forward_features(x), body_part=body_part)
+        fmap = self.feature_map(x)
+        logit, body_logits = self.forward_head(self._pool(fmap), body_part=body_part)
+        weight = self.fracture_head.weight[0, : fmap.shape[1]].to(fmap.dtype)
+        return logit, body_logits, torch.einsum("c,bchw->bhw", weight, fmap)
+
+    @property
+    def has_feature_map(self) -> bool:
+        """True when the backbone exposes its last feature map and its pooling separately."""
+        backbone = self.backbone
+        return hasattr(backbone, "forward_features") and (
+            hasattr(backbone, "forward_head") or hasattr(backbone, "global_pool"))
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's last feature map (B, F, h, w), before global pooling."""
+        if not self.has_feature_map:
+            raise ModelError(f"{self.arch}: its backbone exposes no spatial feature map")
+        return self.backbone.forward_features(x)
+
+    def _pool(self, fmap: torch.Tensor) -> torch.Tensor:
+        """Pooled features exactly as :meth:`forward_features` computes them."""
+        if hasattr(self.backbone, "forward_head"):
+            return self.backbone.forward_head(fmap, pre_logits=True)
+        return self.backbone.global_pool(fmap).flatten(1)
 
     def _body_index(self, body_part, body_logits: torch.Tensor) -> torch.Tensor:
         predicted = body_logits.detach().argmax(dim=1)

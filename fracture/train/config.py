@@ -90,6 +90,9 @@ class TrainConfig:
     eval_test: bool = True
     checkpoint_half: bool = False
     cache_dir: str | None = None
+    box_loss_weight: float = 0.0
+    ema_decay: float = 0.0
+    init_checkpoint: str | None = None
     notes: str = ""
     recipe: str = ""
 
@@ -121,6 +124,12 @@ class TrainConfig:
             raise ConfigError(f"lr={self.lr}: use a learning rate in (0, 1)")
         if self.threshold_rule == "sensitivity" and not self.target_sensitivity:
             raise ConfigError("threshold_rule='sensitivity' needs target_sensitivity (e.g. 0.9)")
+        if not 0.0 <= self.box_loss_weight <= 10.0:
+            raise ConfigError(f"box_loss_weight={self.box_loss_weight}: use 0 (off) to 10")
+        if not (self.ema_decay == 0.0 or 0.5 <= self.ema_decay < 1.0):
+            raise ConfigError(f"ema_decay={self.ema_decay}: use 0 (off) or a decay in [0.5, 1), e.g. 0.995")
+        if self.box_loss_weight and self.mode != "finetune":
+            raise ConfigError("box_loss_weight needs mode 'finetune' (frozen features have no spatial map to guide)")
         self.augment.validate()
         return self
 

@@ -25,6 +25,7 @@ from fracture.inference import (
     InputSpec, head_probs, iterate_batches, match_channels, normalize_batch, predict_batches, uint8_to_float,
 )
 from fracture.train.augment import BatchAugment
+from fracture.train.box_guidance import box_loss
 from fracture.train.batches import epoch_indices, pad_to_world, rank_slice
 from fracture.train.config import TrainConfig
 from fracture.train.data import TrainData
@@ -54,6 +55,13 @@ class TrainLoop:
     features: dict[str, torch.Tensor] = field(default_factory=dict)  # frozen mode
     pos_weight: torch.Tensor | None = None
     sample_weights: np.ndarray | None = None
+    box_masks: tuple[torch.Tensor, torch.Tensor] | None = None  # (masks, has_box) of the train split
+    ema: Any = None  # timm ModelEmaV3 when ema_decay > 0
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The weights validated and saved: the EMA copy when EMA is on."""
+        return self.ema.module if self.ema is not None else self.model
 
     @property
     def frozen(self) -> bool:
@@ -64,7 +72,7 @@ class TrainLoop:
         return -(-len(self.data.splits["train"]) // self.config.batch_size)
 
     # ----------------------------------------------------------- one batch
-    def fetch(self, positions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def fetch(self, positions: np.ndarray) -> tuple:
         """One (rank's) training batch as uint8 images, read on the prefetch thread while the model steps.
 
         Only the memory-map copy happens here (numpy, no torch kernels): on a
@@ -77,11 +85,15 @@ class TrainLoop:
         labels = torch.from_numpy(split.labels[positions])
         body = torch.from_numpy(split.body[positions])
         if self.frozen:
-            return self.features["train"][torch.from_numpy(positions).to(self.device)], labels, body
+            return self.features["train"][torch.from_numpy(positions).to(self.device)], labels, body, None
         images = torch.from_numpy(self.data.cache.get_batch(split.cache_pos[positions]))
+        guide = None
+        if self.box_masks is not None:  # box masks ride along with their images
+            index = torch.from_numpy(positions)
+            guide = (self.box_masks[0][index], self.box_masks[1][index])
         if self.device.type == "cuda":
-            return images.pin_memory(), labels.pin_memory(), body.pin_memory()
-        return images, labels, body
+            return images.pin_memory(), labels.pin_memory(), body.pin_memory(), guide
+        return images, labels, body, guide
 
     def fetch_shard(self, positions: np.ndarray) -> tuple:
         """This rank's slice of a global batch, and ``(global size, rows)`` for the augmentation draw."""
@@ -94,15 +106,20 @@ class TrainLoop:
         inputs = inputs.to(self.device, non_blocking=True)
         return uint8_to_float(inputs) if inputs.dtype == torch.uint8 else inputs
 
-    def prepare_inputs(self, inputs: torch.Tensor, *, draw: int | None = None, rows: slice | None = None) -> torch.Tensor:
+    def prepare_inputs(self, inputs: torch.Tensor, *, draw: int | None = None, rows: slice | None = None,
+                       masks: torch.Tensor | None = None):
         """Float images in [0, 1] -> training input: augmented, channels matched, normalised,
-        channels_last on CUDA. Augmenting before a gray image becomes three channels does a third of the work."""
-        inputs = self.augment(inputs, draw=draw, rows=rows)
+        channels_last on CUDA. Augmenting before a gray image becomes three channels does a third of the work.
+        With box ``masks``, they get the same flip/affine and ``(inputs, masks)`` is returned."""
+        if masks is not None:
+            inputs, masks = self.augment(inputs, masks, draw=draw, rows=rows)
+        else:
+            inputs = self.augment(inputs, draw=draw, rows=rows)
         inputs = match_channels(inputs, self.config.in_chans)
         inputs = normalize_batch(inputs, self.input_spec.mean, self.input_spec.std)
         if self.device.type == "cuda" and self.config.channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
-        return inputs
+        return inputs if masks is None else (inputs, masks)
 
     def forward(self, inputs: torch.Tensor, body: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Training forward of ready inputs (images, or features in frozen mode)."""
@@ -116,9 +133,15 @@ class TrainLoop:
         opt.scaler.update()
         if opt.step_scheduler is not None:
             opt.step_scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
 
-    def train_step(self, inputs, labels, body, draw: tuple[int, slice] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def train_step(self, inputs, labels, body, draw: tuple[int, slice] | None = None,
+                   guide: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch flow: to device -> augment -> forward -> loss -> step.
+
+        With ``guide`` (box masks and has-box flags), the forward also returns the
+        class-activation map and the box-guidance term joins the loss.
 
         Returns:
             ``(loss, correct)``: the detached loss and the number of correct
@@ -127,13 +150,23 @@ class TrainLoop:
         inputs = self.to_device(inputs)
         labels = labels.to(self.device, non_blocking=True)
         body = body.to(self.device, non_blocking=True)
+        masks = None
         if not self.frozen:
             size, rows = draw if draw is not None else (None, None)
-            inputs = self.prepare_inputs(inputs, draw=size, rows=rows)
+            if guide is not None:
+                masks = guide[0].to(self.device, non_blocking=True).float()
+                inputs, masks = self.prepare_inputs(inputs, draw=size, rows=rows, masks=masks)
+            else:
+                inputs = self.prepare_inputs(inputs, draw=size, rows=rows)
         amp = self.optim.amp_dtype
         with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            logit, body_logits = self.forward(inputs, body)
-            loss = fracture_loss(logit, body_logits, labels, body, pos_weight=self.pos_weight)
+            if masks is not None:
+                logit, body_logits, cam = self.forward_model(inputs, body_part=body, with_cam=True)
+                loss = fracture_loss(logit, body_logits, labels, body, pos_weight=self.pos_weight)
+                loss = loss + self.config.box_loss_weight * box_loss(cam, masks, guide[1].to(self.device))
+            else:
+                logit, body_logits = self.forward(inputs, body)
+                loss = fracture_loss(logit, body_logits, labels, body, pos_weight=self.pos_weight)
         self.optimizer_step(loss)
         return loss.detach(), ((logit.detach() > 0).float() == labels).sum()
 
@@ -150,12 +183,12 @@ class TrainLoop:
         last_event, ema_rate = 0.0, None
         step_start = time.perf_counter()
         batches = _global_batches(len(order), cfg.batch_size, self.dist.world_size)
-        for step, (inputs, labels, body, draw) in enumerate(
+        for step, (inputs, labels, body, guide, draw) in enumerate(
             iterate_batches(order, cfg.batch_size, self.fetch_shard), start=1
         ):
             if self.dist.any(self.stop.is_set(), self.device):
                 return None
-            loss, correct = self.train_step(inputs, labels, body, draw)
+            loss, correct = self.train_step(inputs, labels, body, draw, guide)
             n = labels.shape[0]
             loss_value = float(loss)
             total_loss += loss_value * n
@@ -183,7 +216,7 @@ class TrainLoop:
         With ``shard`` under torchrun each rank predicts a contiguous slice and
         the slices are gathered (every rank gets the whole array).
         """
-        model = model or self.model
+        model = model or self.eval_model
         split = self.data.splits[name]
         rows = rank_slice(len(split), self.dist.rank, self.dist.world_size) if shard else slice(0, len(split))
         body = split.body[rows] if getattr(model, "num_body_parts", 0) else None

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from fracture.errors import TrainingError
-from fracture.train import distributed, features, metadata, optim, resume
+from fracture.train import box_guidance, distributed, features, metadata, optim, resume
 from fracture.train.augment import BatchAugment
 from fracture.train.config import TrainConfig
 from fracture.train.data import SplitData, TrainData, class_balance, load_data  # noqa: F401  (SplitData re-exported)
@@ -33,6 +33,7 @@ from fracture.train.loop import TrainLoop
 from fracture.train.metadata import BEST_CHECKPOINT  # noqa: F401  (public name)
 from fracture.train.resume import RESUME_STATE  # noqa: F401  (public name)
 from fracture.train.run_lock import claim_run_dir
+from fracture.train.weights import build_ema, init_from_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,11 @@ class Trainer:
             cfg.model, pretrained=cfg.pretrained, in_chans=cfg.in_chans,
             num_body_parts=len(data.body_vocab) if cfg.multitask else 0, weights_path=cfg.weights_path,
         )
+        if cfg.init_checkpoint:
+            init_from_checkpoint(model, cfg)
+            self.emit("log", message=f"initialised from {cfg.init_checkpoint}")
+        if cfg.box_loss_weight:
+            box_guidance.check_supported(model)
         mean, std = model_normalization(model)
         input_spec = InputSpec(in_chans=cfg.in_chans, mean=mean, std=std)
         model = model.to(device)
@@ -175,7 +181,8 @@ class Trainer:
             optim=optimisation, augment=BatchAugment(cfg.augment, seed=cfg.seed),
             sampler=torch.Generator().manual_seed(cfg.seed), emit=self.emit, stop=self.stop, dist=self.dist,
             features=feats, pos_weight=None if pos_weight is None else torch.tensor(pos_weight, device=device),
-            sample_weights=sample_weights,
+            sample_weights=sample_weights, box_masks=box_guidance.train_masks(train_split, cfg, self.emit),
+            ema=build_ema(model, cfg.ema_decay),
         )
         return self.loop
 
@@ -216,7 +223,7 @@ class Trainer:
                 best, bad_epochs = current, 0
                 if self.dist.is_main:
                     threshold = metadata.save_best(
-                        best_path, loop.model, meta, cfg, labels=loop.data.splits["val"].labels,
+                        best_path, loop.eval_model, meta, cfg, labels=loop.data.splits["val"].labels,
                         val_probs=val_probs, val_metrics=val_metrics, epoch=epoch,
                     )
                     self.emit("checkpoint_saved", path=str(best_path), epoch=epoch, threshold=threshold,
@@ -257,12 +264,15 @@ class Trainer:
         if self.dist.is_main:
             resume.save_resume_state(self.run_dir, {
                 "epoch": epoch, "best": best, "bad_epochs": bad_epochs, "model": loop.model.state_dict(),
+                "ema": loop.ema.state_dict() if loop.ema is not None else None,
                 **loop.optim.state_dict(), "rng": rng, "world_size": self.dist.world_size,
             })
 
     def _restore(self, loop: TrainLoop) -> tuple[int, float | None, int]:
         state = resume.load_resume_state(self.run_dir, self.device)
         loop.model.load_state_dict(state["model"])
+        if loop.ema is not None and state.get("ema") is not None:
+            loop.ema.load_state_dict(state["ema"])
         loop.optim.load_state_dict(state)
         rng, exact = resume.rank_rng(state, self.dist.rank, self.dist.world_size)
         if rng is not None:

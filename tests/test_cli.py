@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from app_support import png_bytes
+
 from fracture.cli import main
 from fracture.checkpoint import load_checkpoint, read_checkpoint_meta
 from fracture.train import TrainConfig
@@ -84,7 +86,9 @@ def test_bad_inputs_give_one_line_errors(trained_run, tmp_path, capsys):
     assert main(["predict", "--checkpoint", ckpt, str(fake)]) == 2
     pickled = tmp_path / "model.safetensors"
     torch.save({"a": torch.zeros(2)}, pickled)
-    assert main(["predict", "--checkpoint", str(pickled), str(fake)]) == 2
+    good = tmp_path / "good.png"
+    good.write_bytes(png_bytes())  # images are decoded before the model loads: give a real one
+    assert main(["predict", "--checkpoint", str(pickled), str(good)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("error: ") for line in err)
     assert "missing.png" in err[0] and "text.png" in err[1] and "model.safetensors" in err[2]

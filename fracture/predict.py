@@ -60,6 +60,7 @@ class StudyPrediction:
     checkpoint: str
     preprocess: list[dict]
     temperature: float | None = None
+    bias: float = 0.0
     operating_point: str = "default"
 
     @property
@@ -91,7 +92,8 @@ class StudyPrediction:
             "body_part_source": self.body_part_source,
             "study_rule": "mean of image probabilities",
             "operating_point": self.operating_point,
-            "calibration": {"temperature": self.temperature, "calibrated": self.temperature is not None},
+            "calibration": {"calibrated": self.temperature is not None, "temperature": self.temperature,
+                            "bias": self.bias, "rule": "probability = sigmoid(logit(uncalibrated) / temperature + bias)"},
             "ood_flagged": self.ood_flagged,
             "preprocess": self.preprocess,
             "images": [p.to_dict() for p in self.images],
@@ -114,11 +116,11 @@ class Predictor:
         self.pipeline = Pipeline.from_spec(meta["preprocess"])
         norm = meta["normalization"]
         self.input_spec = InputSpec(in_chans=int(meta["in_chans"]), mean=tuple(norm["mean"]), std=tuple(norm["std"]))
-        from fracture.evaluate.calibration import calibrated_threshold, temperature_of
+        from fracture.evaluate.calibration import bias_of, calibrated_threshold, temperature_of
         from fracture.ood import OodDetector
 
         # Probabilities and thresholds are shown calibrated when the checkpoint has a temperature.
-        self.temperature = temperature_of(meta)
+        self.temperature, self.bias = temperature_of(meta), bias_of(meta)
         self.threshold = calibrated_threshold(meta)
         self.ood = OodDetector.from_checkpoint(meta, getattr(model, "checkpoint_extras", None))
         self.class_names = tuple(meta["class_names"])
@@ -209,7 +211,7 @@ class Predictor:
             logits=None if maps is None else (logit, body_logits),
         )
         raw_probs = probs_np
-        probs_np = apply_temperature(raw_probs, self.temperature)
+        probs_np = apply_temperature(raw_probs, self.temperature, self.bias)
         ood = self.ood_results(batch)
         results = []
         for i, (shown, _) in enumerate(prepared):
@@ -243,7 +245,7 @@ class Predictor:
             images=results, study_prob=study_prob, study_label=self.class_names[int(positive)], positive=positive,
             threshold=self.threshold, class_names=self.class_names, body_part=part, body_part_prob=part_prob,
             body_part_source=source, checkpoint=self.path.name, preprocess=list(extra_steps or []) + self.meta["preprocess"],
-            temperature=self.temperature,
+            temperature=self.temperature, bias=self.bias,
         )
 
     def ood_results(self, batch) -> list[dict[str, Any]] | None:

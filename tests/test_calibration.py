@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from fracture.evaluate.calibration import (
     calibration_report,
     expected_calibration_error,
     fit_temperature,
+    fit_temperature_bias,
     logit,
     reliability_bins,
     sigmoid,
@@ -151,3 +151,130 @@ def test_point_metrics_by_hand_and_undefined_ratios():
 def test_operating_points_refuse_one_class():
     with pytest.raises(EvaluationError):
         operating_points([0, 0, 0], [0.1, 0.2, 0.3])
+
+
+def test_temperature_and_bias_fix_shifted_scores_that_a_temperature_cannot():
+    """Class-weighted training shifts every logit up; a bias undoes it, a temperature cannot."""
+    rng = np.random.default_rng(5)
+    z = rng.normal(-1.5, 2.0, 3000)
+    y = (rng.random(3000) < sigmoid(z)).astype(int)
+    p = sigmoid(z + 1.5)  # scores too high, not too sure
+    t_alone = fit_temperature(y, p)
+    t, b = fit_temperature_bias(y, p)
+    assert 0.85 < t < 1.15 and -1.8 < b < -1.2
+    assert expected_calibration_error(y, apply_temperature(p, t, b)) < 0.5 * expected_calibration_error(
+        y, apply_temperature(p, t_alone))
+    meta = {"threshold": 0.42, "calibration": {"temperature": t, "bias": b}}
+    q = apply_temperature(p, t, b)
+    assert ((p >= 0.42) == (q >= calibrated_threshold(meta))).all()  # labels unchanged
+    assert calibration_report(y, p, t, bias=b)["bias"] == b
+
+
+def _demo_checkpoint(tmp_path, monkeypatch, *, fingerprint: bool = True):
+    """A tiny small_cnn checkpoint 'trained' on a small demo dataset (own cache folder)."""
+    import torch
+
+    from fracture.checkpoint import save_checkpoint
+    from fracture.data import open_dataset
+    from fracture.data.demo import make_demo_dataset
+    from fracture.models import create_model
+
+    monkeypatch.setenv("FRACTURE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("FRACTURE_CACHE_DIR", raising=False)
+    root = make_demo_dataset(tmp_path / "demo", seed=0, studies=100, size_range=(64, 96))
+    torch.manual_seed(0)
+    model = create_model("small_cnn", in_chans=1)
+    meta = {
+        "image_size": 32, "preprocess": [{"op": "resize", "size": 32, "mode": "letterbox"}],
+        "normalization": {"mean": [0.5], "std": [0.5]}, "class_names": ["normal", "abnormal"],
+        "body_parts": [], "multitask": False, "threshold": 0.5, "threshold_rule": "youden",
+        "dataset_fingerprint": open_dataset(root).fingerprint() if fingerprint else "f" * 64,
+    }
+    path = save_checkpoint(tmp_path / "m.safetensors", model, meta)
+    return path, root
+
+
+def test_calibrate_command_writes_temperature_operating_points_and_ood(tmp_path, monkeypatch, capsys):
+    from fracture.checkpoint import load_checkpoint, read_checkpoint_meta
+    from fracture.cli import main
+    from fracture.ood import OodDetector
+
+    path, root = _demo_checkpoint(tmp_path, monkeypatch)
+    before = read_checkpoint_meta(path)
+    out = tmp_path / "summary.json"
+    assert main(["calibrate", "--checkpoint", str(path), "--data", str(root), "--train-images", "40",
+                 "--json", str(out), "--no-measure"]) == 0
+    meta = read_checkpoint_meta(path)
+    assert meta["calibration"]["method"] == "temperature+bias" and meta["calibration"]["temperature"] > 0
+    assert meta["threshold"] == before["threshold"] and meta["dataset_fingerprint"] == before["dataset_fingerprint"]
+    assert [p["name"] for p in meta["operating_points"]][0] == "default"
+    assert meta["ood"]["fitted_on"] == "train" and meta["ood"]["n_fit"] <= 40
+    assert meta["ood"]["val_flag_rate"] <= 0.05
+    model, meta = load_checkpoint(path)
+    assert OodDetector.from_checkpoint(meta, model.checkpoint_extras) is not None
+    summary = json.loads(out.read_text())
+    assert summary["temperature"] == meta["calibration"]["temperature"]
+    assert "val ECE" in capsys.readouterr().out
+
+
+def test_calibrate_refuses_another_dataset_unless_forced(tmp_path, monkeypatch, capsys):
+    from fracture.checkpoint import read_checkpoint_meta
+    from fracture.cli import main
+
+    path, root = _demo_checkpoint(tmp_path, monkeypatch, fingerprint=False)
+    assert main(["calibrate", "--checkpoint", str(path), "--data", str(root), "--no-measure"]) == 2
+    err = capsys.readouterr().err
+    assert "fingerprint" in err and "--force" in err
+    assert "calibration" not in read_checkpoint_meta(path)
+    assert main(["calibrate", "--checkpoint", str(path), "--data", str(root), "--no-measure", "--force",
+                 "--train-images", "0", "--out", str(tmp_path / "copy.safetensors")]) == 0
+    assert "calibration" not in read_checkpoint_meta(path)  # --out leaves the original alone
+    assert read_checkpoint_meta(tmp_path / "copy.safetensors")["ood"]["fitted_on"] == "val"
+
+
+def test_model_card_lists_calibration_operating_points_and_ood():
+    from fracture.evaluate.card import calibration_card_lines
+
+    meta = {
+        "threshold": 0.43,
+        "calibration": {"temperature": 1.27, "bias": -1.29, "temperature_alone": {"temperature": 1.005, "val_ece": 0.097}},
+        "operating_points": [
+            {"name": "default", "label": "default (youden)", "threshold": 0.43, "sensitivity": 0.85,
+             "specificity": 0.9, "ppv": 0.6, "npv": 0.96},
+            {"name": "sensitivity_90", "label": "90% sensitivity (screening)", "threshold": 0.2, "sensitivity": 0.9,
+             "specificity": 0.8, "ppv": 0.5, "npv": 0.97},
+        ],
+        "ood": {"threshold": 1.5, "components": 64, "n_fit": 1000, "fitted_on": "train", "val_flag_rate": 0.048,
+                "measured": {"test_flag_rate": 0.058, "probes": {"natural photos": {"n": 14, "flagged": 14}}}},
+    }
+    test = {"image": {"calibration": {"ece": 0.044, "ece_uncalibrated": 0.096, "brier": 0.0706,
+                                      "brier_uncalibrated": 0.0875},
+                      "operating_points": [{"name": "sensitivity_90", "sensitivity": 0.88, "specificity": 0.79,
+                                            "ppv": 0.48, "npv": 0.97}]}}
+    text = "\n".join(calibration_card_lines(meta, test))
+    assert "0.096 before, 0.044 after" in text and "b = -1.290" in text and "T = 1.005" in text
+    assert "| 90% sensitivity (screening) | " in text and "| 0.880 | 0.790 | 0.480 | 0.970 |" in text
+    assert "flags 4.8% of the validation split" in text and "5.8% of the test split" in text
+    assert "| natural photos | 14/14 (100.0%) |" in text
+    assert "Not calibrated" in "\n".join(calibration_card_lines({"threshold": 0.5}, {}))
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not FRACATLAS.is_dir(), reason="needs ../shared/data/fracatlas (the FracAtlas copy)")
+def test_shipped_model_is_calibrated_and_its_test_ece_drops():
+    """The committed weights carry calibration; on the FracAtlas test split ECE is lower after it."""
+    from fracture.checkpoint import read_checkpoint_meta
+    from fracture.compare import evaluate_checkpoint
+
+    meta = read_checkpoint_meta(SHIPPED)
+    assert meta["calibration"]["temperature"] > 0
+    names = [p["name"] for p in meta["operating_points"]]
+    assert names[0] == "default" and "sensitivity_90" in names
+    stored = meta["metrics"]["test"]["image"]["calibration"]
+    assert stored["ece"] < stored["ece_uncalibrated"]
+    result = evaluate_checkpoint(SHIPPED, FRACATLAS, "test", n_boot=10)
+    block = result.report["image"]["calibration"]
+    assert block["ece"] < block["ece_uncalibrated"]
+    assert block["ece"] == pytest.approx(stored["ece"], abs=0.01)
+    assert result.report["image"]["overall"]["roc_auc"] == pytest.approx(
+        meta["metrics"]["test"]["image"]["overall"]["roc_auc"], abs=0.01)

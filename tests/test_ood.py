@@ -159,8 +159,92 @@ def test_predictor_reports_ood_per_image_and_calibrated_probabilities(tmp_path):
     payload = result.to_dict()
     for image in payload["images"]:
         assert set(image["ood"]) == {"score", "threshold", "flagged"}
-        assert image["probability"] == pytest.approx(
-            float(apply_temperature([image["probability_uncalibrated"]], summary["temperature"])[0]))
+        assert image["probability"] == pytest.approx(float(apply_temperature(
+            [image["probability_uncalibrated"]], summary["temperature"], summary["bias"])[0]))
     assert payload["images"][1]["ood"]["flagged"] is True
     assert payload["calibration"]["temperature"] == pytest.approx(summary["temperature"])
+    assert payload["calibration"]["bias"] == pytest.approx(summary["bias"])
     json.dumps(payload)
+
+
+needs_fracatlas = pytest.mark.skipif(not FRACATLAS.is_dir(), reason="needs ../shared/data/fracatlas (the FracAtlas copy)")
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    from fracture.checkpoint import load_checkpoint
+
+    model, meta = load_checkpoint(SHIPPED)
+    detector = OodDetector.from_checkpoint(meta, model.checkpoint_extras)
+    assert detector is not None, "the shipped model must carry OOD statistics (python -m fracture calibrate)"
+    return model, meta, detector
+
+
+def _features(model, meta, images: list[np.ndarray]) -> np.ndarray:
+    from fracture.inference import InputSpec
+    from fracture.ood import extract
+    from fracture.preprocess.pipeline import Pipeline
+
+    pipeline = Pipeline.from_spec(meta["preprocess"])
+    prepared = np.stack([pipeline(image) for image in images])
+    norm = meta["normalization"]
+    spec = InputSpec(in_chans=int(meta["in_chans"]), mean=tuple(norm["mean"]), std=tuple(norm["std"]))
+    return extract(model, lambda p: prepared[p], len(prepared), spec, device="cpu", with_probs=False)[1]
+
+
+def test_shipped_model_flags_natural_photos(shipped):
+    """At least 90% of scikit-image's sample photos are flagged (no dataset needed)."""
+    from fracture.ood_probes import natural_photos
+
+    model, meta, detector = shipped
+    photos = natural_photos(max_side=256)
+    flagged = detector.flags(detector.score(_features(model, meta, list(photos.values()))))
+    assert flagged.mean() >= 0.9, dict(zip(photos, flagged.tolist()))
+    assert meta["ood"]["val_flag_rate"] <= 0.05
+
+
+def test_shipped_model_flags_documents_and_noise(shipped):
+    from fracture.ood_probes import documents, noise
+
+    model, meta, detector = shipped
+    probes = {**documents(n=3), **noise(n=2)}
+    flagged = detector.flags(detector.score(_features(model, meta, list(probes.values()))))
+    assert flagged.mean() >= 0.9, dict(zip(probes, flagged.tolist()))
+
+
+@pytest.mark.integration
+@needs_fracatlas
+def test_shipped_model_flags_at_most_ten_percent_of_the_fracatlas_test_split(shipped):
+    from fracture.cache import ImageCache
+    from fracture.data import open_dataset
+    from fracture.inference import InputSpec
+    from fracture.ood import extract
+
+    model, meta, detector = shipped
+    test = open_dataset(FRACATLAS, seed=0).subset("test")
+    cache = ImageCache.open_or_build(test["path"].tolist(), meta["preprocess"])
+    rows = np.flatnonzero(np.asarray(cache.valid_mask, dtype=bool))
+    norm = meta["normalization"]
+    spec = InputSpec(in_chans=int(meta["in_chans"]), mean=tuple(norm["mean"]), std=tuple(norm["std"]))
+    _, features = extract(model, lambda p: cache.get_batch(rows[p]), len(rows), spec, device="cpu", with_probs=False)
+    rate = float(detector.flags(detector.score(features)).mean())
+    assert len(rows) > 400 and rate <= 0.10, rate
+
+
+@pytest.mark.integration
+@needs_fracatlas
+def test_predict_json_has_an_ood_block_per_image(capsys):
+    """`python -m fracture predict --json` on a FracAtlas radiograph and a photo."""
+    import skimage.data
+
+    from fracture.cli import main
+    from fracture.data import open_dataset
+
+    radiograph = open_dataset(FRACATLAS, seed=0).subset("test")["path"].iloc[0]
+    photo = Path(skimage.data.data_dir) / "astronaut.png"
+    assert main(["predict", "--checkpoint", str(SHIPPED), "--json", radiograph, str(photo)]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    blocks = [image["ood"] for image in payload["images"]]
+    assert all(set(b) == {"score", "threshold", "flagged"} for b in blocks)
+    assert blocks[1]["flagged"] is True
+    assert payload["calibration"]["calibrated"] is True

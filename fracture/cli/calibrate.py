@@ -38,7 +38,9 @@ def register(subparsers) -> None:
     parser.add_argument("--train-images", type=int, default=DEFAULT_TRAIN_IMAGES,
                         help="training images (seeded subsample) for the OOD statistics; 0 = use the val split")
     parser.add_argument("--components", type=int, default=None,
-                        help="principal components of the OOD score (default 32, fewer with few images)")
+                        help="principal components of the OOD score (default 64, fewer with few images)")
+    parser.add_argument("--method", default="temperature+bias", choices=("temperature+bias", "temperature"),
+                        help="temperature+bias also corrects the shift class-weighted training puts on every score")
     parser.add_argument("--target-sensitivity", type=float, default=0.9,
                         help="sensitivity of the screening operating point, chosen on the val split")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -147,15 +149,17 @@ def run(args: argparse.Namespace) -> int:
         probes = probe_sets({Path(frame["path"].iloc[i]).name: load_image(frame["path"].iloc[i]) for i in picked})
     summary = fit_calibration(
         target, model, meta, val=source(val_rows, True), train=source(train_rows, False) if len(train_rows) else None,
-        device=device, target_sensitivity=args.target_sensitivity, ood_components=args.components,
+        device=device, target_sensitivity=args.target_sensitivity, method=args.method, ood_components=args.components,
         batch_size=args.batch_size, progress=progress,
         test=source(test_rows, False) if len(test_rows) else None, probes=probes,
     )
     summary["data"] = str(args.data)
     summary["dataset_fingerprint"] = manifest.fingerprint()
     print(f"calibrated {target}")
-    print(f"  temperature {summary['temperature']:.3f}: val ECE {summary['val_ece_uncalibrated']:.3f} -> "
-          f"{summary['val_ece']:.3f}, Brier {summary['val_brier_uncalibrated']:.4f} -> {summary['val_brier']:.4f}")
+    print(f"  {summary['method']}: T {summary['temperature']:.3f}, bias {summary['bias']:+.3f}: val ECE "
+          f"{summary['val_ece_uncalibrated']:.3f} -> {summary['val_ece']:.3f}, Brier "
+          f"{summary['val_brier_uncalibrated']:.4f} -> {summary['val_brier']:.4f} (temperature alone: T "
+          f"{summary['temperature_alone']['temperature']:.3f}, val ECE {summary['temperature_alone']['val_ece']:.3f})")
     for point in summary["operating_points"]:
         print(f"  operating point {point['name']}: threshold {point['threshold']:.3f} (uncalibrated scale), "
               f"val sensitivity {_pct(point['sensitivity'])}, specificity {_pct(point['specificity'])}, "

@@ -1,4 +1,4 @@
-"""Calibrated probabilities: temperature scaling, ECE, Brier score, reliability bins.
+"""Calibrated probabilities: temperature scaling (with a bias), ECE, Brier score, reliability bins.
 
 A network trained with class weights and early stopping gives scores that rank
 well (ROC AUC) but whose values are not frequencies: among images given 0.8,
@@ -7,16 +7,23 @@ far fewer or far more than 80% are fractured. Temperature scaling (Guo et al.,
 log-likelihood of ``sigmoid(z / T)``; it changes no ranking, so ROC AUC stays
 the same.
 
+**Why a bias too.** Class-weighted training (the FracAtlas recipes weigh the
+18% positives up) shifts every logit up by about the log of the weight ratio:
+the scores are too high, not too sure. One temperature cannot move them down
+(on the shipped model T alone came out 1.005 and left the ECE at 0.097), so the
+default method, ``temperature+bias``, fits ``sigmoid(z / T + b)`` (Platt scaling
+on the logit); ``temperature`` fits ``T`` alone. Both are strictly increasing.
+
 **Which logit.** With flip test-time augmentation a model's probability is the
-mean of the image's and its mirror's probabilities. ``T`` is applied to the
-logit of that averaged probability, ``p' = sigmoid(logit(p) / T)``, not to an
-average of logits: calibration is then a strictly increasing map of the
+mean of the image's and its mirror's probabilities. The map is applied to the
+logit of that averaged probability, ``p' = sigmoid(logit(p) / T + b)``, not to
+an average of logits: calibration is then a strictly increasing map of the
 probability every other part of the project already computes (and caches),
 and the stored decision threshold maps the same way,
-``t' = sigmoid(logit(t) / T)``, so no image changes label.
+``t' = sigmoid(logit(t) / T + b)``, so no image changes label.
 
 **Where it lives.** A calibrated checkpoint has
-``meta["calibration"] = {"method": "temperature", "temperature": T, ...}``;
+``meta["calibration"] = {"method": "temperature+bias", "temperature": T, "bias": b, ...}``;
 ``meta["threshold"]`` and the operating points stay on the uncalibrated scale
 (so code that knows nothing of calibration stays consistent) and
 :func:`calibrated_threshold` maps them for display.
@@ -59,18 +66,49 @@ def sigmoid(z: Any) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))  # overflow-free
 
 
-def apply_temperature(probs: Any, temperature: float | None) -> np.ndarray:
-    """``sigmoid(logit(p) / T)``; ``T`` None or 1 returns the probabilities unchanged."""
+METHODS = ("temperature+bias", "temperature")
+DEFAULT_METHOD = "temperature+bias"
+
+
+def apply_temperature(probs: Any, temperature: float | None, bias: float = 0.0) -> np.ndarray:
+    """``sigmoid(logit(p) / T + b)``; ``T`` None (or 1 with no bias) returns the probabilities unchanged."""
     p = np.asarray(probs, dtype=np.float64)
-    if temperature is None or float(temperature) == 1.0:
+    if temperature is None or (float(temperature) == 1.0 and not bias):
         return p.copy()
-    return sigmoid(logit(p) / float(temperature))
+    return sigmoid(logit(p) / float(temperature) + float(bias))
 
 
-def _nll(z: np.ndarray, y: np.ndarray, temperature: float) -> float:
-    s = z / temperature
+def _nll(z: np.ndarray, y: np.ndarray, temperature: float, bias: float = 0.0) -> float:
+    s = z / temperature + bias
     # -[y log sigmoid(s) + (1-y) log(1 - sigmoid(s))] = softplus(s) - y s
     return float(np.mean(np.logaddexp(0.0, s) - y * s))
+
+
+def _check_fit_input(y_true: Any, y_prob: Any) -> tuple[np.ndarray, np.ndarray]:
+    y, p = _as_arrays(y_true, y_prob)
+    if len(y) < MIN_CALIBRATION_IMAGES:
+        raise EvaluationError(
+            f"calibration needs at least {MIN_CALIBRATION_IMAGES} validation images; got {len(y)}"
+        )
+    if y.min() == y.max():
+        raise EvaluationError(f"calibration needs both classes; all {len(y)} validation labels are {y[0]}")
+    return y, p
+
+
+def fit_temperature_bias(y_true: Any, y_prob: Any) -> tuple[float, float]:
+    """``(T, b)`` minimising the validation negative log-likelihood of ``sigmoid(logit(p) / T + b)``.
+
+    L-BFGS-B over ``(log T, b)`` from ``(0, 0)``, ``T`` kept in :data:`T_BOUNDS`;
+    deterministic. Raises like :func:`fit_temperature`.
+    """
+    from scipy.optimize import minimize
+
+    y, p = _check_fit_input(y_true, y_prob)
+    z = logit(p)
+    lo, hi = (math.log(b) for b in T_BOUNDS)
+    result = minimize(lambda v: _nll(z, y, math.exp(v[0]), v[1]), x0=np.zeros(2), method="L-BFGS-B",
+                      bounds=[(lo, hi), (-20.0, 20.0)])
+    return float(math.exp(result.x[0])), float(result.x[1])
 
 
 def fit_temperature(y_true: Any, y_prob: Any) -> float:
@@ -85,13 +123,7 @@ def fit_temperature(y_true: Any, y_prob: Any) -> float:
     """
     from scipy.optimize import minimize_scalar
 
-    y, p = _as_arrays(y_true, y_prob)
-    if len(y) < MIN_CALIBRATION_IMAGES:
-        raise EvaluationError(
-            f"temperature scaling needs at least {MIN_CALIBRATION_IMAGES} validation images; got {len(y)}"
-        )
-    if y.min() == y.max():
-        raise EvaluationError(f"temperature scaling needs both classes; all {len(y)} validation labels are {y[0]}")
+    y, p = _check_fit_input(y_true, y_prob)
     z = logit(p)
     lo, hi = (math.log(b) for b in T_BOUNDS)
     result = minimize_scalar(lambda u: _nll(z, y, math.exp(u)), bounds=(lo, hi), method="bounded",
@@ -144,18 +176,19 @@ def brier_score(y_true: Any, y_prob: Any) -> float:
 
 
 def calibration_report(y_true: Any, probs_uncalibrated: Any, temperature: float | None,
-                       n_bins: int = N_BINS) -> dict[str, Any]:
+                       n_bins: int = N_BINS, *, bias: float = 0.0) -> dict[str, Any]:
     """The ``calibration`` block of an evaluation report (``evaluate --json``, the card, Compare).
 
     Returns:
-        ``{"temperature", "n_bins", "ece", "ece_uncalibrated", "brier",
+        ``{"temperature", "bias", "n_bins", "ece", "ece_uncalibrated", "brier",
         "brier_uncalibrated", "bins", "bins_uncalibrated"}``; without a
         temperature both sets are the same (uncalibrated) numbers.
     """
     y, raw = _as_arrays(y_true, probs_uncalibrated)
-    cal = apply_temperature(raw, temperature)
+    cal = apply_temperature(raw, temperature, bias)
     return {
         "temperature": None if temperature is None else float(temperature),
+        "bias": None if temperature is None else float(bias),
         "n_bins": int(n_bins),
         "ece": expected_calibration_error(y, cal, n_bins),
         "ece_uncalibrated": expected_calibration_error(y, raw, n_bins),
@@ -182,9 +215,20 @@ def temperature_of(meta: dict[str, Any] | None) -> float | None:
     return float(value)
 
 
+def bias_of(meta: dict[str, Any] | None) -> float:
+    """The fitted logit bias (0 when absent, unusable, or the checkpoint has no temperature)."""
+    if temperature_of(meta) is None:
+        return 0.0
+    value = (meta or {}).get("calibration", {}).get("bias", 0.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        log.warning("ignoring calibration bias %r: not a finite number", value)
+        return 0.0
+    return float(value)
+
+
 def calibrate_probabilities(meta: dict[str, Any] | None, probs: Any) -> np.ndarray:
     """A checkpoint's probabilities as shown to people: calibrated when it has a temperature."""
-    return apply_temperature(probs, temperature_of(meta))
+    return apply_temperature(probs, temperature_of(meta), bias_of(meta))
 
 
 def calibrated_threshold(meta: dict[str, Any] | None, threshold: float | None = None) -> float:
@@ -196,7 +240,7 @@ def calibrated_threshold(meta: dict[str, Any] | None, threshold: float | None = 
     temperature = temperature_of(meta)
     if temperature is None or raw <= 0.0 or raw >= 1.0:
         return raw
-    return float(apply_temperature(np.array([raw]), temperature)[0])
+    return float(apply_temperature(np.array([raw]), temperature, bias_of(meta))[0])
 
 
 def calibrate_predictions(preds: Any, meta: dict[str, Any] | None) -> tuple[Any, dict[str, Any]]:
@@ -211,11 +255,12 @@ def calibrate_predictions(preds: Any, meta: dict[str, Any] | None) -> tuple[Any,
         calibration_report(...))``; without a temperature the probabilities are
         unchanged and both ECEs are the same number.
     """
-    temperature = temperature_of(meta)
+    temperature, bias = temperature_of(meta), bias_of(meta)
     out = preds.copy()
     out["prob_uncalibrated"] = out["prob"].astype(float)
-    out["prob"] = apply_temperature(out["prob_uncalibrated"].to_numpy(), temperature)
-    return out, calibration_report(out["label"].to_numpy(), out["prob_uncalibrated"].to_numpy(), temperature)
+    out["prob"] = apply_temperature(out["prob_uncalibrated"].to_numpy(), temperature, bias)
+    return out, calibration_report(out["label"].to_numpy(), out["prob_uncalibrated"].to_numpy(), temperature,
+                                   bias=bias)
 
 
 def operating_point_choices(meta: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -259,6 +304,17 @@ class SplitSource:
     labels: np.ndarray | None = None
     body_parts: np.ndarray | None = None
 
+    def subsample(self, max_n: int, seed: int = 0) -> "SplitSource":
+        """At most ``max_n`` of these images, a seeded sorted sample (itself when already small enough)."""
+        if self.n <= max_n:
+            return self
+        keep = np.sort(np.random.default_rng(seed).choice(self.n, max_n, replace=False))
+        return SplitSource(
+            fetch=lambda p: self.fetch(keep[np.asarray(p)]), n=int(max_n),
+            labels=None if self.labels is None else np.asarray(self.labels)[keep],
+            body_parts=None if self.body_parts is None else np.asarray(self.body_parts)[keep],
+        )
+
 
 def fit_calibration(
     checkpoint: str | Path,
@@ -270,11 +326,13 @@ def fit_calibration(
     device: Any = "cpu",
     half: bool | None = None,
     target_sensitivity: float = 0.9,
+    method: str = DEFAULT_METHOD,
     ood_components: int | None = None,
     batch_size: int = 32,
     progress: Callable[[str, int, int], None] | None = None,
     test: SplitSource | None = None,
     probes: dict[str, dict[str, np.ndarray]] | None = None,
+    max_train_images: int = 1000,
 ) -> dict[str, Any]:
     """Fit temperature, operating points and the out-of-distribution score; save them in the checkpoint.
 
@@ -291,11 +349,13 @@ def fit_calibration(
         model: the loaded model (eval mode is set here).
         meta: its metadata.
         val: the validation split (labels required).
-        train: training images for the OOD statistics; None fits them on the
+        train: training images for the OOD statistics (a seeded sample of at
+            most ``max_train_images`` is used); None fits them on the
             validation features (thresholded on the same images, so its flag
             rate on new in-distribution images will be somewhat higher).
         half: store weights as float16; default: as the file was stored.
         target_sensitivity: the screening operating point's sensitivity.
+        method: ``temperature+bias`` (default) or ``temperature`` (see the module notes).
         ood_components: principal components kept by the OOD score (default
             :data:`fracture.ood.DEFAULT_COMPONENTS`, fewer with few images).
         test, probes: measured only, never fitted on: the OOD flag rate on the
@@ -320,6 +380,8 @@ def fit_calibration(
 
     if val.labels is None:
         raise EvaluationError("fit_calibration needs the labels of the validation split")
+    if method not in METHODS:
+        raise EvaluationError(f"unknown calibration method {method!r}; use one of {METHODS}")
     device = torch.device(device)
     norm = meta["normalization"]
     spec = InputSpec(in_chans=int(meta["in_chans"]), mean=tuple(norm["mean"]), std=tuple(norm["std"]))
@@ -329,11 +391,17 @@ def fit_calibration(
                                           body_parts=val.body_parts, batch_size=batch_size,
                                           progress=report("validation images"))
     labels = np.asarray(val.labels).astype(np.int64)
-    temperature = fit_temperature(labels, val_probs)
-    val_report = calibration_report(labels, val_probs, temperature)
+    temperature_alone = fit_temperature(labels, val_probs)
+    if method == "temperature":
+        temperature, bias = temperature_alone, 0.0
+    else:
+        temperature, bias = fit_temperature_bias(labels, val_probs)
+    val_report = calibration_report(labels, val_probs, temperature, bias=bias)
+    alone_report = calibration_report(labels, val_probs, temperature_alone)
     points = operating_points(labels, val_probs, target_sensitivity=target_sensitivity,
                               rule_used=meta.get("threshold_rule"), stored_threshold=float(meta["threshold"]))
     if train is not None and train.n > 0:
+        train = train.subsample(max_train_images)
         _, fit_features = ood.extract(model, train.fetch, train.n, spec, device=device, tta_hflip=False,
                                       body_parts=train.body_parts, batch_size=batch_size, with_probs=False,
                                       progress=report("training images"))
@@ -359,11 +427,13 @@ def fit_calibration(
             measured["probes"][group] = {"n": len(prepared), "flagged": int(detector.flags(detector.score(features)).sum())}
     new_meta = dict(meta)
     new_meta["calibration"] = {
-        "method": "temperature",
+        "method": method,
         "temperature": temperature,
+        "bias": bias,
         "fitted_on": "val",
         "n": int(len(labels)),
-        "rule": "p' = sigmoid(logit(p) / T), p = the flip-averaged probability",
+        "rule": "p' = sigmoid(logit(p) / T + bias), p = the flip-averaged probability",
+        "temperature_alone": {"temperature": temperature_alone, "val_ece": alone_report["ece"]},
         "val_ece": val_report["ece"],
         "val_ece_uncalibrated": val_report["ece_uncalibrated"],
         "val_brier": val_report["brier"],
@@ -377,12 +447,15 @@ def fit_calibration(
         half = bool(meta.get("stored_half"))
     save_checkpoint(checkpoint, model, new_meta, half=half, extra_tensors=detector.tensors())
     model.checkpoint_extras = detector.tensors()
-    log.info("calibrated %s: T=%.3f, val ECE %.3f -> %.3f; OOD threshold %.2f flags %.1f%% of val",
-             checkpoint, temperature, val_report["ece_uncalibrated"], val_report["ece"],
+    log.info("calibrated %s: T=%.3f, bias %.3f, val ECE %.3f -> %.3f; OOD threshold %.2f flags %.1f%% of val",
+             checkpoint, temperature, bias, val_report["ece_uncalibrated"], val_report["ece"],
              detector.threshold, 100 * detector.val_flag_rate)
     return {
         "checkpoint": str(checkpoint),
+        "method": method,
         "temperature": temperature,
+        "bias": bias,
+        "temperature_alone": new_meta["calibration"]["temperature_alone"],
         "val_ece_uncalibrated": val_report["ece_uncalibrated"],
         "val_ece": val_report["ece"],
         "val_brier_uncalibrated": val_report["brier_uncalibrated"],

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from app_support import app_home, demo_template, fresh_app_home  # noqa: F401  (fixtures)
 from fracture.evaluate.localisation import (
     MARGIN,
     PER_IMAGE_COLUMNS,
@@ -14,6 +15,7 @@ from fracture.evaluate.localisation import (
     format_localisation,
     grow_boxes,
     localisation_card_lines,
+    localisation_table,
     positives_with_boxes,
     score_heatmap,
     split_localisation,
@@ -180,6 +182,18 @@ def test_card_section_from_metadata():
     assert localisation_card_lines({"metrics": {}}) == []
 
 
+def test_localisation_table_rows_per_model_and_body_part():
+    block = summarize_localisation(_per_image(), "m")
+    reports = {"a": {"image": {"localisation": block}}, "ensemble": {"image": {}},
+               "none": {"image": {"localisation": None}}}
+    table = localisation_table(reports)
+    assert list(table.index) == ["a"] and table.loc["a", "pointing hit"] == pytest.approx(0.75)
+    assert table.loc["a", "centre baseline"] == pytest.approx(0.25)
+    parts = localisation_table(reports, by_body_part=True)
+    assert list(parts.index) == [("a", "hand"), ("a", "leg")]
+    assert localisation_table({"x": {"image": {}}}).empty
+
+
 # ---------------------------------------------------------------- end to end on the demo set
 def test_split_localisation_on_demo_boxes_is_cached(demo_root, tmp_path, monkeypatch):
     from fracture.bench.predict_latency import make_bench_checkpoint
@@ -212,3 +226,21 @@ def _without_boxes(manifest):
     frame = manifest.frame.copy()
     frame["boxes"] = [()] * len(frame)
     return dataclasses.replace(manifest, frame=frame)
+
+
+# ---------------------------------------------------------------- Compare shows it per model
+def test_compare_page_shows_localisation_per_model(app_home):
+    from app_support import assert_no_exception, run_page, write_tiny_run
+
+    runs = ("20260101-000000-small_cnn", "20260101-000001-small_cnn")
+    for seed, name in enumerate(runs):
+        write_tiny_run(app_home / "runs", name, seed=seed)
+    labels = [f"{name} (run)" for name in runs]
+    at = run_page("pages/5_Compare.py", model=labels[0], query={"models": labels, "split": "test"})
+    assert_no_exception(at)
+    assert "Localisation — test split" in [s.value for s in at.subheader]
+    tables = [d.value for d in at.dataframe if "pointing hit" in d.value.columns]
+    overall = tables[0]
+    assert list(overall.index) == labels  # the ensemble has no heatmap of its own
+    assert ((overall["pointing hit"] >= 0) & (overall["pointing hit"] <= 1)).all()
+    assert (overall["box area (chance)"] > 0).all() and overall["n"].nunique() == 1

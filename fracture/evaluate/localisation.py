@@ -386,3 +386,32 @@ def localisation_card_lines(meta: dict[str, Any]) -> list[str]:
         lines.append("")
     lines += [f"Method: {block['method']}", ""]
     return lines
+
+
+def localisation_table(reports: dict[str, dict[str, Any]], *, by_body_part: bool = False) -> pd.DataFrame:
+    """One row per model (or per model and body part) with a localisation block, for Compare.
+
+    Args:
+        reports: ``{name: report}`` as :func:`fracture.compare.evaluate_checkpoint` returns them;
+            reports without a block (ensembles, datasets without boxes) are left out.
+        by_body_part: one row per (model, body part) instead of per model.
+    """
+    rows = []
+    for name, report in reports.items():
+        block = (report.get("image") or {}).get("localisation")
+        if not block or not block.get("n"):
+            continue
+        entries = block.get("by_body_part", {}).items() if by_body_part else [(None, block)]
+        for part, entry in entries:
+            low, high = entry.get("pointing_hit_ci") or (None, None)
+            row = {"model": name}
+            if by_body_part:
+                row["body part"] = part
+            row.update({
+                "n": entry["n"], "pointing hit": entry["pointing_hit"], "CI low": low, "CI high": high,
+                "mass in box": entry["mass_in_box"], "box area (chance)": entry["box_area"],
+                "centre baseline": entry.get("centre_hit"),
+            })
+            rows.append(row)
+    index = ["model", "body part"] if by_body_part else ["model"]
+    return pd.DataFrame(rows).set_index(index) if rows else pd.DataFrame()

@@ -14,23 +14,13 @@ radiograph, and :func:`overlay_heatmap` blends it over a grayscale image.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 from typing import Sequence
 
 import cv2
 import numpy as np
 import torch
-from pytorch_grad_cam import (
-    EigenCAM,
-    EigenGradCAM,
-    GradCAM,
-    GradCAMElementWise,
-    GradCAMPlusPlus,
-    HiResCAM,
-    LayerCAM,
-    XGradCAM,
-)
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from fracture.errors import ModelError
@@ -39,16 +29,17 @@ from fracture.explain.layers import LAYER_PRESETS, resolve_layers
 
 logger = logging.getLogger(__name__)
 
-#: The offered methods and pytorch-grad-cam's implementation of each (the reference).
+#: The offered methods and the class of pytorch-grad-cam that computes each (the reference).
+#: By name: pytorch-grad-cam is imported only by :func:`reference_gradcam` (it takes seconds to import).
 CAM_METHODS = {
-    "gradcam": GradCAM,
-    "hirescam": HiResCAM,
-    "gradcam++": GradCAMPlusPlus,
-    "xgradcam": XGradCAM,
-    "layercam": LayerCAM,
-    "gradcamelementwise": GradCAMElementWise,
-    "eigengradcam": EigenGradCAM,
-    "eigencam": EigenCAM,
+    "gradcam": "GradCAM",
+    "hirescam": "HiResCAM",
+    "gradcam++": "GradCAMPlusPlus",
+    "xgradcam": "XGradCAM",
+    "layercam": "LayerCAM",
+    "gradcamelementwise": "GradCAMElementWise",
+    "eigengradcam": "EigenGradCAM",
+    "eigencam": "EigenCAM",
 }
 COLORMAPS = {
     "jet": cv2.COLORMAP_JET,
@@ -209,7 +200,10 @@ def reference_gradcam(
                     class_index = int(wrapper(input_tensor).argmax(dim=1).item())
             else:
                 class_index = int(body_part)
-        with CAM_METHODS[method](model=wrapper, target_layers=layers) as cam:
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+        cam_class = getattr(importlib.import_module("pytorch_grad_cam"), CAM_METHODS[method])
+        with cam_class(model=wrapper, target_layers=layers) as cam:
             heatmap = cam(input_tensor=input_tensor, targets=[ClassifierOutputTarget(class_index)])[0]
     finally:
         model.train(was_training)

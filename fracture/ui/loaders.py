@@ -203,8 +203,11 @@ def predict_study(
     body_part: str | None = None,
     extra_steps: list[dict[str, Any]] | None = None,
     with_cam: bool = True,
+    cam_method: str | None = None,
 ) -> Any:
     """Predict one study with the checkpoint's predictor, cached on pixels and options.
+
+    ``cam_method`` None uses the heatmap stored in the checkpoint (explain-select).
 
     The result is shared between sessions, so its arrays are made read-only.
 
@@ -220,14 +223,14 @@ def predict_study(
 
     path, signature = str(checkpoint), path_signature(checkpoint)
     key = (path, signature, tuple(image_digest(img) for img in images), tuple(names), body_part,
-           json.dumps(extra_steps or [], sort_keys=True), with_cam)
+           json.dumps(extra_steps or [], sort_keys=True), with_cam, cam_method)
     cache = _prediction_cache(int(get_settings().prediction_cache_mb * 1024 * 1024))
     prediction = cache.get(key)
     if prediction is None:
         with st.spinner("Running the model…"):
             prediction = _predictor(path, signature).predict(
                 list(images), names=list(names), body_part=body_part,
-                extra_steps=extra_steps or None, with_cam=with_cam,
+                extra_steps=extra_steps or None, with_cam=with_cam, cam_method=cam_method,
             )
         for item in prediction.images:  # read-only views; the caller's own arrays keep their flags
             item.image = item.image.view()

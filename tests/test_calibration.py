@@ -215,6 +215,15 @@ def test_calibrate_command_writes_temperature_operating_points_and_ood(tmp_path,
     summary = json.loads(out.read_text())
     assert summary["temperature"] == meta["calibration"]["temperature"]
     assert "val ECE" in capsys.readouterr().out
+    # evaluate --json reports the image-level calibration block (15 bins) with the calibrated threshold
+    report = tmp_path / "evaluate.json"
+    assert main(["evaluate", "--checkpoint", str(path), "--data", str(root), "--split", "val", "--n-boot", "10",
+                 "--json", str(report)]) == 0
+    evaluated = json.loads(report.read_text())
+    block = evaluated["image"]["calibration"]
+    assert {"ece", "ece_uncalibrated", "brier", "bins"} <= set(block) and len(block["bins"]) == 15
+    assert block["temperature"] == pytest.approx(meta["calibration"]["temperature"])
+    assert evaluated["threshold"] == pytest.approx(calibrated_threshold(meta))
 
 
 def test_calibrate_refuses_another_dataset_unless_forced(tmp_path, monkeypatch, capsys):

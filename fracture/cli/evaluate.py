@@ -18,7 +18,8 @@ def register(subparsers) -> None:
     parser.add_argument("--data", required=True, help="dataset root")
     parser.add_argument("--split", default="test", choices=("train", "val", "test", "all"),
                         help="all = every image of the dataset (an external test set)")
-    parser.add_argument("--threshold", type=float, help="override the checkpoint's decision threshold")
+    parser.add_argument("--threshold", type=float, help="override the checkpoint's decision threshold "
+                        "(on the scale of the probabilities shown: calibrated when the checkpoint is)")
     parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the AUC interval")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--backend", choices=("auto", "torch", "onnx"),
@@ -56,6 +57,13 @@ def run(args: argparse.Namespace) -> int:
     for level in ("image", "study"):
         print(f"\n{args.split} split, {level} level")
         print(metrics_table(reports, level=level).to_string())
+    for name, report in reports.items():
+        block = report["image"].get("calibration")
+        if block:
+            print(f"\n{name}: calibration (image level, 15 bins): ECE {block['ece_uncalibrated']:.3f} uncalibrated, "
+                  f"{block['ece']:.3f} as shown; Brier {block['brier_uncalibrated']:.4f}, {block['brier']:.4f}"
+                  + ("" if block.get("temperature") is not None or name == "ensemble" else
+                     " (no calibration stored: python -m fracture calibrate)"))
     for result in results:
         if result.problems:
             print(f"\n{result.name}: {len(result.problems)} image(s) could not be read and were not evaluated:")

@@ -74,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for pred in result.images:
         print(f"{pred.name}: p={pred.prob:.3f} -> {pred.label}")
+        if pred.ood and pred.ood["flagged"]:
+            print(f"  warning: out of distribution (score {pred.ood['score']:.2f} > {pred.ood['threshold']:.2f}); "
+                  "this does not look like the radiographs the model was trained on, its probability is unreliable")
     print(f"study: p={result.study_prob:.3f} -> {result.study_label} (threshold {result.threshold:.3f}, "
           f"model {result.checkpoint})")
     if result.body_part:

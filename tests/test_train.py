@@ -139,6 +139,28 @@ def test_pretrained_defaults_on_where_offline_weights_exist_and_frozen_random_we
         TrainConfig(data="x", model="efficientnet_lite0", mode="frozen", pretrained=False).validate()
 
 
+def test_runs_record_the_recipe_they_came_from_and_the_card_reruns_it(tmp_path):
+    """A shipped recipe is recorded by name, a run's config.json keeps the recipe it records
+    (the Train page launches with one), and the card's command reruns recipe plus changes."""
+    from fracture.cli import build_parser
+    from fracture.cli.train import config_from_args
+    from fracture.train.recipes import reproduce_command
+
+    parse = lambda *argv: build_parser().parse_args(["train", "--out", str(tmp_path / "r"), *argv])  # noqa: E731
+    recipe = REPO / "fracture" / "recipes" / "fracatlas_lite0_cpu.json"
+    config = config_from_args(parse("--config", str(recipe), "--epochs", "3"))
+    assert config.recipe == "fracatlas_lite0_cpu.json" and config.epochs == 3
+    config.save(tmp_path / "config.json")
+    assert config_from_args(parse("--config", str(tmp_path / "config.json"))).recipe == "fracatlas_lite0_cpu.json"
+    assert reproduce_command(config.to_dict()) == (
+        "python -m fracture train --config fracture/recipes/fracatlas_lite0_cpu.json --epochs 3 --out RUN_DIR"
+    )
+    plain = TrainConfig(data="somewhere", model="small_cnn", epochs=2, notes="x")
+    assert reproduce_command(plain.to_dict()) == "python -m fracture train --data DATA --epochs 2 --out RUN_DIR"
+    with pytest.raises(ConfigError, match="config.json is not a recipe"):
+        TrainConfig(data="x", recipe="config.json").validate()
+
+
 def test_invalid_config_names_the_field():
     with pytest.raises(ConfigError, match="scheduler"):
         TrainConfig(data="x", scheduler="sometimes").validate()
@@ -157,6 +179,7 @@ def test_failed_run_is_recorded(tmp_path):
 @pytest.mark.parametrize("recipe", sorted((REPO / "fracture" / "recipes").glob("*.json")), ids=lambda p: p.stem)
 def test_recipes_are_valid_configs(recipe):
     config = TrainConfig.from_json(recipe)
+    config.data = config.data or "DATA"  # a recipe may leave the dataset to --data
     config.validate()
     assert config.model and config.epochs >= 1
 
@@ -167,6 +190,13 @@ def test_mura_recipes_run_on_the_demo_set(recipe, demo_root, tmp_path):
     config.data = str(demo_root)
     config.epochs = 1
     config.pretrained = False  # no offline ImageNet weights for these in CI
+    if config.mode == "frozen":  # frozen mode refuses random weights: give it a weights file (random, saved)
+        import torch
+
+        from fracture.models import create_model
+
+        config.weights_path = str(tmp_path / "backbone.pth")
+        torch.save(create_model(config.model).backbone.state_dict(), config.weights_path)
     config.image_size = 32
     config.batch_size = 16
     config.max_train_images = 24

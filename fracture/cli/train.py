@@ -91,8 +91,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Recipe (if any) overridden by the flags that were given."""
     values: dict = {}
     if args.config:
+        from fracture.train.events import CONFIG_FILE
+        from fracture.train.recipes import recipe_ref
+
         values = TrainConfig.from_json(args.config).to_dict()
-        values["recipe"] = values.get("recipe") or Path(args.config).name
+        if Path(args.config).name != CONFIG_FILE:  # a run's config.json keeps the recipe it records
+            values["recipe"] = recipe_ref(args.config)
     for field in dataclasses.fields(TrainConfig):
         if field.name == "augment":
             continue

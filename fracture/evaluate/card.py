@@ -129,7 +129,7 @@ def render_model_card(meta: dict[str, Any], *, checkpoint_name: str) -> str:
         "The training run:",
         "",
         "```",
-        f"python -m fracture train --config fracture/recipes/{cfg.get('recipe') or 'RECIPE.json'} --out RUN_DIR",
+        _reproduce_training(cfg),
         "```",
         "",
         "## Known limits",
@@ -237,3 +237,13 @@ def calibration_card_lines(meta: dict[str, Any], test: dict[str, Any]) -> list[s
                       for name, r in probes.items()]
         lines.append("")
     return lines
+
+def _reproduce_training(train_config: dict) -> str:
+    """The training command: the run's recipe and the flags it changed (fracture.train.recipes)."""
+    from fracture.errors import ConfigError
+    from fracture.train.recipes import reproduce_command
+
+    try:
+        return reproduce_command(train_config)
+    except ConfigError:  # a config written by another version: name its recipe at least
+        return f"python -m fracture train --config {train_config.get('recipe') or 'RECIPE.json'} --out RUN_DIR"

@@ -134,9 +134,9 @@ class TrainConfig:
         return self
 
     def _check_weights(self) -> None:
-        """Resolve ``pretrained=None`` (on where offline weights exist); refuse weights that do not
-        exist, and frozen mode on random weights (its features carry no signal: it trains at chance)."""
-        from fracture.errors import WeightsUnavailableError
+        """Resolve ``pretrained=None`` (on where offline weights exist) and refuse frozen mode on
+        random weights (its features carry no signal: it trains at chance). Whether asked-for
+        weights exist is :meth:`check_weights_available`'s (a recipe may expect ``--weights-path``)."""
         from fracture.models import list_models
 
         infos = {info.name: info for info in list_models()}
@@ -146,17 +146,31 @@ class TrainConfig:
         have = ", ".join(name for name, info in infos.items() if info.offline_weights) or "none"
         if self.pretrained is None:
             self.pretrained = bool(offline or self.weights_path)
-        if self.pretrained and not offline and not self.weights_path:
-            raise WeightsUnavailableError(
-                f"pretrained=True: {self.model} has no pretrained weights available offline on this server "
-                f"(models with offline weights: {have}); use --no-pretrained, give --weights-path FILE, "
-                "or pick one of those models"
-            )
-        if self.mode == "frozen" and not self.pretrained:
+        if self.mode == "frozen" and not self.pretrained and not self.weights_path:  # a weights file implies them
             raise ConfigError(
                 f"mode=frozen with random {self.model} weights: frozen features carry no signal and the "
                 f"heads train at chance. Use --pretrained (offline weights exist for: {have}), give "
                 "--weights-path FILE, or train the whole network with --mode finetune"
+            )
+
+    def check_weights_available(self) -> None:
+        """Refuse pretrained weights this server does not have, before a training process starts.
+
+        Raises:
+            WeightsUnavailableError: names the model and the models that have offline weights.
+        """
+        from fracture.errors import WeightsUnavailableError
+        from fracture.models import list_models
+
+        if not self.pretrained or self.weights_path:
+            return
+        infos = {info.name: info for info in list_models()}
+        info = infos.get(self.model)
+        if info is not None and not info.offline_weights:
+            have = ", ".join(name for name, i in infos.items() if i.offline_weights) or "none"
+            raise WeightsUnavailableError(
+                f"{self.model}: no pretrained weights are available offline on this server (models with "
+                f"offline weights: {have}); turn pretrained off, give a weights file, or pick one of those"
             )
 
     def _check_recipe(self) -> None:

@@ -11,6 +11,7 @@ called here and by every page, turns that off and reruns through this script.
 """
 from __future__ import annotations
 
+from importlib.machinery import ModuleSpec
 from pathlib import Path
 
 import streamlit as st
@@ -18,6 +19,12 @@ import streamlit as st
 from fracture.ui.directory_mode import leave_directory_mode
 
 leave_directory_mode()  # before the heavier imports: a fresh server's first request reruns at once
+
+# Streamlit runs this file as the module "__main__", and worker processes (image-cache builds,
+# header scans) start by re-importing the main script: each ran the whole app in bare mode,
+# logging hundreds of "missing ScriptRunContext" warnings. A spec named "__main__" tells
+# multiprocessing there is nothing to re-import (the workers only need fracture modules).
+__spec__ = ModuleSpec("__main__", None)  # noqa: A001
 
 from fracture.errors import FractureError  # noqa: E402
 from fracture.ui.context import active_context, checkpoint_label, forget_context, render_sidebar  # noqa: E402
@@ -81,11 +88,14 @@ def home() -> None:
                 st.info("No model yet: train one on the Train page (about a minute on the demo set).")
     try_real_xrays()
     st.subheader("Pages")
-    columns = st.columns(len(PAGES))
-    for column, (page, (_, _, blurb)) in zip(columns, zip(page_objects, PAGES.values())):
-        with column, st.container(border=True, height="stretch"):
-            st.page_link(page)
-            st.caption(blurb)
+    per_row = 3  # page names stay whole on a laptop screen
+    for start in range(0, len(page_objects), per_row):
+        columns = st.columns(per_row)
+        for column, page, (_, _, blurb) in zip(columns, page_objects[start:start + per_row],
+                                               list(PAGES.values())[start:start + per_row]):
+            with column, st.container(border=True, height="stretch"):
+                st.page_link(page)
+                st.caption(blurb)
 
 
 def try_real_xrays() -> None:
@@ -98,7 +108,7 @@ def try_real_xrays() -> None:
     st.subheader("Try it on real X-rays")
     predict = page_objects[list(PAGES).index("pages/4_Predict.py")]
     gallery_strip(items, per_row=6, link=lambda item: st.page_link(
-        predict, label="Predict this X-ray", icon="🔍", query_params={"input": "Sample", PARAM: item.key}))
+        predict, label="Predict", icon="🔍", width="stretch", query_params={"input": "Sample", PARAM: item.key}))
     st.caption(ATTRIBUTION + " More on the Predict page's *Sample* input.")
 
 

@@ -37,10 +37,11 @@ cards[2].metric("Patients", f"{overall['patients']:,}", border=True)
 cards[3].metric(f"Positive ({manifest.class_names[1]})", f"{overall['positives']:,}",
                 f"{overall['positive_rate']:.1%} of images", delta_color="off", delta_arrow="off",
                 border=True)
-unreadable = pd.concat(
-    [manifest.problems_frame().assign(stage="scan"), stats.unreadable],
+scan_problems = manifest.problems_frame().rename(columns={"reason": "message"})
+unreadable = pd.concat(  # the scan's problems are sentences: they go under "message"
+    [scan_problems.assign(stage="scan", reason="listing", detail=""), stats.unreadable],
     ignore_index=True,
-)
+)[["stage", "reason", "message", "detail", "path"]].fillna("")
 cards[4].metric("Problem files", f"{len(unreadable):,}", border=True,
                 help="Files listed by the dataset but unreadable or inconsistent; never silently dropped.")
 
@@ -75,4 +76,10 @@ with tab_problems:
     if unreadable.empty:
         st.success("Every listed file was found and its header read.")
     else:
-        st.dataframe(unreadable, hide_index=True)
+        st.dataframe(unreadable, hide_index=True, width="stretch", column_config={
+            "stage": st.column_config.TextColumn(width="small", help="scan: the listing; header or decode: the file"),
+            "reason": st.column_config.TextColumn(width="small"),
+            "message": st.column_config.TextColumn(width="large"),
+            "detail": st.column_config.TextColumn(width="medium"),
+            "path": st.column_config.TextColumn(width="medium"),
+        })

@@ -31,6 +31,7 @@ st.caption(
 source = st.radio("Image", tuple(SOURCES), captions=tuple(SOURCES.values()), horizontal=True,
                   key="image", bind="query-params")
 image, name = None, ""
+boxes = ()  # annotated fracture boxes of the image, drawn on it and on its Grad-CAM
 if source == "Upload":
     upload = st.file_uploader("One X-ray (PNG, JPEG, DICOM)", type=list(UPLOAD_TYPES), key="lab-upload",
                               max_upload_size=context.settings.max_upload_mb)
@@ -45,6 +46,7 @@ elif sample_source() == "Gallery":
     item = gallery_picker()
     if item is not None:
         image, name = gallery_image(item), item.source_id
+        boxes = item.boxes
 elif context.dataset_root is None:
     st.info(context.dataset_error or "Pick a dataset in the sidebar, or upload an image.")
 else:
@@ -62,9 +64,13 @@ else:
                 index = st.radio("View", range(len(images)), format_func=lambda i: names[i],
                                  horizontal=True, key="lab-view") if len(images) > 1 else 0
                 image, name = images[index], names[index]
+                truth = dict(zip(study["path"].map(lambda p: p.rsplit("/", 1)[-1]), study["boxes"]))
+                boxes = truth.get(name, ())
 if image is None:
     st.info("Pick a sample or upload an image to start.")
     st.stop()
+if boxes:
+    st.caption("Green box on each Grad-CAM: the annotated fracture. Does the model look there?")
 
 with st.expander("Parameters", expanded=True):
     c1, c2, c3 = st.columns(3)
@@ -92,31 +98,46 @@ if entry is None:
 else:
     st.caption(f"Model: `{checkpoint_label(entry)}` · threshold {calibrated_threshold(entry.meta):.3f}")
 
+results = {}  # variant -> (processed image, prediction or None, error or None)
+for variant in chosen:
+    try:
+        processed = apply_spec(work, variants[variant])
+        prediction = None if entry is None else loaders.predict_study(
+            entry.path, [work], [name], extra_steps=variants[variant] or None)
+        results[variant] = (processed, prediction, None)
+    except FractureError as exc:
+        results[variant] = (None, None, str(exc))
+
+scored = {v: r[1].images[0] for v, r in results.items() if r[1] is not None}
+if scored:  # every variant's probability in one row, comparable at a glance (and from the back of a room)
+    st.markdown(f"#### P({results[next(iter(scored))][1].class_names[1]}) by variant")
+    baseline = scored.get("Original")
+    for column, (variant, item) in zip(st.columns(len(scored)), scored.items()):
+        delta = None if baseline is None or variant == "Original" else f"{item.prob - baseline.prob:+.3f}"
+        column.metric(variant, f"{item.prob:.3f}", delta=delta, delta_color="off",
+                      help="Change against the original image" if delta else None)
+
 for start in range(0, len(chosen), PER_ROW):
     columns = st.columns(PER_ROW)
     for column, variant in zip(columns, chosen[start:start + PER_ROW]):
-        spec = variants[variant]
+        processed, prediction, error = results[variant]
         with column, st.container(border=True):
             st.markdown(f"**{variant}**")
-            try:
-                processed = apply_spec(work, spec)
-            except FractureError as exc:
-                st.error(str(exc))
+            if error is not None:
+                st.error(error)
                 continue
-            st.image(processed, width="stretch")
-            st.plotly_chart(image_histogram_chart(processed, variant, height=200), key=f"lab-hist-{variant}",
+            if prediction is None:
+                st.image(processed, width="stretch")
+            else:
+                item = prediction.images[0]
+                left, right = st.columns(2)
+                left.image(processed, width="stretch")
+                right.image(overlay(item.image, item.heatmap, alpha, boxes=boxes), caption="Grad-CAM",
+                            width="stretch")
+                st.metric(f"P({prediction.class_names[1]})", f"{item.prob:.3f}",
+                          help=f"Label at threshold {prediction.threshold:.3f}: {item.label}")
+                st.caption(f"{'🔴' if item.positive else '🟢'} {item.label}")
+                if item.ood and item.ood["flagged"]:
+                    st.warning(OOD_WARNING)
+            st.plotly_chart(image_histogram_chart(processed, variant, height=170), key=f"lab-hist-{variant}",
                             config={"displayModeBar": False})
-            if entry is None:
-                continue
-            try:
-                prediction = loaders.predict_study(entry.path, [work], [name], extra_steps=spec or None)
-            except FractureError as exc:
-                st.error(str(exc))
-                continue
-            item = prediction.images[0]
-            st.metric(f"P({prediction.class_names[1]})", f"{item.prob:.3f}",
-                      help=f"Label at threshold {prediction.threshold:.3f}: {item.label}")
-            st.caption(f"{'🔴' if item.positive else '🟢'} {item.label}")
-            if item.ood and item.ood["flagged"]:
-                st.warning(OOD_WARNING)
-            st.image(overlay(item.image, item.heatmap, alpha), caption="Grad-CAM", width="stretch")

@@ -22,6 +22,8 @@ st.caption(
 )
 
 runs = list_runs(settings.runs_dir)
+live_runs = [r.run_dir.name for r in runs if is_live(r.run_dir)]
+top = st.container()  # a live run is drawn here, above the form: Start shows it without scrolling
 with st.expander("Start a new run", expanded=not runs):
     if context.dataset_root is None:
         st.info(context.dataset_error or "Pick a dataset in the sidebar first.")
@@ -34,8 +36,7 @@ with st.expander("Start a new run", expanded=not runs):
                 st.error(str(exc))
             else:
                 st.session_state[RUN_KEY] = run_dir.name
-                st.success(f"Started run `{run_dir.name}`.")
-                runs = list_runs(settings.runs_dir)
+                st.rerun()  # draw the new run at the top
 
 if not runs:
     st.info("No runs yet: start one above.")
@@ -44,13 +45,13 @@ if not runs:
 names = [r.run_dir.name for r in runs]
 if st.session_state.get(RUN_KEY) not in names:
     # after a reload: a live run if there is one, else the run started last
-    live = [r.run_dir.name for r in runs if is_live(r.run_dir)]
-    st.session_state[RUN_KEY] = live[0] if live else newest_run(runs).run_dir.name
-st.subheader("Run")
-selected = st.selectbox("Run to show", names, key=RUN_KEY,
-                        help="The newest running run is shown after a reload.")
-run_dir = settings.runs_dir / selected
-show_run(run_dir)
+    st.session_state[RUN_KEY] = live_runs[0] if live_runs else newest_run(runs).run_dir.name
+with top if live_runs else st.container():
+    st.subheader("Run")
+    selected = st.selectbox("Run to show", names, key=RUN_KEY,
+                            help="The newest running run is shown after a reload.")
+    run_dir = settings.runs_dir / selected
+    show_run(run_dir)
 
 st.subheader("Past runs")
 st.dataframe(past_runs_table(runs), hide_index=True)

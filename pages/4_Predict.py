@@ -8,6 +8,8 @@ import streamlit as st
 
 from fracture.compatibility import describe_mismatch
 from fracture.errors import FractureError
+from fracture.explain.cam import METHODS as CAM_METHOD_NAMES
+from fracture.explain.forward import stored_choice
 from fracture.evaluate.calibration import operating_point_choices
 from fracture.ood import WARNING as OOD_WARNING
 from fracture.ui import loaders
@@ -15,7 +17,7 @@ from fracture.ui.batch_view import many_files_view, mode_picker
 from fracture.ui.context import active_context, checkpoint_label, require_checkpoint
 from fracture.ui.samples import load_study_images, study_picker
 from fracture.ui.uploads import UPLOAD_TYPES, read_uploads
-from fracture.ui.widgets import enhancement_controls, model_card, overlay, png_bytes
+from fracture.ui.widgets import enhancement_controls, explained_image, model_card, png_bytes
 from fracture.ui.xray_gallery import gallery_image, gallery_picker, sample_source
 
 SOURCES = {"Upload": "your own PNG, JPEG or DICOM files",
@@ -44,6 +46,13 @@ with options:
                               help="A multi-task model predicts the body part; you can also tell it.")
         body_part = None if choice == "predict it" else choice
     alpha = st.slider("Grad-CAM opacity", 0.0, 1.0, 0.45, 0.05, key="predict-alpha")
+    default_cam = stored_choice(meta)
+    cam_method = st.selectbox(
+        "Heatmap method", [None, *CAM_METHOD_NAMES], key="predict-cam-method",
+        format_func=lambda m: f"model default: {default_cam.label()}" if m is None else CAM_METHOD_NAMES[m],
+        help="The default was chosen on the validation split by how often its maximum falls on an annotated "
+             "fracture (python -m fracture explain-select). The others use the same layer.",
+    )
     points = {c["name"]: c for c in operating_point_choices(meta)}
     point = points[st.selectbox(
         "Operating point", list(points), key="predict-operating-point", format_func=lambda n: points[n]["label"],
@@ -55,6 +64,8 @@ with inputs:
     source = st.radio("Input", tuple(SOURCES), captions=tuple(SOURCES.values()), horizontal=True,
                       key="input", bind="query-params")
     images, names, problems, notes = [], [], [], []
+    n_files = 0  # uploads offered (bad and duplicate files included), for "from N of M files"
+    truth: dict = {}  # image name -> annotated fracture boxes (gallery, or a dataset with boxes)
     if source == "Upload":
         max_mb = context.settings.max_upload_mb
         files = st.file_uploader(
@@ -63,6 +74,13 @@ with inputs:
             max_upload_size=max_mb,
         )
         loaded, upload_problems = read_uploads(files or [], max_mb=max_mb)
+        n_files = len(files or [])
+        unique = {item.digest: item for item in reversed(loaded)}  # the same bytes twice count once
+        if len(unique) < len(loaded):
+            twice = [i.name for i in loaded if unique[i.digest] is not i]
+            st.info(f"{len(loaded) - len(unique)} file(s) had the same content as another and count once: "
+                    + ", ".join(twice))
+            loaded = [item for item in loaded if unique.get(item.digest) is item]
         images = [item.image for item in loaded]
         names = [item.name for item in loaded]
         problems = [p.message for p in upload_problems]
@@ -71,6 +89,7 @@ with inputs:
         item = gallery_picker()
         if item is not None:
             images, names = [gallery_image(item)], [item.source_id]
+            truth = {item.source_id: item.boxes}
             st.caption(f"FracAtlas label: **{item.label_name}**"
                        + (f", {len(item.boxes)} annotated box(es)" if item.boxes else ""))
     elif context.dataset_root is None:
@@ -87,6 +106,7 @@ with inputs:
             study = None
         if study is not None:
             images, names, problems = load_study_images(study)
+            truth = dict(zip(study["path"].map(lambda p: p.rsplit("/", 1)[-1]), study["boxes"]))
 
 for message in problems:
     st.error(message)
@@ -98,7 +118,7 @@ if not images:
 
 try:
     prediction = loaders.predict_study(entry.path, images, names, body_part=body_part,
-                                       extra_steps=extra_steps)
+                                       extra_steps=extra_steps, cam_method=cam_method)
 except FractureError as exc:
     st.error(str(exc))
     st.stop()
@@ -116,31 +136,29 @@ cols[2].metric("Threshold", f"{prediction.threshold:.3f}",
                   f"PPV {point['ppv']:.2f}, NPV {point['npv']:.2f})" if point.get("ppv") is not None
                   and point.get("npv") is not None else "")
                + (". Probabilities are calibrated (temperature scaling)." if prediction.temperature else "."))
-if prediction.body_part is not None:
+if prediction.body_part is not None:  # a single-task model has no body part to show
     confidence = f" ({prediction.body_part_prob:.0%})" if prediction.body_part_prob is not None else ""
     cols[3].metric("Body part", f"{prediction.body_part}{confidence}",
                    help=f"{prediction.body_part_source} by the model" if prediction.body_part_source == "predicted"
                    else "given by you")
-else:
-    cols[3].metric("Body part", "–", help="This model has no body-part head.")
 color = "red" if prediction.positive else "green"
+used_of = f" from {len(prediction.images)} of {n_files} files" if 0 < len(prediction.images) < n_files else ""
 st.markdown(
-    f"#### Study: :{color}-background[{prediction.study_label}] "
+    f"#### Study{used_of}: :{color}-background[{prediction.study_label}] "
     f"(P = {prediction.study_prob:.3f}, threshold {prediction.threshold:.3f}) — model `{checkpoint_label(entry)}`"
 )
 if prediction.ood_flagged:
     st.warning(OOD_WARNING)
 
 overlays = []
-per_row = min(len(prediction.images), 3)
+per_row = 1 if len(prediction.images) == 1 else 2  # each cell: the image and its Grad-CAM side by side
 for start in range(0, len(prediction.images), per_row):
     row = st.columns(per_row)
     for column, item in zip(row, prediction.images[start:start + per_row]):
-        blended = overlay(item.image, item.heatmap, alpha)
-        overlays.append((item.name, blended))
         with column, st.container(border=True):
-            st.image(blended, caption=f"{item.name} — P({positive_name}) {item.prob:.3f} · {item.label}",
-                     width="stretch")
+            blended = explained_image(item.image, item.heatmap, alpha, boxes=truth.get(item.name, ()),
+                                      caption=f"{item.name} — P({positive_name}) {item.prob:.3f} · {item.label}")
+            overlays.append((item.name, blended))
             if item.body_part is not None:
                 st.caption(f"body part: {item.body_part} ({item.body_part_prob:.0%})")
             if item.ood and item.ood["flagged"]:

@@ -25,6 +25,13 @@ from fracture.viz.charts import (
 
 ENSEMBLE = "ensemble"
 
+
+def body_part_counts(report: dict, level: str) -> dict[str, str]:
+    """``{body part: "n=164 · 50 pos"}`` (the same split for every model)."""
+    parts = report[level].get("by_body_part", {})
+    return {part: f"n={m['n']} · {m.get('n_pos', '?')} pos" for part, m in parts.items() if "n" in m}
+
+
 context = active_context()
 st.title("📊 Compare")
 st.caption(
@@ -40,10 +47,17 @@ labels = [checkpoint_label(e) for e in context.checkpoints]
 by_label = dict(zip(labels, context.checkpoints))
 default = [checkpoint_label(context.checkpoint)] if context.checkpoint is not None else labels[:1]
 splits = [s for s in ("test", "val", "train") if (manifest.frame["split"] == s).any()]
-c1, c2, c3 = st.columns([4, 1, 1])
-chosen = c1.multiselect("Models", labels, default=[label for label in default if label in labels],
+# A selection carried in the URL was made for some dataset: on another one, start from the active model.
+dataset_key = str(context.dataset_root)
+previous = st.session_state.get("compare-dataset")
+if previous is not None and previous != dataset_key and st.session_state.get("models"):
+    st.session_state["models"] = [label for label in default if label in labels]
+    st.info("The dataset changed, so the model selection went back to the active model.")
+st.session_state["compare-dataset"] = dataset_key
+chosen = st.multiselect("Models", labels, default=[label for label in default if label in labels],
                         key="models", bind="query-params",
                         help="Two or more add their ensemble (mean of probabilities) as a row.")
+c2, c3, _ = st.columns([1, 1, 2])
 split = c2.selectbox("Split", splits, key="split", bind="query-params",
                      help="Use test for final numbers, val while choosing.")
 level = c3.radio("Level", ("image", "study"), key="level", bind="query-params",
@@ -82,9 +96,12 @@ if problems:
         st.dataframe([{"path": p["path"], "reason": p["reason"]} for p in problems.values()])
 
 table = metrics_table(reports, level)
+trained_on = {label: Path(str((by_label[label].meta or {}).get("train_config", {}).get("data") or "?")).name
+              for label in chosen}
+table.insert(0, "trained on", [trained_on.get(str(name), "–") for name in table.index])
 st.subheader(f"Metrics — {split} split, {level} level")
 st.dataframe(table, column_config={c: st.column_config.NumberColumn(format="%.3f")
-                                   for c in table.columns if c != "n"})
+                                   for c in table.columns if c not in ("n", "trained on")})
 
 st.plotly_chart(metrics_bar_chart(table, split=split, level=level), key="compare-bars")
 curves = report_curves(reports, level, "roc")
@@ -106,13 +123,13 @@ for index, (name, report) in enumerate(reports.items()):
     with columns[index % len(columns)]:
         st.plotly_chart(
             confusion_matrix_chart(report[level]["overall"]["confusion"],
-                                   f"{name} — thr {report['threshold']:.3f}", class_names=class_names),
+                                   f"{name}<br>threshold {report['threshold']:.3f}", class_names=class_names),
             key=f"compare-cm-{index}", config={"displayModeBar": False},
         )
 
 st.plotly_chart(
     body_part_auc_chart({name: body_part_metric(r, level) for name, r in reports.items()},
-                        split=split, level=level),
+                        split=split, level=level, counts=body_part_counts(next(iter(reports.values())), level)),
     key="compare-body-parts",
 )
 

@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SERVER_START_TIMEOUT_S = 120
+COMMAND_TIMEOUT_S = 600
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome")
 CHROMEDRIVER_CANDIDATES = ("chromedriver",)
 
@@ -112,7 +113,12 @@ def chrome(width: int = 1400, height: int = 1000):
         options.add_argument(argument)
     driver_path = next(filter(None, map(shutil.which, CHROMEDRIVER_CANDIDATES)), None)
     service = Service(executable_path=driver_path) if driver_path else Service()
-    return webdriver.Chrome(options=options, service=service)
+    driver = webdriver.Chrome(options=options, service=service)
+    try:  # a page evaluating 500 images on a busy machine keeps Chromium busy past the default 120 s
+        driver.command_executor._client_config.timeout = COMMAND_TIMEOUT_S
+    except AttributeError:
+        logger.debug("this selenium has no client config; keeping its command timeout")
+    return driver
 
 
 def wait_for_app(driver, timeout_s: float = 180) -> None:

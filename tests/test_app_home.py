@@ -93,10 +93,30 @@ def test_home_links_real_xrays_to_the_predict_page(app_home):
     at = run_page()
     assert_no_exception(at)
     keys = {item.key for item in load_gallery()}
-    links = [link.proto for link in at.get("page_link") if link.proto.label == "Predict this X-ray"]
+    links = [link.proto for link in at.get("page_link") if "xray=" in link.proto.query_string]
     assert len(links) >= 4
     for link in links:
         assert link.page.endswith("Predict")
         params = dict(pair.split("=") for pair in link.query_string.split("&"))
         assert params["input"] == "Sample" and params["xray"] in keys
     assert any("FracAtlas" in c.value and "CC BY 4.0" in c.value for c in at.caption)
+
+
+def test_the_dataset_choice_lives_in_the_url_so_a_reload_keeps_it(app_home):
+    from streamlit.testing.v1 import AppTest
+
+    from app_support import APP, TIMEOUT, steady_state_navigation
+
+    at = run_page()
+    at.radio(key="sidebar_dataset_source").set_value("Folder path").run()
+    at.text_input(key="sidebar_dataset_path").set_value(str(app_home / "demo")).run()
+    assert at.query_params["sidebar_dataset_source"] in ("Folder path", ["Folder path"])
+    steady_state_navigation()
+    reloaded = AppTest.from_file(str(APP), default_timeout=TIMEOUT)  # a new session: only the URL is left
+    for key in ("sidebar_dataset_source", "sidebar_dataset_path"):
+        value = at.query_params[key]
+        reloaded.query_params[key] = value[0] if isinstance(value, list) else value
+    reloaded.run()
+    assert_no_exception(reloaded)
+    assert reloaded.radio(key="sidebar_dataset_source").value == "Folder path"
+    assert reloaded.text_input(key="sidebar_dataset_path").value == str(app_home / "demo")

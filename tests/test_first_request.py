@@ -62,7 +62,7 @@ def test_the_first_request_renders_home_with_labelled_navigation(server_home, dr
         assert "Active model" in sidebar, "app.py's shared sidebar is drawn"
         # one click from Home to a prediction on a shipped real X-ray
         links = [a for a in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stPageLink"] a')
-                 if "Predict this X-ray" in a.text]
+                 if a.text.strip().endswith("Predict") and "xray=" in (a.get_attribute("href") or "")]
         link = links[1]  # not the picker's default, so the URL must carry it
         wanted = link.get_attribute("href").split("xray=")[1].split("&")[0]
         link.click()

@@ -144,3 +144,4 @@ def test_the_lab_works_on_a_gallery_image_by_default(app_home):
     assert at.radio(key="samples").value == "Gallery"
     assert at.selectbox(key="gallery-pick").value == load_gallery()[0].key
     assert at.get("plotly_chart"), "the variants are drawn"
+

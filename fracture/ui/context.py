@@ -60,8 +60,8 @@ class ActiveContext:
 
 def _dataset_sidebar(settings: Settings) -> tuple[Path | None, str, str | None]:
     st.sidebar.subheader("Dataset")
-    source = st.sidebar.radio(
-        "Source", (DEMO_SOURCE, FOLDER_SOURCE), key=DATASET_SOURCE_KEY, horizontal=True,
+    source = st.sidebar.radio(  # in the URL: a reload (or a shared link) keeps the dataset
+        "Source", (DEMO_SOURCE, FOLDER_SOURCE), key=DATASET_SOURCE_KEY, horizontal=True, bind="query-params",
         help="The demo set is synthetic and generated on first start. A folder must hold "
              "a MURA-v1.1, FracAtlas or class-folder dataset under an allowed data root.",
     )
@@ -69,7 +69,7 @@ def _dataset_sidebar(settings: Settings) -> tuple[Path | None, str, str | None]:
         root = Path(loaders.demo_dataset_root(str(settings.demo_dir), demo_studies()))
         return root, "demo (synthetic)", None
     typed = st.sidebar.text_input(
-        "Dataset folder", key=DATASET_PATH_KEY,
+        "Dataset folder", key=DATASET_PATH_KEY, bind="query-params",
         placeholder=str(settings.data_roots[0]) if settings.data_roots else "",
         help="Allowed roots: " + ", ".join(str(r) for r in settings.data_roots),
     ).strip()

@@ -56,6 +56,9 @@ def study_gallery(frame: pd.DataFrame, class_names: tuple[str, str], *, key: str
     if studies.empty:
         st.info("No study matches these filters.")
         return
+    if int(studies["images"].max()) == 1:  # FracAtlas: each image its own study, so a grid
+        image_grid(frame, class_names, key=key)
+        return
     pages = page_count(len(studies), per_page)
     c1, c2 = st.columns([1, 3])
     page = c1.number_input(f"Page (of {pages})", 1, pages, 1, key=f"{key}-page")
@@ -84,3 +87,31 @@ def study_gallery(frame: pd.DataFrame, class_names: tuple[str, str], *, key: str
                         st.image(thumb, caption=name, width="stretch")
                         if st.button("🔍 Full size", key=f"{key}-full-{path}"):
                             show_full_size(path, f"{study['study_id']} / {name}")
+
+
+IMAGES_PER_PAGE = 24
+
+
+def image_grid(frame: pd.DataFrame, class_names: tuple[str, str], *, key: str,
+               per_page: int = IMAGES_PER_PAGE) -> None:
+    """Single-image studies as a paginated grid of thumbnails, each captioned with its study."""
+    rows = frame.sort_values("study_id", kind="stable")
+    pages = page_count(len(rows), per_page)
+    c1, c2 = st.columns([1, 3])
+    page = c1.number_input(f"Page (of {pages})", 1, pages, 1, key=f"{key}-page")
+    c2.caption(f"{len(rows):,} images match (one per study); {per_page} per page.")
+    shown = rows.iloc[(page - 1) * per_page: page * per_page]
+    for start in range(0, len(shown), IMAGES_PER_ROW):
+        for column, (_, row) in zip(st.columns(IMAGES_PER_ROW), shown.iloc[start:start + IMAGES_PER_ROW].iterrows()):
+            path = row["path"]
+            with column, st.container(border=True):
+                try:
+                    thumb = loaders.load_thumbnail(path, loaders.path_signature(path))
+                except ImageLoadError as exc:
+                    st.error(f"{Path(path).name}: {exc.reason.replace('_', ' ')}")
+                    continue
+                st.image(thumb, width="stretch",
+                         caption=f"{row['study_id']} · {row['split']} · {row['body_part']} · "
+                                 f"{'🔴' if row['label'] else '🟢'} {class_names[int(row['label'])]}")
+                if st.button("🔍 Full size", key=f"{key}-full-{path}"):
+                    show_full_size(path, str(row["study_id"]))

@@ -97,6 +97,16 @@ def preparation_progress(events: list[dict[str, Any]]) -> tuple[float, str]:
     return 0.0, "starting: loading the data and the model…"
 
 
+def _run_mode(run_dir: str | Path) -> str:
+    """The run's training mode from its config (``finetune`` when unreadable)."""
+    import json
+
+    try:
+        return str(json.loads((Path(run_dir) / CONFIG_FILE).read_text()).get("mode", "finetune"))
+    except (OSError, ValueError, AttributeError):
+        return "finetune"
+
+
 def show_run(run_dir: str | Path, *, refresh_s: float = REFRESH_S) -> None:
     """Draw the run view; it refreshes itself while the run is alive."""
     live = is_live(run_dir)
@@ -131,7 +141,14 @@ def _run_view(run_dir: str, was_live: bool) -> None:
         )
         st.progress(status.progress, text=text)
     cols = st.columns(4)
-    cols[0].metric("Images/s", f"{status.images_per_s:.1f}" if status.images_per_s else "–")
+    if _run_mode(run_dir) == "frozen":  # the head trains on cached features: images/s would read 12,000
+        epoch_s = [e["seconds"] for e in status.epochs_log if e.get("seconds")]
+        cols[0].metric("Head epoch", format_seconds(epoch_s[-1]) if epoch_s else "–",
+                       help="Frozen mode: the backbone's features were computed once (the preparation "
+                            "step); each epoch only trains the head on them.")
+    else:
+        cols[0].metric("Images/s", f"{status.images_per_s:.1f}" if status.images_per_s else "–",
+                       help="Training images per second over the last steps.")
     cols[1].metric("ETA", format_seconds(status.eta_s) if status.state in LIVE_STATES else "–")
     cols[2].metric(
         f"Best {status.monitor or 'metric'}",

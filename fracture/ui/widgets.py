@@ -39,10 +39,20 @@ def op_controls(op: str, *, key: str, container: Any = None, hidden: Sequence[st
     schema = op_schema(op)
     step: dict[str, Any] = {"op": op}
     skip = set(hidden) | set(HIDDEN_PARAMS.get(op, ()))
-    for name, param in schema["params"].items():
+    params = schema["params"]
+    if {"low", "high"} <= set(params) and not {"low", "high"} & skip:
+        # One range slider: two separate ones let "low" pass "high", which the core refuses.
+        low_p, high_p = params["low"], params["high"]
+        top = min(int(high_p["max"]), _UI_MAX.get((op, "high"), int(high_p["max"])))
+        step["low"], step["high"] = container.slider(
+            "thresholds (low – high)", int(low_p["min"]), top, (int(low_p["default"]), int(high_p["default"])),
+            key=f"{key}-{op}-thresholds",
+            help=f"{low_p.get('help') or 'low threshold'} / {high_p.get('help') or 'high threshold'}")
+        skip |= {"low", "high"}
+    for name, param in params.items():
         label = name.replace("_", " ")
         if name in skip:
-            step[name] = param["default"]
+            step.setdefault(name, param["default"])
             continue
         widget_key = f"{key}-{op}-{name}"
         if "choices" in param:
@@ -102,13 +112,54 @@ def png_bytes(image: np.ndarray) -> bytes:
     return encoded.tobytes()
 
 
-def overlay(image: np.ndarray, heatmap: np.ndarray | None, alpha: float) -> np.ndarray:
-    """The Grad-CAM heatmap blended on the image (the image itself when there is no map)."""
+def overlay(image: np.ndarray, heatmap: np.ndarray | None, alpha: float, boxes: Sequence = ()) -> np.ndarray:
+    """The Grad-CAM heatmap blended on the image (the image itself when there is no map),
+    with the annotated fracture boxes drawn on top when the image has them."""
+    from fracture.explain.annotate import draw_boxes
     from fracture.explain.gradcam import overlay_heatmap
 
-    if heatmap is None:
-        return image
-    return overlay_heatmap(image, heatmap, alpha)
+    blended = image if heatmap is None else overlay_heatmap(image, heatmap, alpha)
+    return draw_boxes(blended, boxes)
+
+
+#: Widest an image is drawn beside its Grad-CAM (px): a 2,000 px X-ray must not fill the screen.
+EXPLAINED_IMAGE_WIDTH = 380
+HEATMAP_HOW_TO_READ = ("How to read it: red and yellow mark the regions that pushed the probability up "
+                       "most, blue those that mattered least. It shows where the model looked, not where "
+                       "a fracture is.")
+
+
+#: The "jet" colormap's stops (OpenCV's, which overlay_heatmap uses), low to high.
+JET_STOPS = ("#00007f", "#0000ff", "#007fff", "#00ffff", "#7fff7f", "#ffff00", "#ff7f00", "#ff0000", "#7f0000")
+
+
+def colour_bar_html() -> str:
+    """The Grad-CAM colour scale (low -> high) as a CSS gradient strip with its two ends named."""
+    return (f'<div style="height:12px;border-radius:3px;background:linear-gradient(to right, '
+            f'{", ".join(JET_STOPS)})"></div>'
+            '<div style="display:flex;justify-content:space-between;font-size:0.8em;opacity:0.8">'
+            "<span>low attention</span><span>high</span></div>")
+
+
+def explained_image(image: np.ndarray, heatmap: np.ndarray | None, alpha: float, *, caption: str,
+                    width: int = EXPLAINED_IMAGE_WIDTH, boxes: Sequence = ()) -> np.ndarray:
+    """The image and its Grad-CAM overlay side by side (capped width), with the colour scale.
+
+    Returns:
+        The overlay (for downloads).
+    """
+    from fracture.explain.annotate import draw_boxes
+
+    blended = overlay(image, heatmap, alpha, boxes)  # boxes: the annotated fracture, when known
+    left, right = st.columns(2)
+    left.image(draw_boxes(image, boxes), caption=caption + (" · green box: annotated fracture" if len(boxes) else ""),
+               width=min(width, image.shape[1]))
+    right.image(blended, caption="Grad-CAM", width=min(width, image.shape[1]))
+    if heatmap is not None:
+        scale, text = st.columns([1, 3], vertical_alignment="center")
+        scale.markdown(colour_bar_html(), unsafe_allow_html=True)
+        text.caption(HEATMAP_HOW_TO_READ)
+    return blended
 
 
 def _fmt(value: Any) -> str:

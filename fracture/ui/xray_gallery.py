@@ -92,8 +92,17 @@ def gallery_strip(items: list[GalleryItem], *, link: Callable[[GalleryItem], Non
                 except FractureError as exc:
                     st.error(str(exc))
                     continue
-                st.image(thumb, caption=f"{item.body_part} · FracAtlas: {item.label_name}", width="stretch")
+                st.image(square(thumb), caption=f"{item.body_part} · {item.label_name}", width="stretch")
                 link(item)
+
+
+def square(image: np.ndarray) -> np.ndarray:
+    """Pad to a square with black, centred, so that a row of thumbnails lines up."""
+    height, width = image.shape[:2]
+    side = max(height, width)
+    top, left = (side - height) // 2, (side - width) // 2
+    pad = [(top, side - height - top), (left, side - width - left)] + [(0, 0)] * (image.ndim - 2)
+    return np.pad(image, pad)
 
 
 def home_selection(items: list[GalleryItem], n: int = 4) -> list[GalleryItem]:

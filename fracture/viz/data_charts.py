@@ -189,13 +189,18 @@ def mode_chart(modes_df: pd.DataFrame, *, title: str | None = None) -> go.Figure
     fig = go.Figure()
     groups = counts.groupby("format") if "format" in counts.columns else [("images", counts)]
     for index, (name, group) in enumerate(groups):
-        group = group.set_index(group["mode"].astype(str)).reindex(modes)
-        fig.add_trace(go.Bar(x=list(modes), y=group["count"].fillna(0).to_numpy(), name=str(name),
-                             marker_color=series_color(index)))
+        group = group.groupby(group["mode"].astype(str))["count"].sum().reindex(modes)
+        fig.add_trace(go.Bar(x=list(modes), y=group.fillna(0).to_numpy(), name=str(name),
+                             marker_color=series_color(index), text=group.fillna(0).astype(int).to_numpy(),
+                             textposition="inside",
+                             hovertemplate="%{x}, %{fullData.name}: %{y} images<extra></extra>"))
     fig.update_layout(barmode="stack")
     fig.update_xaxes(title_text="pixel mode")
     fig.update_yaxes(title_text="images")
-    return style_figure(fig, title)
+    fig = style_figure(fig, title)
+    if "format" in counts.columns:  # one format is still a format: say which (plotly hides a lone legend)
+        fig.update_layout(showlegend=True, legend_title_text="file format")
+    return fig
 
 
 def _as_histogram(counts: Any, name: str) -> np.ndarray:
@@ -293,9 +298,32 @@ def image_histogram_chart(img_uint8: np.ndarray, name: str, *, height: int = 220
     fig.update_layout(barmode="overlay", bargap=0)
     fig.update_xaxes(title_text="intensity", range=[-2, INTENSITY_LEVELS + 1])
     fig.update_yaxes(title_text="pixels (log)" if log_counts else "pixels", type="log" if log_counts else "linear")
+    if log_counts:  # one label per decade: 1, 10, 100, 1k, 10k (not plotly's "2, 100k, 5")
+        fig.update_yaxes(dtick=1, tickformat="~s", minor={"showgrid": False})
+    else:
+        _clip_spike(fig, all_counts)
     fig = style_figure(fig, f"Histogram — {name}", height=height)
-    fig.update_layout(margin={"l": 50, "r": 10, "t": 40, "b": 40}, showlegend=len(channels) > 1)
+    fig.update_layout(margin={"l": 50, "r": 10, "t": 40, "b": 40}, showlegend=len(channels) > 1,
+                      title={"pad": {"t": 8, "l": 4}})
     return fig
+
+
+#: A bin taller than this many times the next tallest is cut off on a linear axis (and labelled).
+CLIP_SPIKE_RATIO = 2.5
+
+
+def _clip_spike(fig: go.Figure, all_counts: list[np.ndarray]) -> None:
+    """Cap the y axis below a lone tall bin (an X-ray's black background) and say where it went."""
+    counts = np.max(np.stack(all_counts), axis=0)
+    order = np.argsort(counts)[::-1]
+    top, second = float(counts[order[0]]), float(counts[order[1]]) if counts.size > 1 else 0.0
+    if second <= 0 or top <= CLIP_SPIKE_RATIO * second:
+        return
+    cap = second * 1.15
+    fig.update_yaxes(range=[0, cap])
+    share = top / max(float(all_counts[0].sum()), 1.0)
+    fig.add_annotation(x=int(order[0]), y=cap, yanchor="top", showarrow=False, xanchor="left" if order[0] < 128 else "right",
+                       text=f"level {int(order[0])}: {share:.0%} of pixels ↑", font={"size": 11})
 
 
 def _is_spiky(counts: np.ndarray) -> bool:

@@ -220,13 +220,22 @@ def metrics_bar_chart(
             error = {"type": "data", "symmetric": False, "array": plus, "arrayminus": minus,
                      "thickness": 1.2, "width": 3}
         fig.add_trace(go.Bar(x=labels, y=values, name=name, error_y=error,
-                             marker_color=series_color(index),
-                             text=[_fmt(v) for v in values], textposition="outside",
+                             marker_color=series_color(index), **_bar_text(values, len(table_df)),
                              hovertemplate="%{x}: %{y:.3f}<extra>%{fullData.name}</extra>"))
     fig.update_layout(barmode="group")
     fig.update_xaxes(title_text="metric")
-    fig.update_yaxes(title_text="value", range=[0, 1.1])
+    fig.update_yaxes(title_text="value", range=[0, 1.1 if len(table_df) == 1 else 1.25])
     return style_figure(fig, title or chart_title("Model comparison", split=split, level=level))
+
+
+def _bar_text(values: np.ndarray, n_series: int) -> dict[str, Any]:
+    """Value labels on bars: level with one series, upright inside narrow grouped bars
+    (side by side they ran into each other: "0.7690.769")."""
+    text = [_fmt(v) for v in values]
+    if n_series == 1:
+        return {"text": text, "textposition": "outside", "cliponaxis": False}
+    return {"text": text, "textposition": "outside", "textangle": -90, "cliponaxis": False,
+            "textfont": {"size": 11}}
 
 
 def body_part_auc_chart(
@@ -235,6 +244,7 @@ def body_part_auc_chart(
     split: str | None = None,
     level: str | None = None,
     title: str | None = None,
+    counts: Mapping[str, str] | None = None,
 ) -> go.Figure:
     """ROC AUC per body part, one bar series per model (weak body parts stand out).
 
@@ -244,6 +254,8 @@ def body_part_auc_chart(
             class only in that part) leaves a gap.
         split, level: what was evaluated, for the title.
         title: overrides the default title.
+        counts: ``{body part: text}`` shown under each part's name, e.g.
+            ``"n=164, 50 pos"``: an AUC on 3 images is not one on 300.
 
     Returns:
         A figure with one bar trace per model over the union of body parts.
@@ -253,12 +265,15 @@ def body_part_auc_chart(
     for index, (name, per_model) in enumerate(aucs.items()):
         values = np.array([np.nan if per_model.get(p) is None else float(per_model[p]) for p in parts])
         fig.add_trace(go.Bar(x=parts, y=values, name=str(name), marker_color=series_color(index),
-                             text=[_fmt(v) for v in values], textposition="outside",
+                             **_bar_text(values, len(aucs)),
                              hovertemplate="%{x}: AUC %{y:.3f}<extra>%{fullData.name}</extra>"))
     fig.add_hline(y=0.5, line={"color": NEUTRAL_COLOR, "dash": "dot", "width": 1})
     fig.update_layout(barmode="group")
     fig.update_xaxes(title_text="body part")
-    fig.update_yaxes(title_text="ROC AUC", range=[0, 1.1])
+    if counts:
+        fig.update_xaxes(tickmode="array", tickvals=parts,
+                         ticktext=[f"{p}<br>{counts[p]}" if p in counts else p for p in parts])
+    fig.update_yaxes(title_text="ROC AUC", range=[0, 1.1 if len(aucs) == 1 else 1.25])
     return style_figure(fig, title or chart_title("ROC AUC by body part", split=split, level=level))
 
 

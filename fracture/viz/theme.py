@@ -28,6 +28,8 @@ SERIES_COLORS = (
 CLASS_COLORS = {"negative": "#56B4E9", "positive": "#D55E00"}
 SPLIT_COLORS = {"train": "#0072B2", "val": "#E69F00", "test": "#009E73"}
 NEUTRAL_COLOR = "#888888"
+TOOLBAR_ROW_PX = 32
+"""Height kept free above a chart's title for plotly's toolbar."""
 SPLIT_ORDER = ("train", "val", "test")
 
 
@@ -60,13 +62,16 @@ def style_figure(fig: go.Figure, title: str, *, height: int | None = None,
     """
     if legend_below:
         legend = {"orientation": "h", "yanchor": "top", "y": -0.3, "xanchor": "center", "x": 0.5}
-        margin = {"l": 60, "r": 20, "t": 70, "b": 100}
+        margin = {"l": 60, "r": 20, "t": 90, "b": 100}
     else:
         legend = {"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "right", "x": 1.0}
-        margin = {"l": 60, "r": 20, "t": 60, "b": 50}
+        margin = {"l": 60, "r": 20, "t": 96, "b": 50}
     fig.update_layout(
         template=TEMPLATE,
-        title={"text": title, "x": 0.0, "xanchor": "left"},
+        # The title starts below the plotly toolbar's row (top right, ~30 px), so the
+        # toolbar never covers it however narrow the column; the legend sits under both.
+        title={"text": title, "x": 0.0, "xanchor": "left", "xref": "container",
+               "y": 1.0, "yref": "container", "yanchor": "top", "pad": {"t": TOOLBAR_ROW_PX, "l": 4}},
         font={"family": FONT_FAMILY, "size": 13},
         margin=margin,
         legend={**legend, "title": {"text": ""}},

@@ -35,6 +35,10 @@ METRIC_LABELS = {
 }
 
 
+EPOCH_TICKS = {"tickmode": "linear", "tick0": 1, "dtick": 1, "tickformat": "d"}
+"""Epochs are whole numbers counted from 1 (the event log's ``epoch`` is 0-based; charts add 1)."""
+
+
 def metric_label(name: str) -> str:
     """Readable axis label of a metric or column name (``val_roc_auc`` -> ``val ROC AUC``)."""
     for prefix in ("train_", "val_", "test_"):
@@ -86,7 +90,7 @@ def training_curves_chart(
                 continue
             fig.add_trace(
                 go.Scatter(
-                    x=frame["epoch"], y=frame[column], mode="lines+markers", name=split,
+                    x=frame["epoch"] + 1, y=frame[column], mode="lines+markers", name=split,
                     legendgroup=split, showlegend=split not in shown,
                     line={"color": SPLIT_COLORS[split], "dash": dash},
                     hovertemplate=f"epoch %{{x}}<br>{split} {metric_label(metric)}: %{{y:.4f}}"
@@ -95,7 +99,7 @@ def training_curves_chart(
                 row=1, col=col,
             )
             shown.add(split)
-        fig.update_xaxes(title_text="epoch", row=1, col=col)
+        fig.update_xaxes(title_text="epoch", row=1, col=col, **EPOCH_TICKS)
         fig.update_yaxes(title_text=metric_label(metric), row=1, col=col)
     return style_figure(fig, title, legend_below=True)
 
@@ -208,7 +212,7 @@ def overlay_training_curves_chart(
             continue
         require_columns(frame, ("epoch",), f"overlay_training_curves_chart (run {name!r})")
         frame = frame.sort_values("epoch")
-        fig.add_trace(go.Scatter(x=frame["epoch"], y=frame[column], mode="lines+markers",
+        fig.add_trace(go.Scatter(x=frame["epoch"] + 1, y=frame[column], mode="lines+markers",
                                  name=str(name), line={"color": series_color(index)}))
     if not fig.data:
         return empty_figure(title, f"no run has {metric!r} yet")
@@ -216,6 +220,6 @@ def overlay_training_curves_chart(
         fig.add_annotation(text=f"without {metric}: {', '.join(lacking)}", x=0, y=-0.22,
                            xref="paper", yref="paper", showarrow=False, xanchor="left",
                            font={"size": 11, "color": NEUTRAL_COLOR})
-    fig.update_xaxes(title_text="epoch")
+    fig.update_xaxes(title_text="epoch", **EPOCH_TICKS)
     fig.update_yaxes(title_text=metric_label(shown_metric))
     return style_figure(fig, title)

@@ -1,0 +1,62 @@
+"""AppTest: defects a browser walk found (issue 12), each pinned by a test."""
+from __future__ import annotations
+
+from app_support import (  # noqa: F401  (fixtures)
+    app_home,
+    assert_no_exception,
+    demo_template,
+    fresh_app_home,
+    png_bytes,
+    run_page,
+    write_tiny_run,
+)
+
+RUN = "20260101-000000-small_cnn"
+
+
+def test_the_same_upload_twice_counts_once_and_the_heading_says_how_many_files(app_home):
+    write_tiny_run(app_home / "runs", RUN)
+    at = run_page("pages/4_Predict.py", model=f"{RUN} (run)")
+    same = png_bytes(80, seed=7)
+    at.file_uploader(key="predict-upload").set_value(
+        [("a.png", same, "image/png"), ("copy.png", same, "image/png"), ("bad.png", b"no image", "image/png")]
+    ).run()
+    assert_no_exception(at)
+    assert any("count once" in i.value and "copy.png" in i.value for i in at.info)
+    assert any("from 1 of 3 files" in m.value for m in at.markdown)
+
+
+def test_canny_thresholds_are_one_range_so_low_never_passes_high(app_home):
+    at = run_page("pages/2_Preprocessing_Lab.py")
+    assert_no_exception(at)
+    thresholds = at.slider(key="lab-canny-thresholds")
+    assert tuple(thresholds.value) == (50, 150)
+    thresholds.set_value((120, 400)).run()
+    assert_no_exception(at)
+    assert not at.error
+
+
+def test_training_curves_count_epochs_from_one_on_whole_number_ticks():
+    import pandas as pd
+
+    from fracture.viz.charts import overlay_training_curves_chart, training_curves_chart
+
+    epochs = pd.DataFrame({"epoch": [0, 1, 2], "train_loss": [0.9, 0.7, 0.6], "val_loss": [0.8, 0.7, 0.65],
+                           "val_roc_auc": [0.6, 0.7, 0.8]})
+    fig = training_curves_chart(epochs)
+    assert list(fig.data[0].x) == [1, 2, 3]
+    assert fig.layout.xaxis.dtick == 1 and fig.layout.xaxis.tick0 == 1
+    overlay = overlay_training_curves_chart({"run": epochs}, "val_roc_auc")
+    assert list(overlay.data[0].x) == [1, 2, 3]
+
+
+def test_grouped_bar_labels_stand_upright_and_body_parts_carry_their_n():
+    import pandas as pd
+
+    from fracture.viz.charts import body_part_auc_chart, metrics_bar_chart
+
+    table = pd.DataFrame({"roc_auc": [0.769, 0.769], "accuracy": [0.8, 0.81]}, index=["a", "b"])
+    fig = metrics_bar_chart(table, metrics=("roc_auc", "accuracy"))
+    assert all(trace.textangle == -90 for trace in fig.data)
+    parts = body_part_auc_chart({"a": {"hand": 0.7}, "b": {"hand": 0.8}}, counts={"hand": "n=12 · 3 pos"})
+    assert "n=12" in parts.layout.xaxis.ticktext[0]

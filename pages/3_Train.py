@@ -8,7 +8,8 @@ from fracture.train.launcher import list_runs
 from fracture.ui import loaders
 from fracture.ui.context import active_context
 from fracture.ui.job_viewer import is_live, newest_run, show_run
-from fracture.ui.train_form import launch_from_form, past_runs_table, promote_run, train_form
+from fracture.train.run_table import launch_from_form, past_runs_table, promote_run
+from fracture.ui.train_form import train_form
 
 RUN_KEY = "train_selected_run"
 

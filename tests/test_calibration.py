@@ -287,3 +287,27 @@ def test_shipped_model_is_calibrated_and_its_test_ece_drops():
     assert block["ece"] == pytest.approx(stored["ece"], abs=0.01)
     assert result.report["image"]["overall"]["roc_auc"] == pytest.approx(
         meta["metrics"]["test"]["image"]["overall"]["roc_auc"], abs=0.01)
+
+
+def test_fit_calibration_not_strict_leaves_a_tiny_run_uncalibrated(tmp_path, caplog):
+    """The trainer's call must never fail a run whose val split is too small to calibrate."""
+    import torch
+
+    from fracture.checkpoint import read_checkpoint_meta, save_checkpoint
+    from fracture.evaluate.calibration import SplitSource, fit_calibration
+    from fracture.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("small_cnn", in_chans=1)
+    meta = {"image_size": 32, "preprocess": [{"op": "resize", "size": 32, "mode": "letterbox"}],
+            "normalization": {"mean": [0.5], "std": [0.5]}, "class_names": ["normal", "abnormal"],
+            "body_parts": [], "multitask": False, "threshold": 0.5}
+    path = save_checkpoint(tmp_path / "m.safetensors", model, meta)
+    meta = read_checkpoint_meta(path)
+    images = np.zeros((5, 32, 32), np.uint8)
+    val = SplitSource(fetch=lambda p: images[p], n=5, labels=np.array([0, 1, 0, 1, 0]))
+    assert fit_calibration(path, model, meta, val=val, strict=False) is None
+    assert "left uncalibrated" in caplog.text
+    assert "calibration" not in read_checkpoint_meta(path)
+    with pytest.raises(EvaluationError):
+        fit_calibration(path, model, meta, val=val)

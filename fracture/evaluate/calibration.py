@@ -333,7 +333,8 @@ def fit_calibration(
     test: SplitSource | None = None,
     probes: dict[str, dict[str, np.ndarray]] | None = None,
     max_train_images: int = 1000,
-) -> dict[str, Any]:
+    strict: bool = True,
+) -> dict[str, Any] | None:
     """Fit temperature, operating points and the out-of-distribution score; save them in the checkpoint.
 
     The trainer's hook and the engine of ``python -m fracture calibrate``. One
@@ -356,6 +357,9 @@ def fit_calibration(
         half: store weights as float16; default: as the file was stored.
         target_sensitivity: the screening operating point's sensitivity.
         method: ``temperature+bias`` (default) or ``temperature`` (see the module notes).
+        strict: False (the trainer's choice) turns a validation split that
+            cannot be calibrated (too few images, one class) into a logged
+            warning and ``None``, the checkpoint left as it was.
         ood_components: principal components kept by the OOD score (default
             :data:`fracture.ood.DEFAULT_COMPONENTS`, fewer with few images).
         test, probes: measured only, never fitted on: the OOD flag rate on the
@@ -378,10 +382,22 @@ def fit_calibration(
     from fracture.evaluate.metrics import operating_points
     from fracture.inference import InputSpec
 
+    if not strict:
+        from fracture.ood import OodError
+
+        try:
+            return fit_calibration(checkpoint, model, meta, val=val, train=train, device=device, half=half,
+                                   target_sensitivity=target_sensitivity, method=method,
+                                   ood_components=ood_components, batch_size=batch_size, progress=progress,
+                                   test=test, probes=probes, max_train_images=max_train_images, strict=True)
+        except (EvaluationError, OodError) as exc:
+            log.warning("%s left uncalibrated: %s", checkpoint, exc)
+            return None
     if val.labels is None:
         raise EvaluationError("fit_calibration needs the labels of the validation split")
     if method not in METHODS:
         raise EvaluationError(f"unknown calibration method {method!r}; use one of {METHODS}")
+    _check_fit_input(np.asarray(val.labels), np.full(len(val.labels), 0.5))  # before any model run
     device = torch.device(device)
     norm = meta["normalization"]
     spec = InputSpec(in_chans=int(meta["in_chans"]), mean=tuple(norm["mean"]), std=tuple(norm["std"]))

@@ -193,3 +193,27 @@ def test_predict_page_many_files_mode_offers_the_csv_and_the_report(app_home):
     assert labels == ["⬇ predictions.csv", "⬇ report.html"]
     table = at.dataframe[0].value
     assert list(table["file"]) == ["a.png", "broken.png"] and table["error"].iloc[1].startswith("not an image")
+
+
+def test_progress_panel_shows_images_done_and_cancel_sets_the_flag():
+    from streamlit.testing.v1 import AppTest
+
+    def page():
+        import streamlit as st
+
+        from fracture.ort_backend import InferenceProgress
+        from fracture.ui.progress import ProgressPanel, was_cancelled
+
+        if was_cancelled("t"):
+            st.write("cancelled")
+            st.stop()
+        panel = ProgressPanel("t")
+        panel.label = "model"
+        for done in (100, 200):
+            panel(InferenceProgress("predicting", done, 500, done / 10))
+
+    at = AppTest.from_function(page).run()
+    assert not at.exception
+    assert at.button[0].label == "Cancel"
+    at.button[0].click().run()
+    assert [m.value for m in at.markdown] == ["cancelled"]

@@ -12,6 +12,7 @@ from fracture.ui.context import active_context, checkpoint_label
 from fracture.ui.lab import DEFAULT_VARIANTS, LAB_MAX_SIDE, apply_spec, fit_image, lab_variants
 from fracture.ui.samples import load_study_images, study_picker
 from fracture.ui.uploads import UPLOAD_TYPES, read_uploads
+from fracture.ui.kept_uploads import uploader_files
 from fracture.ui.widgets import op_controls, overlay
 from fracture.ui.xray_gallery import gallery_image, gallery_picker, sample_source
 from fracture.viz.charts import image_histogram_chart
@@ -33,9 +34,9 @@ source = st.radio("Image", tuple(SOURCES), captions=tuple(SOURCES.values()), hor
 image, name = None, ""
 boxes = ()  # annotated fracture boxes of the image, drawn on it and on its Grad-CAM
 if source == "Upload":
-    upload = st.file_uploader("One X-ray (PNG, JPEG, DICOM)", type=list(UPLOAD_TYPES), key="lab-upload",
-                              max_upload_size=context.settings.max_upload_mb)
-    loaded, problems = read_uploads([upload] if upload else [], max_mb=context.settings.max_upload_mb)
+    uploads = uploader_files("One X-ray (PNG, JPEG, DICOM)", type=list(UPLOAD_TYPES), key="lab-upload",
+                             max_upload_size=context.settings.max_upload_mb)  # kept across a page switch
+    loaded, problems = read_uploads(uploads[:1], max_mb=context.settings.max_upload_mb)
     for problem in problems:
         st.error(problem.message)
     if loaded:

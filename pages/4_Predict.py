@@ -17,6 +17,7 @@ from fracture.ui.batch_view import many_files_view, mode_picker
 from fracture.ui.context import active_context, checkpoint_label, require_checkpoint
 from fracture.ui.samples import load_study_images, study_picker
 from fracture.ui.uploads import UPLOAD_TYPES, read_uploads
+from fracture.ui.kept_uploads import uploader_files
 from fracture.ui.widgets import enhancement_controls, explained_image, model_card, png_bytes
 from fracture.ui.xray_gallery import gallery_image, gallery_picker, sample_source
 
@@ -68,7 +69,7 @@ with inputs:
     truth: dict = {}  # image name -> annotated fracture boxes (gallery, or a dataset with boxes)
     if source == "Upload":
         max_mb = context.settings.max_upload_mb
-        files = st.file_uploader(
+        files = uploader_files(  # kept across a page switch
             f"X-ray images of one study (PNG, JPEG, DICOM; up to {max_mb} MB each)",
             type=list(UPLOAD_TYPES), accept_multiple_files=True, key="predict-upload",
             max_upload_size=max_mb,

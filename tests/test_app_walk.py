@@ -60,3 +60,20 @@ def test_grouped_bar_labels_stand_upright_and_body_parts_carry_their_n():
     assert all(trace.textangle == -90 for trace in fig.data)
     parts = body_part_auc_chart({"a": {"hand": 0.7}, "b": {"hand": 0.8}}, counts={"hand": "n=12 · 3 pos"})
     assert "n=12" in parts.layout.xaxis.ticktext[0]
+
+
+def test_uploads_survive_a_page_switch_until_forgotten(app_home):
+    from app_support import metric_values, switch_to
+
+    write_tiny_run(app_home / "runs", RUN)
+    at = run_page("pages/4_Predict.py", model=f"{RUN} (run)")
+    at.file_uploader(key="predict-upload").set_value([("a.png", png_bytes(80, seed=5), "image/png")]).run()
+    assert "Study P(abnormal)" in metric_values(at)
+    switch_to(at, "pages/1_Dataset_Explorer.py").run()
+    switch_to(at, "pages/4_Predict.py").run()
+    assert_no_exception(at)
+    assert any("Kept from before" in c.value and "a.png" in c.value for c in at.caption)
+    assert "Study P(abnormal)" in metric_values(at)
+    at.button(key="kept-uploads-predict-upload-forget").click().run()
+    assert_no_exception(at)
+    assert "Study P(abnormal)" not in metric_values(at)

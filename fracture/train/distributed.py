@@ -86,6 +86,18 @@ class DistContext:
             torch.distributed.destroy_process_group()
 
 
+class RankLog:
+    """Events of torchrun ranks other than 0: not written (rank 0's log is the run's), failures logged."""
+
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+
+    def emit(self, event: str, **fields) -> dict:
+        if event == "failed":
+            log.error("rank %d failed: %s", self.rank, fields.get("error"))
+        return {"event": event, **fields}
+
+
 def from_env() -> DistContext:
     """This process's rank and world size as torchrun set them (0 of 1 when it did not); joins nothing."""
     world_size = int(os.environ.get("WORLD_SIZE", "1") or 1)

@@ -94,3 +94,37 @@ def rank_rng(state: dict[str, Any], rank: int, world_size: int) -> tuple[dict[st
     if len(saved) != world_size:
         return saved[0], False
     return saved[rank], True
+
+
+def save_loop_state(run_dir: Path, loop, dist, *, epoch: int, best: float | None, bad_epochs: int) -> None:
+    """Gather every rank's random states; rank 0 writes the loop's state after ``epoch``."""
+    rng = dist.gather_objects(capture_rng(loop.augment, loop.sampler))
+    if dist.is_main:
+        save_resume_state(run_dir, {
+            "epoch": epoch, "best": best, "bad_epochs": bad_epochs, "model": loop.model.state_dict(),
+            "ema": loop.ema.state_dict() if loop.ema is not None else None,
+            **loop.optim.state_dict(), "rng": rng, "world_size": dist.world_size,
+        })
+
+
+def restore_loop_state(run_dir: Path, loop, dist, device: torch.device) -> tuple[int, float | None, int, str | None]:
+    """Load the saved state into ``loop``: ``(next epoch, best metric, bad epochs, warning or None)``.
+
+    Raises:
+        TrainingError: no state saved yet.
+    """
+    state = load_resume_state(run_dir, device)
+    loop.model.load_state_dict(state["model"])
+    if loop.ema is not None and state.get("ema") is not None:
+        loop.ema.load_state_dict(state["ema"])
+    loop.optim.load_state_dict(state)
+    rng, exact = rank_rng(state, dist.rank, dist.world_size)
+    if rng is not None:
+        restore_rng(rng, loop.augment, loop.sampler)
+    elif "generator" in state:  # written before all random states were saved
+        loop.sampler.set_state(state["generator"].cpu())
+        loop.augment.load_state_dict({"generator": state["augment"]["generator"].cpu()})
+    warning = None if exact else (
+        f"the resume state was written by {len(state.get('rng') or [])} process(es) or an older version, this run "
+        f"has {dist.world_size}: it continues the same data order, but not bit for bit")
+    return state["epoch"] + 1, state["best"], state["bad_epochs"], warning

@@ -14,7 +14,6 @@ The parts, one job each: :mod:`.data` (splits and image cache),
 """
 from __future__ import annotations
 
-import logging
 import random
 import threading
 from pathlib import Path
@@ -34,8 +33,6 @@ from fracture.train.metadata import BEST_CHECKPOINT  # noqa: F401  (public name)
 from fracture.train.resume import RESUME_STATE  # noqa: F401  (public name)
 from fracture.train.run_lock import claim_run_dir
 from fracture.train.weights import build_ema, init_from_checkpoint
-
-log = logging.getLogger(__name__)
 
 
 def train(
@@ -61,7 +58,7 @@ def train(
     # One training per folder (fracture/train/run_lock.py); only rank 0 writes in it.
     claim = claim_run_dir(run_dir, resume=resume) if dist.is_main else None
     try:
-        events = EventLog(run_dir, callback) if dist.is_main else _RankLog(dist.rank)
+        events = EventLog(run_dir, callback) if dist.is_main else distributed.RankLog(dist.rank)
     except BaseException:
         if claim is not None:
             claim.release()
@@ -80,18 +77,6 @@ def train(
         if claim is not None:
             events.close()
             claim.release()
-
-
-class _RankLog:
-    """Events of torchrun ranks other than 0: not written (rank 0's log is the run's), failures logged."""
-
-    def __init__(self, rank: int) -> None:
-        self.rank = rank
-
-    def emit(self, event: str, **fields) -> dict:
-        if event == "failed":
-            log.error("rank %d failed: %s", self.rank, fields.get("error"))
-        return {"event": event, **fields}
 
 
 class Trainer:
@@ -260,31 +245,13 @@ class Trainer:
 
     # -------------------------------------------------------------- resume
     def _save_resume(self, loop: TrainLoop, epoch: int, best: float | None, bad_epochs: int) -> None:
-        rng = self.dist.gather_objects(resume.capture_rng(loop.augment, loop.sampler))
-        if self.dist.is_main:
-            resume.save_resume_state(self.run_dir, {
-                "epoch": epoch, "best": best, "bad_epochs": bad_epochs, "model": loop.model.state_dict(),
-                "ema": loop.ema.state_dict() if loop.ema is not None else None,
-                **loop.optim.state_dict(), "rng": rng, "world_size": self.dist.world_size,
-            })
+        resume.save_loop_state(self.run_dir, loop, self.dist, epoch=epoch, best=best, bad_epochs=bad_epochs)
 
     def _restore(self, loop: TrainLoop) -> tuple[int, float | None, int]:
-        state = resume.load_resume_state(self.run_dir, self.device)
-        loop.model.load_state_dict(state["model"])
-        if loop.ema is not None and state.get("ema") is not None:
-            loop.ema.load_state_dict(state["ema"])
-        loop.optim.load_state_dict(state)
-        rng, exact = resume.rank_rng(state, self.dist.rank, self.dist.world_size)
-        if rng is not None:
-            resume.restore_rng(rng, loop.augment, loop.sampler)
-        elif "generator" in state:  # written before all random states were saved
-            loop.sampler.set_state(state["generator"].cpu())
-            loop.augment.load_state_dict({"generator": state["augment"]["generator"].cpu()})
-        if not exact:
-            self.emit("log", level="warning", message=(
-                f"the resume state was written by {len(state.get('rng') or [])} process(es) or an older version, this run "
-                f"has {self.dist.world_size}: it continues the same data order, but not bit for bit"))
-        return state["epoch"] + 1, state["best"], state["bad_epochs"]
+        start, best, bad_epochs, warning = resume.restore_loop_state(self.run_dir, loop, self.dist, self.device)
+        if warning:
+            self.emit("log", level="warning", message=warning)
+        return start, best, bad_epochs
 
 
 def _is_better(value: float | None, best: float | None, monitor: str) -> bool:

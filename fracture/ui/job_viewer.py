@@ -31,11 +31,24 @@ EVENT_COLUMNS = ("time", "event", "epoch", "step", "loss", "val_loss", "val_roc_
 
 
 def process_alive(run_dir: str | Path) -> bool:
-    """True while the run's training process exists."""
+    """True while the run's training process exists (a finished child of this server is reaped)."""
     try:
-        return pid_alive(int((Path(run_dir) / PID_FILE).read_text().strip()))
+        pid = int((Path(run_dir) / PID_FILE).read_text().strip())
     except (FileNotFoundError, ValueError):
         return False
+    reap(pid)
+    return pid_alive(pid)
+
+
+def reap(pid: int) -> None:
+    """Collect a finished training process this server started, so it leaves no ``<defunct>``
+    entry behind (a zombie also still answers "alive" to a signal-0 probe)."""
+    import os
+
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except (ChildProcessError, OSError):  # not our child (started elsewhere, or already reaped)
+        pass
 
 
 def is_live(run_dir: str | Path) -> bool:

@@ -350,3 +350,24 @@ def test_explain_select_on_demo_boxes_stores_the_choice(demo_root, tmp_path):
     assert meta["explain"]["val_pointing_hit"] == pytest.approx(hits[0])
     for key in ("threshold", "preprocess", "normalization", "class_names", "notes"):
         assert meta[key] == before[key]
+
+
+def test_draw_boxes_marks_the_box_edges_only():
+    from fracture.explain import draw_boxes
+
+    gray = np.full((100, 200), 90, np.uint8)
+    assert draw_boxes(gray, []) is gray
+    drawn = draw_boxes(gray, [(0.25, 0.2, 0.75, 0.8)], thickness=2)
+    assert drawn.shape == (100, 200, 3) and drawn.dtype == np.uint8
+    green = (drawn[..., 1] > 200) & (drawn[..., 0] < 60)
+    rows, cols = np.nonzero(green)
+    assert abs(rows.min() - 20) <= 2 and abs(rows.max() - 79) <= 2  # y 0.2..0.8 of 100 px
+    assert abs(cols.min() - 50) <= 2 and abs(cols.max() - 149) <= 2  # x 0.25..0.75 of 200 px
+    assert (drawn[40:60, 80:120] == 90).all()  # the inside is untouched
+    assert (drawn[:10, :] == 90).all()
+    rgb = overlay_heatmap(gray, np.zeros((100, 200), np.float32), alpha=0.5)
+    assert draw_boxes(rgb, [(0.1, 0.1, 0.2, 0.2)]).shape == rgb.shape
+    with pytest.raises(ModelError, match="uint8"):
+        draw_boxes(gray.astype(np.float32), [(0, 0, 1, 1)])
+    with pytest.raises(ModelError, match="normalised"):
+        draw_boxes(gray, [(0.1, 0.2, 0.3)])

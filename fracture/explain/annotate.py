@@ -31,18 +31,20 @@ def draw_boxes(
 
     Args:
         image: uint8 (H, W) grayscale or (H, W, 3) RGB.
-        boxes: normalised boxes; an empty sequence returns an RGB copy unchanged.
+        boxes: normalised boxes; with none, ``image`` itself is returned (any shape).
         color: RGB line colour.
         thickness: line width in pixels (default: ~0.6% of the longer side, at least 2).
 
     Returns:
-        uint8 (H, W, 3) RGB.
+        uint8 (H, W, 3) RGB (``image`` unchanged when there are no boxes).
 
     Raises:
         ModelError: an image that is not uint8 (H, W) or (H, W, 3), or a box
             without four finite coordinates.
     """
     image = np.asarray(image)
+    if len(boxes) == 0:
+        return image
     if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
         raise ModelError(f"boxes are drawn on a uint8 (H, W) or (H, W, 3) image, got {image.dtype} {image.shape}")
     out = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else image.copy()

@@ -290,8 +290,10 @@ def image_histogram_chart(img_uint8: np.ndarray, name: str, *, height: int = 220
         series = "gray" if len(channels) == 1 else f"channel {index}"
         hover = "level %{x}: %{y} px<extra></extra>"
         if log_counts:  # bars: a filled line has nothing to draw between empty bins on a log axis
+            few = int((counts > 0).sum()) <= 16  # an edge map: two bins, drawn wide enough to see
             fig.add_trace(go.Bar(x=levels, y=counts, name=series, marker_color=series_color(index),
-                                 marker_line_width=0, opacity=0.8, hovertemplate=hover))
+                                 marker_line_width=0, opacity=0.8, hovertemplate=hover,
+                                 width=8 if few else None))
         else:
             fig.add_trace(go.Scatter(x=levels, y=counts, mode="lines", fill="tozeroy", name=series,
                                      line={"color": series_color(index), "width": 1}, hovertemplate=hover))
@@ -308,22 +310,28 @@ def image_histogram_chart(img_uint8: np.ndarray, name: str, *, height: int = 220
     return fig
 
 
-#: A bin taller than this many times the next tallest is cut off on a linear axis (and labelled).
-CLIP_SPIKE_RATIO = 2.5
+#: A linear histogram's y axis stops at this many times the median occupied bin; taller bins
+#: (an X-ray's dark background, letterbox padding) are cut there and labelled.
+CLIP_MEDIAN_FACTOR = 4.0
 
 
 def _clip_spike(fig: go.Figure, all_counts: list[np.ndarray]) -> None:
-    """Cap the y axis below a lone tall bin (an X-ray's black background) and say where it went."""
-    counts = np.max(np.stack(all_counts), axis=0)
-    order = np.argsort(counts)[::-1]
-    top, second = float(counts[order[0]]), float(counts[order[1]]) if counts.size > 1 else 0.0
-    if second <= 0 or top <= CLIP_SPIKE_RATIO * second:
+    """Cap the y axis above the body of the histogram so a background peak does not flatten it,
+    and say how much of the image the cut-off bins hold."""
+    counts = np.max(np.stack(all_counts), axis=0).astype(np.float64)
+    occupied = counts[counts > 0]
+    if occupied.size < 8:
         return
-    cap = second * 1.15
-    fig.update_yaxes(range=[0, cap])
-    share = top / max(float(all_counts[0].sum()), 1.0)
-    fig.add_annotation(x=int(order[0]), y=cap, yanchor="top", showarrow=False, xanchor="left" if order[0] < 128 else "right",
-                       text=f"level {int(order[0])}: {share:.0%} of pixels ↑", font={"size": 11})
+    cap = CLIP_MEDIAN_FACTOR * float(np.median(occupied))
+    over = counts > cap
+    if not over.any() or counts.max() <= 1.5 * cap:
+        return
+    fig.update_yaxes(range=[0, cap * 1.05])
+    share = float(all_counts[0][over].sum()) / max(float(all_counts[0].sum()), 1.0)
+    peak = int(np.argmax(counts))
+    fig.add_annotation(x=peak, y=cap * 1.05, yanchor="top", showarrow=False,
+                       xanchor="left" if peak < 128 else "right",
+                       text=f"↑ cut: {share:.0%} of pixels near level {peak}", font={"size": 11})
 
 
 def _is_spiky(counts: np.ndarray) -> bool:

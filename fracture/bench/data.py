@@ -2,9 +2,11 @@
 
 A few hundred images are enough to time a data path, and a subset keeps the
 first-time cache build short. The subset is a class-folder dataset of
-symbolic links (``split/label/NNNNN.ext``) in a temporary folder, so the
+hard links (``split/label/NNNNN.ext``) in a temporary folder, so the
 trainer, the cache and :func:`fracture.data.open_dataset` read it exactly as
-they read any dataset, and no image is ever copied. The source is the real
+they read any dataset, and no image is copied (unless the scratch folder is
+on another file system). Not symbolic links: a dataset refuses links that
+lead out of its folder. The source is the real
 FracAtlas beside the checkout when it is there, otherwise the synthetic demo
 set generated on the spot.
 """
@@ -138,7 +140,9 @@ def _pick_subset(frame, max_images: int, seed: int):
 
 
 def _link_or_copy(source: Path, link: Path) -> None:
+    """A hard link (a regular file inside the subset: datasets refuse symlinks that leave their folder),
+    else a copy (another file system)."""
     try:
-        os.symlink(source, link)
-    except OSError:  # no symlinks on this file system: copy into the scratch folder
+        os.link(source, link)
+    except OSError:
         shutil.copy2(source, link)

@@ -80,7 +80,7 @@ def ready_batch(trainer: TrainLoop) -> tuple[torch.Tensor, torch.Tensor, torch.T
     normalised, on the device, channels_last on CUDA): the step-alone input."""
     size = trainer.config.batch_size
     positions = np.resize(np.arange(len(trainer.data.splits["train"])), size)
-    inputs, labels, body = trainer.fetch(positions)
+    inputs, labels, body, _guide = trainer.fetch(positions)
     return model_inputs(trainer, inputs), labels.to(trainer.device), body.to(trainer.device)
 
 

@@ -39,7 +39,7 @@ def bench_input_pipeline(trainer, *, batches: int, repeats: int, step_images_per
     def run() -> None:
         for _ in range(batches):
             positions = rng.integers(0, n_train, size)
-            inputs, _labels, _body = trainer.fetch(positions)
+            inputs, _labels, _body, _guide = trainer.fetch(positions)
             model_inputs(trainer, inputs)
 
     samples = interleaved({"pipeline": run}, repeats=repeats, warmup=1, device=trainer.device)

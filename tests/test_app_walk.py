@@ -94,3 +94,14 @@ def test_a_finished_training_child_is_reaped_not_left_defunct(tmp_path):
             break
     assert not process_alive(tmp_path)
     assert not __import__("os").path.exists(f"/proc/{child.pid}")
+
+
+def test_a_demo_set_from_an_older_generator_is_redrawn(tmp_path):
+    from fracture.data.demo import DEMO_MARKER, GENERATOR_VERSION
+    from fracture.ui.demo import READY_FLAG, demo_ready
+
+    (tmp_path / READY_FLAG).write_text("studies=160 seed=0\n")
+    (tmp_path / DEMO_MARKER).write_text("synthetic: yes\ngenerator_version: 0-old\n")
+    assert not demo_ready(tmp_path)
+    (tmp_path / DEMO_MARKER).write_text(f"synthetic: yes\ngenerator_version: {GENERATOR_VERSION}\n")
+    assert demo_ready(tmp_path)

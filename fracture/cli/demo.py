@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from fracture.data.demo import LOCATIONS_FILE, make_demo_dataset
+from fracture.data.demo import DEFAULT_STUDIES, LOCATIONS_FILE, make_demo_dataset
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,8 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, required=True,
                         help="folder to write (created; an earlier demo set there is replaced)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--studies", type=int, default=160,
-                        help="number of studies (default 160, about 400 images)")
+    parser.add_argument("--studies", type=int, default=DEFAULT_STUDIES,
+                        help=f"number of studies (default {DEFAULT_STUDIES}, as the app's; about 2.5 images each)")
     parser.add_argument("--min-size", type=int, default=200, help="smallest image side (px)")
     parser.add_argument("--max-size", type=int, default=512, help="largest image side (px)")
     parser.set_defaults(func=run_demo_data)

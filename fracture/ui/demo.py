@@ -13,15 +13,17 @@ import os
 import shutil
 from pathlib import Path
 
+# One default size for the app, the CLI and the quick-demo bench.
+from fracture.data.demo import DEFAULT_STUDIES, GENERATOR_VERSION, read_demo_marker
+
 log = logging.getLogger(__name__)
 
 #: Written after generation finished; its absence means "generate (again)".
 READY_FLAG = ".fracture-demo-complete"
-DEFAULT_STUDIES = 160
 
 
 def demo_studies() -> int:
-    """How many studies the demo set gets (``FRACTURE_DEMO_STUDIES``, default 160).
+    """How many studies the demo set gets (``FRACTURE_DEMO_STUDIES``, default :data:`DEFAULT_STUDIES`).
 
     Tests set a small number so that the whole app starts in seconds.
     """
@@ -30,8 +32,15 @@ def demo_studies() -> int:
 
 
 def demo_ready(demo_dir: str | Path) -> bool:
-    """True when a complete demo set lies in ``demo_dir``."""
-    return (Path(demo_dir) / READY_FLAG).is_file()
+    """True when a complete demo set of the current generator lies in ``demo_dir``.
+
+    A set drawn by an older generator (``DEMO.txt``'s ``generator_version``) is
+    redrawn: the quick training recipe is tuned to the current one.
+    """
+    if not (Path(demo_dir) / READY_FLAG).is_file():
+        return False
+    marker = read_demo_marker(demo_dir) or {}
+    return marker.get("generator_version") == GENERATOR_VERSION
 
 
 def ensure_demo_dataset(demo_dir: str | Path, *, studies: int | None = None, seed: int = 0) -> Path:

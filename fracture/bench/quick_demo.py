@@ -1,0 +1,107 @@
+"""Does the quick recipe learn? Its test ROC AUC on the default demo set, on two seeds, with time.
+
+    python -m fracture.bench.quick_demo [--seeds 0 1] [--work DIR] [--recipe PATH]
+
+For each seed: draw the default demo set (``DEFAULT_STUDIES`` studies, that
+seed), run ``python -m fracture train --config fracture/recipes/quick_demo.json``
+on it exactly as the CLI does (a child process), and read the run's event log.
+Prints one row per seed: test image ROC AUC, the validation AUC after the first
+and the best epoch (the curve should rise), wall time and the child's CPU time
+(user + system; on a shared machine the CPU time is the fairer figure), and
+whether the run reached :data:`TARGET_AUC`. Exit status 1 when a seed missed it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "quick_demo.json"
+TARGET_AUC = 0.85
+"""The quick recipe's promise on the default demo set (test split, image level)."""
+
+
+@dataclass(frozen=True)
+class QuickResult:
+    seed: int
+    test_auc: float | None
+    val_first: float | None
+    val_best: float | None
+    epochs: int
+    wall_s: float
+    cpu_s: float
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_seed(seed: int, work: Path, recipe: Path, studies: int) -> QuickResult:
+    """Draw the demo set for ``seed`` (if not there yet) and train the recipe on it."""
+    from fracture.data.demo import make_demo_dataset, read_demo_marker
+
+    data = work / f"demo-seed{seed}"
+    marker = read_demo_marker(data) or {}
+    if marker.get("seed") != str(seed) or not (data / "valid_labeled_studies.csv").is_file():
+        logger.info("drawing the demo set (seed %d, %d studies) in %s", seed, studies, data)
+        make_demo_dataset(data, seed=seed, studies=studies)
+    run_dir = work / f"run-seed{seed}-{int(time.time())}"
+    command = [sys.executable, "-m", "fracture", "train", "--config", str(recipe), "--data", str(data),
+               "--out", str(run_dir)]
+    logger.info("seed %d: %s", seed, " ".join(command))
+    cpu0, t0 = _children_cpu_s(), time.monotonic()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    wall, cpu = time.monotonic() - t0, _children_cpu_s() - cpu0
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines() if line.strip()]
+    val = [e.get("val_roc_auc") for e in events if e.get("event") == "epoch_end"]
+    finished = next((e for e in reversed(events) if e.get("event") == "finished"), {})
+    val_known = [v for v in val if v is not None]
+    return QuickResult(seed=seed, test_auc=finished.get("test_image_roc_auc"),
+                       val_first=val_known[0] if val_known else None,
+                       val_best=max(val_known) if val_known else None,
+                       epochs=len(val), wall_s=wall, cpu_s=cpu)
+
+
+def format_results(results: list[QuickResult]) -> str:
+    def f(value: float | None) -> str:
+        return "–" if value is None else f"{value:.3f}"
+
+    lines = ["| seed | test image ROC AUC | val AUC epoch 1 -> best | epochs | wall | CPU (user+sys) | >= "
+             f"{TARGET_AUC} |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in results:
+        ok = r.test_auc is not None and r.test_auc >= TARGET_AUC
+        lines.append(f"| {r.seed} | {f(r.test_auc)} | {f(r.val_first)} -> {f(r.val_best)} | {r.epochs} | "
+                     f"{r.wall_s:.0f} s | {r.cpu_s:.0f} s | {'yes' if ok else 'NO'} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from fracture.data.demo import DEFAULT_STUDIES
+
+    parser = argparse.ArgumentParser(prog="python -m fracture.bench.quick_demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="demo-set seeds (default: 0 1)")
+    parser.add_argument("--studies", type=int, default=DEFAULT_STUDIES, help="demo studies (default: the app's)")
+    parser.add_argument("--recipe", type=Path, default=RECIPE)
+    parser.add_argument("--work", type=Path, help="folder for demo sets and runs (default: a temp folder)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    work = args.work or Path(tempfile.mkdtemp(prefix="fracture-quick-demo-"))
+    work.mkdir(parents=True, exist_ok=True)
+    results = [run_seed(seed, work, args.recipe, args.studies) for seed in args.seeds]
+    print(format_results(results))  # the report itself, on stdout
+    return 0 if all(r.test_auc is not None and r.test_auc >= TARGET_AUC for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

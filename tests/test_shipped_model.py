@@ -42,7 +42,8 @@ def test_shipped_metadata_has_the_promised_fields(shipped):
                 "threshold", "threshold_rule", "train_config", "dataset_fingerprint", "metrics",
                 "split_sizes", "created_at", "versions"):
         assert key in meta, key
-    assert meta["train_config"]["recipe"] == "fracatlas_lite0_cpu.json"
+    assert meta["train_config"]["recipe"] == "fracatlas_lite0_v4_boxes.json"
+    assert meta["explain"]["chosen_on"] == "val"  # the default heatmap was chosen on validation data
     test = meta["metrics"]["test"]
     assert test["split"] == "test" and "python -m fracture evaluate" in test["command"]
     overall = test["image"]["overall"]
@@ -59,6 +60,15 @@ def test_model_card_matches_the_metadata(shipped):
     assert card == render_model_card(read_checkpoint_meta(shipped), checkpoint_name=shipped.name)
 
 
+def test_every_shipped_checkpoint_has_a_card_that_matches_it():
+    from fracture.promote import card_path
+
+    for checkpoint in sorted(WEIGHTS.glob("*.safetensors")):
+        card = card_path(WEIGHTS, checkpoint.stem)
+        assert card.is_file(), f"{checkpoint.name} has no model card"
+        assert card.read_text() == render_model_card(read_checkpoint_meta(checkpoint), checkpoint_name=checkpoint.name)
+
+
 @pytest.mark.integration
 def test_evaluate_reproduces_the_card(shipped, fracatlas_root, tmp_path):
     from fracture.compare import evaluate_checkpoint
@@ -70,3 +80,18 @@ def test_evaluate_reproduces_the_card(shipped, fracatlas_root, tmp_path):
     assert got["n"] == stored["n"]
     assert got["roc_auc"] == pytest.approx(stored["roc_auc"], abs=1e-4)
     assert got["confusion"] == stored["confusion"]
+
+
+@pytest.mark.integration
+def test_the_heatmap_points_at_the_fracture_as_the_card_says(shipped, fracatlas_root, tmp_path):
+    """Issue 10's bar: the shipped model's heatmap maximum lands on an annotated fracture box for at least
+    60% of the test split's fractured images (CheXlocalize's Grad-CAM: ~60%), recomputed here."""
+    from fracture.evaluate.localisation import split_localisation
+
+    meta = read_checkpoint_meta(shipped)
+    stored = meta["metrics"]["test"]["image"]["localisation"]
+    got = split_localisation(shipped, fracatlas_root, "test", cache_dir=tmp_path)
+    assert got["n"] == stored["n"] == meta["split_sizes"]["test"]["positives"]
+    assert got["pointing_hit"] == pytest.approx(stored["pointing_hit"], abs=1e-6)
+    assert got["pointing_hit"] >= 0.60
+    assert got["mass_in_box"] > 3 * got["box_area"]  # several times what a uniform map scores

@@ -88,11 +88,12 @@ def render_model_card(meta: dict[str, Any], *, checkpoint_name: str) -> str:
         "## Training recipe",
         "",
         f"Mode `{cfg.get('mode')}`, pretrained ImageNet weights: {cfg.get('pretrained')}, {cfg.get('epochs')} epochs "
-        f"(best by {cfg.get('monitor')}: {_best_epoch(meta, cfg)}), batch {cfg.get('batch_size')}, "
+        f"({_chosen_by(cfg)}: {_best_epoch(meta, cfg)}), batch {cfg.get('batch_size')}, "
         f"{cfg.get('optimizer')} lr {cfg.get('lr')}, scheduler {cfg.get('scheduler')}, balancing "
         f"{cfg.get('balancing')}, flip TTA: {meta.get('tta_hflip')}. Augmentation (train split only): "
         f"`{json.dumps(cfg.get('augment'), sort_keys=True)}`. Decision threshold: {meta.get('threshold_rule')} "
-        "on the validation split.",
+        "on the validation split."
+        + _training_extras(cfg, meta),
         "",
         f"Preprocessing stored in the checkpoint: `{json.dumps(meta['preprocess'])}`; normalisation "
         f"`{json.dumps(meta['normalization'])}`.",
@@ -117,6 +118,7 @@ def render_model_card(meta: dict[str, Any], *, checkpoint_name: str) -> str:
     command = test.get("command") or (
         f"python -m fracture evaluate --checkpoint weights/{checkpoint_name} --data DATA --split test"
     )
+    lines += attempts_card_lines(meta)
     lines += [
         "## Reproduce",
         "",
@@ -158,6 +160,27 @@ def _best_epoch(meta: dict, cfg: dict) -> str:
     if not isinstance(epoch, int):
         return "n/a"
     return f"epoch {epoch + 1} of {cfg.get('epochs')}"
+
+
+def _training_extras(cfg: dict, meta: dict) -> str:
+    """Box guidance, EMA, a starting checkpoint and the run's own note, when the run had them."""
+    parts = []
+    if cfg.get("init_checkpoint"):
+        parts.append(f"Started from `{cfg['init_checkpoint']}`.")
+    if cfg.get("box_loss_weight"):
+        parts.append(f"Box-guided loss weight {cfg['box_loss_weight']} (CAM mass inside the fracture boxes of "
+                     "positive training images).")
+    if cfg.get("ema_decay"):
+        parts.append(f"EMA of the weights, decay {cfg['ema_decay']} (the EMA weights are the ones saved).")
+    if meta.get("train_note"):
+        parts.append(str(meta["train_note"]))
+    return (" " + " ".join(parts)) if parts else ""
+
+
+def _chosen_by(cfg: dict) -> str:
+    """How the saved weights were picked: the last epoch, or the best by a validation metric."""
+    monitor = cfg.get("monitor")
+    return "weights of the last epoch" if monitor == "last" else f"best by {monitor}"
 
 
 def _pct(value: Any) -> str:
@@ -263,3 +286,28 @@ def _reproduce_training(train_config: dict) -> str:
         return reproduce_command(train_config)
     except ConfigError:  # a config written by another version: name its recipe at least
         return f"python -m fracture train --config {train_config.get('recipe') or 'RECIPE.json'} --out RUN_DIR"
+
+
+def attempts_card_lines(meta: dict[str, Any]) -> list[str]:
+    """Every model tried on the way to this one, with the validation figures it was chosen by."""
+    attempts = meta.get("attempts")
+    if not isinstance(attempts, list) or not attempts:
+        return []
+    lines = [
+        "## Attempts (validation split; the test split was not used to choose)",
+        "",
+        str(meta.get("selection_rule") or ""),
+        "",
+        "| attempt | what | val ROC AUC | val pointing hit, Grad-CAM on the last block | val pointing hit, best heatmap (method @ layer) | chosen |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for a in attempts:
+        if not isinstance(a, dict):
+            continue
+        lines.append(
+            f"| {a.get('name', '?')} | {a.get('what', '')} | {_fmt(a.get('val_roc_auc'))} | "
+            f"{_fmt(a.get('val_pointing_gradcam_final'))} | {_fmt(a.get('val_pointing_best'))} "
+            f"({a.get('best_method', '?')}) | {'**yes**' if a.get('chosen') else ''} |"
+        )
+    lines.append("")
+    return lines

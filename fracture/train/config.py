@@ -18,7 +18,9 @@ MODES = ("finetune", "frozen")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULERS = ("cosine_restarts", "plateau", "onecycle", "none")
 BALANCING = ("none", "class_weights", "oversample")
-MONITORS = ("val_roc_auc", "val_loss", "val_accuracy", "val_kappa")
+MONITORS = ("val_roc_auc", "val_loss", "val_accuracy", "val_kappa", "last")
+"""What picks the saved weights: the best epoch by a validation metric, or ``last`` (the final
+epoch's weights, e.g. an EMA at the end of a schedule; validation is still computed and logged)."""
 THRESHOLD_RULES = ("youden", "sensitivity", "f1")
 
 

@@ -151,7 +151,7 @@ class Trainer:
         if self.dist.enabled:
             forward_model = torch.nn.parallel.DistributedDataParallel(
                 forward_model, device_ids=[device.index] if device.type == "cuda" else None,
-                broadcast_buffers=cfg.mode != "frozen", find_unused_parameters=bool(cfg.multitask),
+                forward_sync_buffers=cfg.mode != "frozen", find_unused_parameters=bool(cfg.multitask),
             )
         if cfg.compile and cfg.mode == "finetune":
             forward_model = torch.compile(forward_model)
@@ -255,6 +255,8 @@ class Trainer:
 
 
 def _is_better(value: float | None, best: float | None, monitor: str) -> bool:
+    if monitor == "last":  # every epoch replaces the saved weights
+        return True
     if value is None:
         return best is None
     if best is None:

@@ -20,9 +20,11 @@ import numpy as np
 import torch
 
 from fracture.bench.timing import interleaved, percentile, ratio
+from fracture.explain.layers import available_layers
 
 GOAL = 1.3  # predict p50 at most 1.3x the bare forward p50
 GRADCAM_GOAL = 1.5  # predict with heatmap p50 at most 1.5x predict without (issue 10)
+FINE_CAM = ("layercam", "fused")  # what explain-select chose for the shipped v3 model
 
 
 def make_bench_checkpoint(path: Path, model_name: str, image_size: int, *, in_chans: int = 3) -> Path:
@@ -90,9 +92,14 @@ def bench_predict(checkpoint: Path, image: np.ndarray, *, iters: int, cam_iters:
     def predict_cam() -> None:
         predictor.predict([image], with_cam=True)
 
+    def predict_cam_fine() -> None:  # the finer layers explain-select tends to choose (backward through more)
+        predictor.predict([image], with_cam=True, cam_method=FINE_CAM[0], cam_layer=FINE_CAM[1])
+
     plain = interleaved({"predict": predict, "forward": forward}, repeats=iters, warmup=3, device=predictor.device)
-    cam = interleaved({"predict_cam": predict_cam, "predict": predict}, repeats=cam_iters, warmup=1,
-                      device=predictor.device)
+    cam_runs = {"predict_cam": predict_cam, "predict": predict}
+    if FINE_CAM[1] in available_layers(predictor.model):
+        cam_runs["predict_cam_fine"] = predict_cam_fine
+    cam = interleaved(cam_runs, repeats=cam_iters, warmup=1, device=predictor.device)
     predict_lat, forward_lat = _latency(plain["predict"]), _latency(plain["forward"])
     cam_lat, cam_base = _latency(cam["predict_cam"]), _latency(cam["predict"])
     predict_vs_forward = ratio(predict_lat["p50_ms"], forward_lat["p50_ms"])
@@ -115,4 +122,17 @@ def bench_predict(checkpoint: Path, image: np.ndarray, *, iters: int, cam_iters:
         "gradcam_layer": predictor.cam_choice.label(),
         "gradcam_goal": f"<= {GRADCAM_GOAL}",
         "gradcam_goal_met": bool(ratio(cam_lat["p50_ms"], cam_base["p50_ms"]) <= GRADCAM_GOAL),
+        **_fine_figures(cam, cam_base),
+    }
+
+
+def _fine_figures(cam: dict[str, list[float]], base: dict[str, Any]) -> dict[str, Any]:
+    if "predict_cam_fine" not in cam:
+        return {}
+    fine = _latency(cam["predict_cam_fine"])
+    return {
+        "predict_with_cam_fine": fine,
+        "gradcam_fine_vs_predict": ratio(fine["p50_ms"], base["p50_ms"]),
+        "gradcam_fine_means": f"{FINE_CAM[0]} on the {FINE_CAM[1]} layers (stride 16 + last block), "
+                              "with heatmap p50 / without p50",
     }

@@ -11,14 +11,13 @@ can be rerun from the page.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fracture.preprocess.ops import RESIZE_MODES
 from fracture.train.config import (
-    BALANCING, MODES, MONITORS, OPTIMIZERS, SCHEDULERS, THRESHOLD_RULES, AugmentConfig, TrainConfig,
+    BALANCING, MODES, MONITORS, OPTIMIZERS, SCHEDULERS, THRESHOLD_RULES, TrainConfig,
 )
 
 DEFAULTS_CHOICE = "(defaults)"
@@ -112,12 +111,6 @@ HIDDEN: dict[str, str] = {
     "checkpoint_half": "a storage setting, kept from the recipe",
     "split_seed": "fixed by the dataset's splits, kept from the recipe",
 }
-
-
-def config_field_names() -> set[str]:
-    """Every TrainConfig field, augmentation fields as ``augment.x``."""
-    names = {f.name for f in dataclasses.fields(TrainConfig) if f.name != "augment"}
-    return names | {f"augment.{f.name}" for f in dataclasses.fields(AugmentConfig)}
 
 
 def recipe_choices() -> list[str]:

@@ -244,3 +244,22 @@ def test_compare_page_shows_localisation_per_model(app_home):
     assert list(overall.index) == labels  # the ensemble has no heatmap of its own
     assert ((overall["pointing hit"] >= 0) & (overall["pointing hit"] <= 1)).all()
     assert (overall["box area (chance)"] > 0).all() and overall["n"].nunique() == 1
+
+
+def test_evaluate_json_has_the_localisation_block(demo_root, tmp_path, isolated_home):
+    from fracture.bench.predict_latency import make_bench_checkpoint
+    from fracture.cli import main
+
+    checkpoint = make_bench_checkpoint(tmp_path / "small.safetensors", "small_cnn", 64)
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(demo_root), "--split", "test",
+                 "--n-boot", "50", "--device", "cpu", "--json", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    block = summary["image"]["localisation"]
+    assert set(block) >= {"n", "pointing_hit", "pointing_hit_ci", "mass_in_box", "box_area", "method"}
+    assert "by_body_part" not in block
+    assert block["n"] > 0 and len(block["pointing_hit_ci"]) == 2
+    parts = {part: row["localisation"] for part, row in summary["per_body_part"]["image"].items()
+             if "localisation" in row}
+    assert parts and sum(row["n"] for row in parts.values()) == block["n"]
+    assert all(row["method"] == block["method"] for row in parts.values())

@@ -105,3 +105,20 @@ def test_a_demo_set_from_an_older_generator_is_redrawn(tmp_path):
     assert not demo_ready(tmp_path)
     (tmp_path / DEMO_MARKER).write_text(f"synthetic: yes\ngenerator_version: {GENERATOR_VERSION}\n")
     assert demo_ready(tmp_path)
+
+
+def test_a_stopped_run_offers_resume_and_a_finished_one_does_not(app_home):
+    import json
+
+    from fracture.train.events import EVENTS_FILE
+
+    run = write_tiny_run(app_home / "runs", RUN)
+    at = run_page("pages/3_Train.py")
+    assert_no_exception(at)
+    assert not [b for b in at.button if b.key == f"resume-{RUN}"]
+    events = [json.loads(line) for line in (run / EVENTS_FILE).read_text().splitlines() if line.strip()]
+    kept = [e for e in events if e["event"] != "finished"] + [{**events[-1], "event": "cancelled"}]
+    (run / EVENTS_FILE).write_text("".join(json.dumps(e) + "\n" for e in kept))
+    at = run_page("pages/3_Train.py")
+    assert_no_exception(at)
+    assert [b for b in at.button if b.key == f"resume-{RUN}"], "a stopped run can be resumed from the page"

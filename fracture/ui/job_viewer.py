@@ -120,6 +120,29 @@ def _run_mode(run_dir: str | Path) -> str:
         return "finetune"
 
 
+RESUMABLE_STATES = ("cancelled", "stale")
+
+
+def resume_button(run_dir: str | Path) -> None:
+    """"Resume": start the run's process again from its last finished epoch (``train --resume``)."""
+    from fracture.errors import FractureError
+    from fracture.settings import get_settings
+    from fracture.train.config import TrainConfig
+    from fracture.train.launcher import launch_training
+
+    if not st.button("▶ Resume", key=f"resume-{Path(run_dir).name}",
+                     help="Continue this stopped run from its last finished epoch, in the same folder."):
+        return
+    settings = get_settings()
+    try:
+        launch_training(TrainConfig.from_json(Path(run_dir) / CONFIG_FILE), run_dir, resume=True,
+                        max_jobs=settings.max_training_jobs, runs_root=settings.runs_dir)
+    except FractureError as exc:
+        st.error(str(exc))
+        return
+    st.rerun()
+
+
 def show_run(run_dir: str | Path, *, refresh_s: float = REFRESH_S) -> None:
     """Draw the run view; it refreshes itself while the run is alive."""
     live = is_live(run_dir)
@@ -182,6 +205,8 @@ def _run_view(run_dir: str, was_live: bool) -> None:
                      help="Stop after the current step; the best checkpoint so far is kept."):
             if stop_run(run_dir):
                 st.toast("Stop requested: the run ends after its current step.")
+    if not alive and status.state in RESUMABLE_STATES:
+        resume_button(run_dir)
     epochs = pd.DataFrame(status.epochs_log)
     steps = pd.DataFrame([e for e in events if e["event"] == "step"])
     if not epochs.empty:

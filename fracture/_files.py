@@ -8,13 +8,14 @@ another copy.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import stat
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from fracture.errors import FractureError
 
@@ -183,6 +184,19 @@ def atomic_temp_path(path: str | os.PathLike[str]) -> Path:
     handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
     return Path(tmp_name)
+
+
+@contextlib.contextmanager
+def atomic_replace(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """``with atomic_replace(p) as tmp: writer(tmp)``: for writers that need a filename (``torch.save``,
+    ``np.save``); ``tmp`` replaces ``path`` when the block ends, and is removed if it raises."""
+    tmp = atomic_temp_path(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 # --------------------------------------------------------------------------

@@ -9,7 +9,6 @@ and times epochs with them loaded from disk (warm).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -22,6 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
+
+from fracture._files import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -183,10 +184,7 @@ def run_suite(
         torch.set_num_threads(threads)
     results["seconds"] = time.perf_counter() - started
     results = _finite(results)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_name(out.name + ".part")
-    tmp_out.write_text(json.dumps(results, indent=2))
-    os.replace(tmp_out, out)
+    atomic_write_json(out, results)
     return results, out
 
 

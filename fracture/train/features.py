@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -18,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from fracture._files import atomic_temp_path
+from fracture._files import atomic_replace
 from fracture.train.config import TrainConfig
 from fracture.train.data import TrainData
 
@@ -88,14 +87,8 @@ def load_or_extract(
             model, data.cache.get_batch, n, input_spec, device=device, batch_size=64,
             tta_hflip=cfg.tta_hflip, amp=cfg.amp, progress=lambda done, total: progress("extracting features", done, total),
         )
-        tmp = atomic_temp_path(path)
-        try:
-            with open(tmp, "wb") as handle:
-                np.save(handle, feats)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with atomic_replace(path) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, feats)
         emit("log", message=f"extracted {n} feature vectors in {time.time() - started:.1f} s",
              images_per_s=n / max(1e-9, time.time() - started))
     all_feats = torch.from_numpy(np.array(feats, dtype=np.float32))  # a writable copy of the memory map

@@ -10,7 +10,6 @@ and moved into place, so a kill or a full disk leaves the previous state.
 """
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fracture._files import atomic_temp_path
+from fracture._files import atomic_replace
 from fracture.errors import TrainingError
 
 RESUME_STATE = "resume_state.pt"
@@ -57,13 +56,8 @@ def restore_rng(state: dict[str, Any], augment, sampler: torch.Generator) -> Non
 def save_resume_state(run_dir: Path, state: dict[str, Any]) -> Path:
     """Write ``state`` atomically (temporary file, ``os.replace``; the temporary is removed on failure)."""
     path = Path(run_dir) / RESUME_STATE
-    tmp = atomic_temp_path(path)
-    try:
+    with atomic_replace(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

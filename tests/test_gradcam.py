@@ -371,3 +371,34 @@ def test_draw_boxes_marks_the_box_edges_only():
         draw_boxes(gray.astype(np.float32), [(0, 0, 1, 1)])
     with pytest.raises(ModelError, match="normalised"):
         draw_boxes(gray, [(0.1, 0.2, 0.3)])
+
+
+def test_a_forward_from_another_thread_is_not_captured():
+    """Sessions of the app share one model: a capture in one thread must ignore another thread's forward."""
+    import threading
+
+    model = _blob_model().eval()
+    other_input = _blob_image((12, 50))
+    other_result = {}
+
+    class _Meddler(nn.Module):
+        """Runs a plain forward of the same model in another thread while the capture is in flight."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.fired = False
+
+        def forward(self, x):
+            if not self.fired:
+                self.fired = True
+                thread = threading.Thread(target=lambda: other_result.setdefault("logit", model(other_input)[0]))
+                thread.start()
+                thread.join()
+            return x
+
+    model.backbone.act = nn.Sequential(nn.ReLU(), _Meddler())
+    heatmap = gradcam(model, _blob_image((44, 18)), target_layer="backbone.act.0")
+    peak = np.unravel_index(np.argmax(heatmap), heatmap.shape)
+    assert np.hypot(peak[0] - 44, peak[1] - 18) <= 4  # this thread's blob, not the other one's
+    with torch.no_grad():  # the other thread ran undisturbed (without the guard its forward raised "runs twice")
+        torch.testing.assert_close(other_result["logit"].detach(), model(other_input)[0])

@@ -10,7 +10,8 @@ above the target (for the last block: activation, pooling and the head), the
 backward pass computes no parameter gradient and no gradient below the target,
 and the logit the heatmap explains is the same number the prediction reports.
 The model's parameters, ``requires_grad`` flags and ``.grad`` are never
-touched, so two threads may explain with one model.
+touched, and the hooks act only on the forward pass of the thread that set
+them, so two threads (two app sessions) may predict and explain with one model.
 
 The maps follow pytorch-grad-cam 1.5 exactly (per layer: the method's map,
 ReLU, min-max scaling to [0, 1], bilinear upsampling to the input; several
@@ -21,6 +22,7 @@ positive, Chung & Ying 2025), where pytorch-grad-cam's sign is arbitrary.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -100,8 +102,11 @@ def capture(
         raise ModelError(f"a CAM needs a (B, C, H, W) batch, got shape {tuple(x.shape)}")
     slots: dict[int, torch.Tensor] = {}
     index_of = {id(module): i for i, module in enumerate(layers)}
+    owner = threading.get_ident()
 
     def hook(module: nn.Module, _inputs, output):
+        if threading.get_ident() != owner:  # another thread's forward through a shared model (the app)
+            return None
         i = index_of[id(module)]
         if i in slots:
             raise ModelError(f"CAM layer {type(module).__name__} runs twice in one forward pass; pick another layer")

@@ -12,7 +12,7 @@ import pytest
 from fracture.ood import METHOD, TARGET_VAL_FLAG_RATE, OodDetector, OodError, fit_detector
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = REPO / "weights" / "fracatlas_lite0.safetensors"
+SHIPPED = REPO / "weights" / (REPO / "weights" / "default.txt").read_text().strip()  # the default model
 FRACATLAS = REPO.parent / "shared" / "data" / "fracatlas"
 
 

@@ -135,6 +135,10 @@ def _model_sidebar(settings: Settings) -> tuple[Any, list[Any], str | None]:
     entry = by_label[label]
     meta = entry.meta or {}
     threshold = meta.get("threshold")
+    if isinstance(threshold, (int, float)):  # on the scale of the probabilities shown (calibrated, if stored)
+        from fracture.evaluate.calibration import calibrated_threshold
+
+        threshold = calibrated_threshold(meta)
     st.sidebar.caption(
         f"{meta.get('architecture', '?')} · {meta.get('image_size', '?')} px · threshold "
         + (f"{threshold:.3f}" if isinstance(threshold, (int, float)) else "?")

@@ -221,6 +221,10 @@ def model_card(entry: Any) -> None:
     card = Path(entry.path).with_suffix(".md")
     train = meta.get("train_config") or {}
     threshold = meta.get("threshold")
+    if isinstance(threshold, (int, float)):  # on the scale of the probabilities shown (calibrated, if stored)
+        from fracture.evaluate.calibration import calibrated_threshold
+
+        threshold = calibrated_threshold(meta)
     st.markdown(
         f"**Architecture:** `{meta.get('architecture', '?')}` · **input** {meta.get('image_size', '?')} px × "
         f"{meta.get('in_chans', '?')} channel(s) · **threshold** {_fmt(threshold)} "

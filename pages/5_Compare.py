@@ -50,8 +50,9 @@ splits = [s for s in ("test", "val", "train") if (manifest.frame["split"] == s).
 # A selection carried in the URL was made for some dataset: on another one, start from the active model.
 dataset_key = str(context.dataset_root)
 previous = st.session_state.get("compare-dataset")
-if previous is not None and previous != dataset_key and st.session_state.get("models"):
-    st.session_state["models"] = [label for label in default if label in labels]
+fresh_default = [label for label in default if label in labels]
+if previous is not None and previous != dataset_key and st.session_state.get("models") not in (None, fresh_default):
+    st.session_state["models"] = fresh_default
     st.info("The dataset changed, so the model selection went back to the active model.")
 st.session_state["compare-dataset"] = dataset_key
 chosen = st.multiselect("Models", labels, default=[label for label in default if label in labels],

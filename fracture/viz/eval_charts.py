@@ -232,8 +232,8 @@ def _bar_text(values: np.ndarray, n_series: int) -> dict[str, Any]:
     """Value labels on bars: level with one series, upright inside narrow grouped bars
     (side by side they ran into each other: "0.7690.769")."""
     text = [_fmt(v) for v in values]
-    if n_series == 1:
-        return {"text": text, "textposition": "outside", "cliponaxis": False}
+    if n_series == 1:  # inside the bar's top: outside, an interval's whisker crossed the number
+        return {"text": text, "textposition": "inside", "insidetextanchor": "end"}
     return {"text": text, "textposition": "outside", "textangle": -90, "cliponaxis": False,
             "textfont": {"size": 11}}
 

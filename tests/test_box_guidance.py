@@ -127,3 +127,23 @@ def test_without_boxes_the_guidance_changes_nothing(tmp_path):
     b, _ = load_checkpoint(guided)
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(x, y), name
+
+
+def test_a_finished_run_is_calibrated_on_its_val_split(tmp_path):
+    """Issue 11: temperature scaling (and the OOD statistics) fitted on val when training ends."""
+    from fracture.checkpoint import read_checkpoint_meta
+    from fracture.data.demo import make_demo_dataset
+
+    root = make_demo_dataset(tmp_path / "demo", seed=1, studies=120, size_range=(64, 96))
+    best = train(_config(root, tmp_path, epochs=1, image_size=32), tmp_path / "run")
+    meta = read_checkpoint_meta(best)
+    assert meta["calibration"]["temperature"] > 0
+    assert meta["ood"]["threshold"] > 0
+
+
+def test_a_tiny_val_split_finishes_uncalibrated_with_a_warning(demo_root, tmp_path, caplog):
+    from fracture.checkpoint import read_checkpoint_meta
+
+    best = train(_config(demo_root, tmp_path, epochs=1), tmp_path / "run")
+    assert "calibration" not in read_checkpoint_meta(best)
+    assert any("left uncalibrated" in r.getMessage() for r in caplog.records)

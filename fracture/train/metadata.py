@@ -95,9 +95,28 @@ def finish(
     meta["metrics"] = metrics
     meta["stopped_early"] = stopped_early
     save_checkpoint(best_path, best_model, meta, half=cfg.checkpoint_half)
+    _calibrate(best_path, best_model, meta, cfg, data, device)
     atomic_write_json(run_dir / "metrics.json", metrics)
     summary = {
         f"{name}_{level}_roc_auc": metrics[name][level]["overall"].get("roc_auc")
         for name in metrics for level in ("image", "study")
     }
     return best_path, dict(best_checkpoint=str(best_path), threshold=threshold, **summary)
+
+
+def _calibrate(best_path: Path, model: torch.nn.Module, meta: dict[str, Any], cfg: TrainConfig, data: TrainData,
+               device: torch.device) -> None:
+    """Temperature (and bias), operating points and the out-of-distribution statistics, fitted on the
+    val split (OOD features on a training subsample) and stored in the checkpoint. A val split too small
+    or with one class only logs a warning (``strict=False``): the run still finishes."""
+    from fracture.evaluate.calibration import SplitSource, fit_calibration
+
+    val, train = data.splits["val"], data.splits["train"]
+    body = cfg.multitask
+    fit_calibration(
+        best_path, model, meta, device=device, half=cfg.checkpoint_half, strict=False,
+        val=SplitSource(lambda p: data.cache.get_batch(val.cache_pos[p]), len(val), val.labels.astype(int),
+                        val.body if body else None),
+        train=SplitSource(lambda p: data.cache.get_batch(train.cache_pos[p]), len(train),
+                          body_parts=train.body if body else None),
+    )

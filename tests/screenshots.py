@@ -19,6 +19,7 @@ import logging
 import sys
 import tempfile
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -66,25 +67,25 @@ def _click_button(label: str) -> Callable:
     return click
 
 
-def _set_dataset(folder: str) -> Callable:
-    """Type a dataset folder into the sidebar (Folder path)."""
-    def choose(driver) -> None:
+def _click_tab(label: str) -> Callable:
+    def click(driver) -> None:
         from selenium.webdriver.common.by import By
-        from selenium.webdriver.common.keys import Keys
 
-        sidebar = driver.find_element(By.CSS_SELECTOR, '[data-testid="stSidebar"]')
-        for label in sidebar.find_elements(By.CSS_SELECTOR, "label"):
-            if label.text.strip() == "Folder path":
-                label.click()
-                break
-        time.sleep(1)
-        wait_for_app(driver)
-        box = sidebar.find_element(By.CSS_SELECTOR, 'input[type="text"]')
-        box.clear()
-        box.send_keys(folder, Keys.ENTER)
-        time.sleep(1)
-        wait_for_app(driver, timeout_s=600)
-    return choose
+        for tab in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stMain"] [role="tab"]'):
+            if tab.text.strip().startswith(label):
+                tab.click()
+                time.sleep(2)
+                wait_for_app(driver)
+                return
+        logger.warning("no tab %r", label)
+    return click
+
+
+def _then(*actions: Callable) -> Callable:
+    def run(driver) -> None:
+        for action in actions:
+            action(driver)
+    return run
 
 
 def shots() -> list[Shot]:
@@ -96,6 +97,7 @@ def shots() -> list[Shot]:
         Shot("05_predict_gallery", "/Predict?input=Sample", "Study P("),
         Shot("06_predict_dataset", "/Predict?input=Sample&samples=Dataset", "Study P("),
         Shot("07_predict_upload", "/Predict", "Predict"),
+        Shot("07b_explorer_gallery_demo", "/Dataset_Explorer", "Dataset Explorer", action=_click_tab("Gallery")),
         Shot("08_compare", "/Compare", "Compare"),
         Shot("09_reader_study", "/Reader_Study", "Reader"),
     ]
@@ -145,11 +147,16 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     home = args.home or Path(tempfile.mkdtemp(prefix="fracture-shots-"))
     todo = shots()
-    if args.fracatlas:
+    if args.fracatlas:  # the sidebar's dataset choice lives in the URL
+        data = "?" + urllib.parse.urlencode({"sidebar_dataset_source": "Folder path",
+                                             "sidebar_dataset_path": args.fracatlas})
         todo += [
-            Shot("10_dataset_explorer_fracatlas", "/Dataset_Explorer", "Dataset Explorer",
-                 action=_set_dataset(args.fracatlas)),
-            Shot("11_compare_fracatlas", "/Compare", "Compare", action=_set_dataset(args.fracatlas)),
+            Shot("10_dataset_explorer_fracatlas", "/Dataset_Explorer" + data, "fracatlas layout"),
+            Shot("11_compare_fracatlas", "/Compare" + data, "Metrics"),
+            Shot("12_explorer_gallery_fracatlas", "/Dataset_Explorer" + data, "fracatlas layout",
+                 action=_click_tab("Gallery")),
+            Shot("13_explorer_problems_fracatlas", "/Dataset_Explorer" + data, "fracatlas layout",
+                 action=_click_tab("Problems")),
         ]
     if args.only:
         todo = [s for s in todo if any(s.name.startswith(p) for p in args.only)]

@@ -26,8 +26,8 @@ def register(subparsers) -> None:
 class ProgressBar:
     """A text progress bar on stderr: redrawn in place on a terminal, a line every 10% otherwise."""
 
-    def __init__(self, stream=sys.stderr, width: int = 30) -> None:
-        self.stream = stream
+    def __init__(self, stream=None, width: int = 30) -> None:
+        self.stream = stream if stream is not None else sys.stderr  # the current one (tests swap it)
         self.width = width
         self.tty = bool(getattr(stream, "isatty", lambda: False)())
         self.last_decile = -1

@@ -6,6 +6,7 @@ Every file is made here (tiny where possible); memory itself is measured by
 from __future__ import annotations
 
 import io
+import sys
 import os
 import threading
 import tomllib
@@ -481,6 +482,9 @@ def test_streamlit_never_sends_error_details(monkeypatch):
 
     monkeypatch.chdir(REPO_ROOT)  # where Streamlit reads .streamlit/config.toml
     config.get_config_options(force_reparse=True)
+    # AppTest leaves its script as sys.modules["__main__"]; worker processes started later in this
+    # pytest process would re-import it (and die on its raise): put pytest's own back afterwards.
+    monkeypatch.setitem(sys.modules, "__main__", sys.modules["__main__"])
     at = AppTest.from_string("raise RuntimeError('secret detail /etc/shadow')")
     at.run()
     shown = at.exception[0]
@@ -507,7 +511,7 @@ def test_predict_cli_reduces_a_big_image_with_a_note_on_stderr(tmp_path, monkeyp
     class FakePredictor:
         def predict(self, images, names, **kwargs):
             seen.extend(image.shape for image in images)
-            item = SimpleNamespace(name=names[0], prob=0.25, label="not fractured")
+            item = SimpleNamespace(name=names[0], prob=0.25, label="not fractured", ood=None)
             return SimpleNamespace(images=[item], study_prob=0.25, study_label="not fractured", threshold=0.5,
                                    checkpoint="fake", body_part=None)
 

@@ -18,8 +18,8 @@ preprocessing pipeline and normalisation stay data (in the file's
 ``metadata_props`` carries ``fracture`` (the checkpoint's metadata as JSON)
 and the keys a consumer needs one by one: threshold, preprocess,
 class_names, normalization, image_size, in_chans, body_parts, tta_hflip,
-calibration and temperature (when the checkpoint has them: calibrated
-probability = ``sigmoid(logit(probability) / temperature)``, applied by the consumer, as
+calibration, temperature and bias (when the checkpoint has them: calibrated
+probability = ``sigmoid(logit(probability) / temperature + bias)``, applied by the consumer, as
 fracture applies it after the forward pass), the source file's sha256.
 """
 from __future__ import annotations
@@ -122,8 +122,10 @@ def _metadata_props(meta: dict[str, Any], tta_hflip: bool, source_sha256: str, s
         if key in meta and meta[key] is not None:
             props[key] = json.dumps(meta[key], default=json_default)
     temperature = (meta.get("calibration") or {}).get("temperature") if isinstance(meta.get("calibration"), dict) else None
-    if temperature is not None:  # sigmoid(logit(probability) / T); not applied in the graph
+    if temperature is not None:  # sigmoid(logit(probability) / T + bias); not applied in the graph
         props["temperature"] = json.dumps(temperature)
+        props["bias"] = json.dumps(float((meta.get("calibration") or {}).get("bias") or 0.0))
+        props["calibration_rule"] = "calibrated probability = sigmoid(logit(probability) / temperature + bias)"
     return props
 
 

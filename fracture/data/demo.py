@@ -67,7 +67,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Bumped whenever the drawing changes, so a stored demo set says what drew it.
-GENERATOR_VERSION = "2"
+GENERATOR_VERSION = "3"
 #: The seven MURA body parts, lower case (folder names are ``XR_<UPPER>``).
 BODY_PARTS: tuple[str, ...] = ("elbow", "finger", "forearm", "hand", "humerus", "shoulder",
                                "wrist")
@@ -383,10 +383,10 @@ def _draw_lesion(rng: np.random.Generator) -> _Lesion:
         t=float(rng.uniform(0.25, 0.75)),
         angle_offset=float(rng.choice((-1, 1)) * rng.uniform(25, 50) if oblique
                            else rng.normal(0, 10)),
-        # Sized so that a break survives the downscale to a quick run's input (160-224 px):
-        # a gap of 1-2 input pixels and a step in the cortex of 1-4, still thin against the bone.
-        gap=float(rng.uniform(2.2, 4.0)),
-        displacement=float(rng.uniform(2.5, 6.5)),
+        # Sized so that a break survives the downscale to a quick run's input (224-320 px):
+        # a gap of 2-4 input pixels and a step in the cortex of 3-8, still thin against the bone.
+        gap=float(rng.uniform(3.0, 5.0)),
+        displacement=float(rng.uniform(3.5, 8.0)),
         jag_amp=float(rng.uniform(0.5, 1.2)),
         along_shift=float(rng.uniform(-0.5, 0.4)),
         tilt=float(rng.normal(0, 3.0)),

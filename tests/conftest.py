@@ -43,3 +43,15 @@ def isolated_home(tmp_path, monkeypatch) -> Path:
     monkeypatch.delenv("FRACTURE_RUNS_DIR", raising=False)
     monkeypatch.delenv("FRACTURE_CACHE_DIR", raising=False)
     return home
+
+
+@pytest.fixture(autouse=True)
+def _restore_main_module():
+    """AppTest runs page scripts as ``__main__`` and may leave one in ``sys.modules``; cache workers
+    (forkserver/spawn) re-import ``__main__``, so a leftover script would run, and fail, in each worker."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None:
+        sys.modules["__main__"] = main

@@ -311,17 +311,6 @@ def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
     return {short: metrics.get(long) for short, long in SUMMARY_KEYS.items()}
 
 
-SUMMARY_KEYS = {
-    "n": "n", "n_pos": "n_pos", "accuracy": "accuracy", "precision": "precision", "sensitivity": "recall",
-    "specificity": "specificity", "f1": "f1", "auc": "roc_auc", "auc_ci": "roc_auc_ci", "pr_auc": "pr_auc",
-    "kappa": "cohen_kappa", "confusion": "confusion",
-}
-
-
-def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {short: metrics.get(long) for short, long in SUMMARY_KEYS.items()}
-
-
 def overall_localisation(block: dict[str, Any] | None) -> dict[str, Any] | None:
     """A localisation block without its per-body-part table (that goes under per_body_part)."""
     return None if block is None else {k: v for k, v in block.items() if k != "by_body_part"}

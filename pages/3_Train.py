@@ -9,7 +9,7 @@ from fracture.ui import loaders
 from fracture.ui.context import active_context
 from fracture.ui.job_viewer import is_live, newest_run, show_run
 from fracture.train.run_table import launch_from_form, past_runs_table, promote_run
-from fracture.ui.train_form import train_form
+from fracture.ui.train_form import RUN_NAME_KEY, train_form
 
 RUN_KEY = "train_selected_run"
 
@@ -32,7 +32,7 @@ with st.expander("Start a new run", expanded=not runs):
         config = train_form(context.dataset_root)
         if config is not None:
             try:
-                run_dir = launch_from_form(config, settings)
+                run_dir = launch_from_form(config, settings, st.session_state.get(RUN_NAME_KEY))
             except FractureError as exc:
                 st.error(str(exc))
             else:

@@ -537,3 +537,24 @@ def test_a_fifo_named_events_jsonl_is_refused_not_waited_on(demo_root, tmp_path)
     with pytest.raises(NotRegularFileError):  # a typed error, the CLI's one line
         train(tiny_config(demo_root, tmp_path), run_dir)
     assert not (run_dir / LOCK_FILE).exists()
+
+
+def test_run_names_become_safe_folder_names(tmp_path):
+    from fracture.train.launcher import new_run_dir, run_name_slug
+
+    assert run_name_slug("My Baseline / CLAHE!") == "my-baseline-clahe"
+    assert run_name_slug("../../etc") == "etc"
+    assert run_name_slug("") == "" and run_name_slug(None) == ""
+    named = new_run_dir(tmp_path, "small_cnn", "../../My run")
+    assert named.parent == tmp_path and "-my-run-small_cnn-" in named.name
+    assert new_run_dir(tmp_path, "small_cnn").parent == tmp_path
+
+
+def test_the_rate_follows_the_mode_when_only_the_mode_changes():
+    from fracture.train.config import TrainConfig
+    from fracture.train.form import MODE_LR, config_from_form
+
+    base = TrainConfig(data="x", mode="frozen", lr=1e-2)
+    assert config_from_form(base, {"mode": "finetune", "lr": 1e-2}).lr == MODE_LR["finetune"]
+    assert config_from_form(base, {"mode": "finetune", "lr": 5e-4}).lr == 5e-4  # a rate the person chose stays
+    assert config_from_form(base, {"mode": "frozen", "lr": 1e-2}).lr == 1e-2

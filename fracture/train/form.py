@@ -171,6 +171,10 @@ def options(field: FormField, value: Any) -> tuple:
         return (*field.options, value)
 
 
+MODE_LR = {"frozen": 1e-3, "finetune": 3e-4}
+"""The learning rate a mode starts from when the form changes the mode but not the rate."""
+
+
 def config_from_form(base: TrainConfig, values: dict[str, Any]) -> TrainConfig:
     """``base`` with the form's values; the recipe it came from stays recorded.
 
@@ -180,6 +184,11 @@ def config_from_form(base: TrainConfig, values: dict[str, Any]) -> TrainConfig:
     from fracture.preprocess.pipeline import list_presets
 
     merged = base.to_dict()
+    values = dict(values)
+    if values.get("mode", base.mode) != base.mode and values.get("lr", base.lr) == base.lr:
+        # the mode changed and the rate was left alone: take the new mode's rate (a fine-tune at a
+        # frozen head's rate diverges)
+        values["lr"] = MODE_LR[values["mode"]]
     for name, value in values.items():
         if name == "preprocess":
             value = base.preprocess if value == OWN_STEPS else list(list_presets()[value])

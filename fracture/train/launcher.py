@@ -11,6 +11,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -31,9 +32,16 @@ STDOUT_FILE = "stdout.log"
 LAUNCH_LOCK_FILE = ".launch.lock"
 
 
-def new_run_dir(runs_root: str | Path, model: str) -> Path:
+def run_name_slug(name: str | None) -> str:
+    """A person's run name as a folder-name part: lower-case letters, digits and dashes, at most 40."""
+    slug = re.sub(r"[^a-z0-9]+", "-", (name or "").lower()).strip("-")[:40].strip("-")
+    return slug
+
+
+def new_run_dir(runs_root: str | Path, model: str, name: str | None = None) -> Path:
     """A new, empty run directory, created here so no two callers get the same one:
-    ``20261123-101500-small_cnn-3f9a`` (sortable by time; the suffix tells same-second runs apart).
+    ``20261123-101500-small_cnn-3f9a``, or with a ``name`` ``20261123-101500-my-baseline-small_cnn-3f9a``
+    (sortable by time; the suffix tells same-second runs apart; the name can never leave the folder).
 
     Raises:
         TrainingError: no free name could be made (a runs folder that refuses new folders).
@@ -42,7 +50,8 @@ def new_run_dir(runs_root: str | Path, model: str) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     for _ in range(100):
-        run_dir = root / f"{stamp}-{model}-{secrets.token_hex(2)}"
+        named = f"{run_name_slug(name)}-" if run_name_slug(name) else ""
+        run_dir = root / f"{stamp}-{named}{model}-{secrets.token_hex(2)}"
         try:
             run_dir.mkdir()
         except FileExistsError:

@@ -38,7 +38,7 @@ def past_runs_table(runs: list[RunStatus]) -> pd.DataFrame:
     )
 
 
-def launch_from_form(config: TrainConfig, settings: Settings) -> Path:
+def launch_from_form(config: TrainConfig, settings: Settings, name: str | None = None) -> Path:
     """Validate the config and start it in a new run folder, within the job limit.
 
     Raises:
@@ -51,7 +51,7 @@ def launch_from_form(config: TrainConfig, settings: Settings) -> Path:
     config.validate()
     config.check_weights_available()
     settings.runs_dir.mkdir(parents=True, exist_ok=True)
-    run_dir = new_run_dir(settings.runs_dir, config.model)
+    run_dir = new_run_dir(settings.runs_dir, config.model, name)
     launch_training(config, run_dir, max_jobs=settings.max_training_jobs, runs_root=settings.runs_dir)
     return run_dir
 

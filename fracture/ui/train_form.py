@@ -19,6 +19,7 @@ from fracture.train.form import (
 )
 
 RECIPE_KEY = "train-recipe"
+RUN_NAME_KEY = "train-run-name"
 _BASE_KEY = "train-form-base"  # (recipe, dataset) the widgets were last filled from
 
 
@@ -82,6 +83,8 @@ def train_form(dataset_root: Path) -> TrainConfig | None:
     presets = list(list_presets())
     with st.form("train_form"):
         st.markdown(f"**Dataset:** `{dataset_root}` (change it in the sidebar)")
+        st.text_input("Run name (optional)", key=RUN_NAME_KEY, max_chars=40,
+                      help="Shown in the run's folder name, e.g. 'baseline' or 'clahe-test'.")
         _rows([f for f in FIELDS if not f.advanced], "\n\n".join(help_lines.values()), presets)
         with st.expander("Advanced"):
             _rows([f for f in FIELDS if f.advanced], "", presets)

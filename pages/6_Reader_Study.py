@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from fracture.errors import FractureError
+from fracture.explain.annotate import draw_boxes
 from fracture.reader_study import (
     create_session,
     list_sessions,
@@ -140,14 +141,16 @@ if reveal and reveal in answers:
         except FractureError as exc:
             st.warning(f"No heatmap: {exc}")
     for i, (image, heatmap) in enumerate(zip(images, heatmaps)):
-        cols[2 * i].image(image, caption="the X-ray", width="stretch")
-        cols[2 * i + 1].image(overlay(image, heatmap, 0.45), caption="where the model looked (Grad-CAM)",
+        boxes = case.boxes[i] if i < len(case.boxes) else ()
+        cols[2 * i].image(draw_boxes(image, boxes), width="stretch",
+                          caption="the X-ray" + (" · green box: annotated fracture" if boxes else ""))
+        cols[2 * i + 1].image(overlay(image, heatmap, 0.45, boxes), caption="where the model looked (heatmap)",
                               width="stretch")
     if case.model_prob is not None:
         st.markdown(f"Model: P(fractured) = **{case.model_prob:.2f}** "
                     f"(threshold {session.threshold:.2f}) → **{session.class_names[int(case.model_prob >= session.threshold)]}**")
     if any(case.boxes):
-        st.caption("The annotated fracture box(es) are what the heatmap should point at.")
+        st.caption("The green box is the annotated fracture: does the heatmap point at it?")
     if st.button("Next case" if pending else "See my results", type="primary", key="rs-next"):
         st.session_state["rs-reveal"] = None
         st.rerun()

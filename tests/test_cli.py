@@ -152,3 +152,14 @@ def test_runs_and_promote(trained_run, tmp_path, monkeypatch, capsys):
     target = promote_checkpoint(trained_run, "demo_small", weights_dir=tmp_path, make_default=True)
     assert target.name == "demo_small.safetensors"
     assert (tmp_path / "default.txt").read_text().strip() == target.name
+
+
+def test_predict_takes_a_heatmap_method_and_refuses_an_unknown_one(trained_run, tmp_path, capsys):
+    ckpt = str(trained_run / "best.safetensors")
+    image = tmp_path / "x.png"
+    image.write_bytes(png_bytes())
+    out = tmp_path / "cams"
+    assert main(["predict", "--checkpoint", ckpt, str(image), "--cam-out", str(out), "--cam-method", "layercam"]) == 0
+    assert list(out.glob("*.png"))
+    assert main(["predict", "--checkpoint", ckpt, str(image), "--cam-out", str(out), "--cam-method", "nonsense"]) == 2
+    assert "unknown Grad-CAM method 'nonsense'" in capsys.readouterr().err

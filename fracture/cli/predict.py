@@ -17,6 +17,9 @@ def register(subparsers) -> None:
     parser.add_argument("--clahe", action="store_true", help="shorthand for --preprocess clahe")
     parser.add_argument("--cam", help="write the Grad-CAM overlay PNG here (several images: NAME_i.png)")
     parser.add_argument("--cam-out", help="folder for one Grad-CAM overlay PNG per image")
+    parser.add_argument("--cam-method", help="heatmap method, e.g. gradcam, layercam, hirescam, gradcam++, eigencam "
+                        "(default: the one the checkpoint stores, chosen on its validation split)")
+    parser.add_argument("--cam-layer", help="heatmap layer: final, stride16, stride8 or fused (default: the stored one)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(func=run)
 
@@ -51,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
         extra = [{"op": "clahe"}]
     want_cam = bool(args.cam or args.cam_out)
     result = predictor.predict(images, names=[Path(p).name for p in args.images], body_part=args.body_part,
-                               extra_steps=extra, with_cam=want_cam)
+                               extra_steps=extra, with_cam=want_cam, cam_method=args.cam_method,
+                               cam_layer=args.cam_layer)
     if want_cam:
         from fracture.explain.gradcam import overlay_heatmap
 

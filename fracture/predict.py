@@ -125,7 +125,7 @@ class Predictor:
         self.ood = OodDetector.from_checkpoint(meta, getattr(model, "checkpoint_extras", None))
         self.class_names = tuple(meta["class_names"])
         self.body_parts = list(meta.get("body_parts") or [])
-        self.resize_mode = next((s.get("mode", "letterbox") for s in meta["preprocess"] if s.get("op") == "resize"), "letterbox")
+        self.resize_mode = self.pipeline.resize_mode
         from fracture.explain.forward import stored_choice, usable_choice
 
         # The heatmap chosen for this checkpoint on validation data (explain-select), else Grad-CAM.

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from fracture.data.boxes import box_mask, boxes_to_input, letterbox_geometry, parse_yolo
+from fracture.data.boxes import box_mask, boxes_to_input, parse_yolo
 from fracture.errors import ConfigError, TrainingError
 from fracture.models import create_model
+from fracture.preprocess.ops import letterbox_geometry
 from fracture.train import TrainConfig, read_events
 from fracture.train.augment import BatchAugment
 from fracture.train.box_guidance import MASK_SIZE, box_loss, build_box_masks, check_supported

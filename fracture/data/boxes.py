@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from fracture.data.manifest import DataProblem
+from fracture.preprocess.ops import letterbox_geometry
 
 logger = logging.getLogger(__name__)
 
@@ -132,15 +133,6 @@ def demo_boxes(root: Path, paths: Sequence[str]) -> list[tuple[Box, ...]]:
 # Geometry.
 
 
-def letterbox_geometry(height: int, width: int, size: int) -> tuple[int, int, int, int]:
-    """``(top, left, new_h, new_w)`` of an image inside its letterboxed square; the same
-    arithmetic as :func:`fracture.preprocess.ops.resize_square`."""
-    scale = size / max(height, width)
-    new_w = min(size, max(1, round(width * scale)))
-    new_h = min(size, max(1, round(height * scale)))
-    return (size - new_h) // 2, (size - new_w) // 2, new_h, new_w
-
-
 def boxes_to_input(boxes: Sequence[Box], original_hw: tuple[int, int], size: int, mode: str = "letterbox") -> tuple[Box, ...]:
     """Boxes (normalised to the original) -> normalised to the ``size`` x ``size`` model input."""
     if mode == "stretch":
@@ -163,10 +155,3 @@ def box_mask(boxes: Sequence[Box], height: int, width: int) -> np.ndarray:
         r1 = max(r0 + 1, int(math.ceil(y1 * height - 0.5)))
         mask[max(r0, 0):min(r1, height), max(c0, 0):min(c1, width)] = 1.0
     return mask
-
-
-def boxes_area(boxes: Sequence[Box]) -> float:
-    """Fraction of the image the union of the boxes covers (on a 512 grid: exact enough)."""
-    if not boxes:
-        return 0.0
-    return float(box_mask(boxes, 512, 512).mean())

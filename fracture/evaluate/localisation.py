@@ -216,7 +216,7 @@ def score_frame(
     dev = torch.device(device)
     model = model.to(dev).eval()
     pipeline = Pipeline.from_spec(meta["preprocess"])
-    resize_mode = next((s.get("mode", "letterbox") for s in meta["preprocess"] if s.get("op") == "resize"), "letterbox")
+    resize_mode = pipeline.resize_mode
     norm = meta["normalization"]
     spec = InputSpec(in_chans=int(meta["in_chans"]), mean=tuple(norm["mean"]), std=tuple(norm["std"]))
     names: list[str] = []
@@ -292,8 +292,9 @@ def split_localisation(
     from fracture.data import open_dataset
     from fracture.explain.forward import stored_choice, usable_choice
     from fracture.inference import resolve_device
-    from fracture.settings import get_settings
     from fracture._files import atomic_write_json
+    from fracture.preprocess.pipeline import Pipeline
+    from fracture.settings import get_settings
 
     checkpoint = Path(checkpoint)
     meta = read_checkpoint_meta(checkpoint)
@@ -303,7 +304,7 @@ def split_localisation(
     if rows.empty:
         return None
     requested = choice or stored_choice(meta)
-    resize_mode = next((s.get("mode", "letterbox") for s in meta["preprocess"] if s.get("op") == "resize"), "letterbox")
+    resize_mode = Pipeline.from_spec(meta["preprocess"]).resize_mode
     layer = requested.layer if isinstance(requested.layer, str) else list(requested.layer)
     cache_root = Path(cache_dir) if cache_dir else get_settings().cache_dir
     key = hashlib.sha256(json.dumps(

@@ -50,7 +50,7 @@ COLORMAPS = {
     "plasma": cv2.COLORMAP_PLASMA,
     "hot": cv2.COLORMAP_HOT,
 }
-from fracture.preprocess.ops import RESIZE_MODES  # noqa: E402  (defined once, by preprocessing)
+from fracture.preprocess.ops import RESIZE_MODES, letterbox_geometry  # noqa: E402  (defined once, by preprocessing)
 
 
 class _ScoreOutput(nn.Module):
@@ -245,10 +245,7 @@ def heatmap_to_original(
         size = heatmap.shape[0]
         if heatmap.ndim != 2 or heatmap.shape[1] != size:
             raise ModelError(f"letterbox heatmaps are square, got shape {heatmap.shape}")
-        scale = size / max(h, w)
-        new_h = min(size, max(1, round(h * scale)))
-        new_w = min(size, max(1, round(w * scale)))
-        top, left = (size - new_h) // 2, (size - new_w) // 2
+        top, left, new_h, new_w = letterbox_geometry(h, w, size)
         heatmap = heatmap[top:top + new_h, left:left + new_w]
     if heatmap.shape == (h, w):
         return heatmap.copy()

@@ -209,6 +209,18 @@ def _resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
     return out
 
 
+def letterbox_geometry(height: int, width: int, size: int) -> tuple[int, int, int, int]:
+    """``(top, left, new_h, new_w)`` of an image inside its ``size`` letterbox square.
+
+    The one place this arithmetic lives: the resize below, heatmaps mapped back
+    onto the original and boxes mapped into the model input all use it.
+    """
+    scale = size / max(height, width)
+    new_w = min(size, max(1, round(width * scale)))
+    new_h = min(size, max(1, round(height * scale)))
+    return (size - new_h) // 2, (size - new_w) // 2, new_h, new_w
+
+
 def resize_square(img: np.ndarray, size: int = 224, mode: str = "letterbox") -> np.ndarray:
     """Resize to ``size`` x ``size`` without ever cropping.
 
@@ -234,13 +246,9 @@ def resize_square(img: np.ndarray, size: int = 224, mode: str = "letterbox") -> 
     h, w = img.shape[:2]
     if mode == "stretch":
         return _resize(img, size, size)
-    scale = size / max(h, w)
-    new_w = min(size, max(1, round(w * scale)))
-    new_h = min(size, max(1, round(h * scale)))
-    scaled = _resize(img, new_w, new_h)
+    top, left, new_h, new_w = letterbox_geometry(h, w, size)
     out = np.zeros((size, size) + img.shape[2:], dtype=np.uint8)
-    top, left = (size - new_h) // 2, (size - new_w) // 2
-    out[top:top + new_h, left:left + new_w] = scaled
+    out[top:top + new_h, left:left + new_w] = _resize(img, new_w, new_h)
     return out
 
 

@@ -274,6 +274,11 @@ class Pipeline:
             return int(self._steps[-1].params["size"])
         return None
 
+    @property
+    def resize_mode(self) -> str:
+        """How the pipeline makes its square (``letterbox`` or ``stretch``); ``letterbox`` without a resize."""
+        return next((step.params["mode"] for step in self._steps if step.op == "resize"), "letterbox")
+
     def describe(self) -> str:
         """One line for people, e.g. ``CLAHE (clip 2, 8x8 tiles) → resize to 224 px (letterbox)``."""
         if not self._steps:

@@ -19,7 +19,6 @@ import re
 import secrets
 import time
 import unicodedata
-from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -387,7 +386,3 @@ def load_answers(code: str, root: str | Path | None = None) -> dict[str, dict[st
 
 def reader_answers(code: str, reader: str, root: str | Path | None = None) -> dict[str, Answer]:
     return load_answers(code, root).get(check_reader_name(reader), {})
-
-
-def case_paths(cases: Sequence[Case]) -> list[str]:
-    return [p for case in cases for p in case.paths]

@@ -10,7 +10,7 @@ import numpy as np
 
 from fracture._files import atomic_write_text
 from fracture.reader_study.metrics import fleiss_kappa, reader_metrics, reader_score
-from fracture.reader_study.session import Answer, Session, load_answers
+from fracture.reader_study.session import Answer, ReaderStudyError, Session, load_answers
 
 CSV_COLUMNS = ("session", "reader", "case_id", "source_id", "body_part", "truth", "answer", "confidence",
                "reader_score", "correct", "model_probability", "model_answer", "answered_at")
@@ -99,8 +99,6 @@ def export_csv_bytes(session: Session, root: str | Path | None = None) -> bytes:
 
 def export_csv(session: Session, out: str | Path, root: str | Path | None = None, *, overwrite: bool = False) -> Path:
     """Write :func:`export_csv_bytes` atomically; refuses to replace a file unless ``overwrite``."""
-    from fracture.reader_study.session import ReaderStudyError
-
     out = Path(out)
     if out.exists() and not overwrite:
         raise ReaderStudyError(f"{out} exists; choose another file or pass --overwrite")

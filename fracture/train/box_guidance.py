@@ -16,7 +16,6 @@ images, so an augmented image's mask still covers its fracture.
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -25,8 +24,6 @@ import torch.nn.functional as F
 
 from fracture.data.boxes import Box, box_mask, boxes_to_input
 from fracture.errors import ConfigError
-
-logger = logging.getLogger(__name__)
 
 MASK_SIZE = 64
 """Masks are stored at 64 x 64 (the feature maps are 7-16 cells wide): 4 KB an image."""

@@ -94,8 +94,8 @@ def finish(
         metrics[name] = report
     meta["metrics"] = metrics
     meta["stopped_early"] = stopped_early
-    save_checkpoint(best_path, best_model, meta, half=cfg.checkpoint_half)
-    _calibrate(best_path, best_model, meta, cfg, data, device)
+    if _calibrate(best_path, best_model, meta, cfg, data, device) is None:
+        save_checkpoint(best_path, best_model, meta, half=cfg.checkpoint_half)  # calibration writes it otherwise
     atomic_write_json(run_dir / "metrics.json", metrics)
     summary = {
         f"{name}_{level}_roc_auc": metrics[name][level]["overall"].get("roc_auc")
@@ -105,15 +105,16 @@ def finish(
 
 
 def _calibrate(best_path: Path, model: torch.nn.Module, meta: dict[str, Any], cfg: TrainConfig, data: TrainData,
-               device: torch.device) -> None:
+               device: torch.device) -> dict[str, Any] | None:
     """Temperature (and bias), operating points and the out-of-distribution statistics, fitted on the
-    val split (OOD features on a training subsample) and stored in the checkpoint. A val split too small
-    or with one class only logs a warning (``strict=False``): the run still finishes."""
+    val split (OOD features on a training subsample) and written into the checkpoint with ``meta``.
+    A val split too small or with one class only logs a warning (``strict=False``) and returns None:
+    the run still finishes, uncalibrated."""
     from fracture.evaluate.calibration import SplitSource, fit_calibration
 
     val, train = data.splits["val"], data.splits["train"]
     body = cfg.multitask
-    fit_calibration(
+    return fit_calibration(
         best_path, model, meta, device=device, half=cfg.checkpoint_half, strict=False,
         val=SplitSource(lambda p: data.cache.get_batch(val.cache_pos[p]), len(val), val.labels.astype(int),
                         val.body if body else None),

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fracture.preprocess.markers import scaled_mask, stamp_bank
 from fracture.train.config import AugmentConfig
 
 
@@ -89,4 +91,34 @@ class BatchAugment:
             gain, bias = params[:, 6].view(n, 1, 1, 1), params[:, 7].view(n, 1, 1, 1)
             mean = out.mean(dim=(1, 2, 3), keepdim=True)
             out = ((out - mean) * gain + mean + bias).clamp_(0.0, 1.0)
+        if self.config.burn_ins > 0:
+            burn = self._draw_burn_ins(draw or n)
+            if rows is not None:
+                burn = burn[rows]
+            out = self._burn_in(out, burn)
         return out if masks is None else (out, masks)
+
+    def _draw_burn_ins(self, n: int) -> torch.Tensor:
+        """(n, 6) draws for the burn-ins: apply?, stamp, height, x, y, bright?; drawn after the
+        affine draws, and only when burn-ins are on (a run without them keeps its random stream)."""
+        return torch.rand(n, 6, generator=self.generator)
+
+    def _burn_in(self, batch: torch.Tensor, burn: torch.Tensor) -> torch.Tensor:
+        """Paste a marker or label into the chosen images (after the affine: markers are burnt
+        into the film, they do not rotate with the anatomy, and they are not part of the box)."""
+        bank = stamp_bank("all")
+        _, _, height, width = batch.shape
+        overlay = np.zeros((batch.shape[0], height, width), np.float32)
+        values = np.ones(batch.shape[0], np.float32)
+        for i, (apply, pick, size, x, y, bright) in enumerate(burn.tolist()):
+            if apply >= self.config.burn_ins:
+                continue
+            mask = scaled_mask(bank[int(pick * len(bank)) % len(bank)], round(height * (0.04 + 0.08 * size)))
+            mask = mask[:, : width]
+            h, w = mask.shape
+            top, left = int(y * (height - h)), int(x * (width - w))
+            overlay[i, top: top + h, left: left + w] = mask
+            values[i] = 0.9 + 0.1 * bright if bright > 0.2 else 0.05 * bright
+        m = torch.from_numpy(overlay).to(batch.device, batch.dtype).unsqueeze(1)
+        v = torch.from_numpy(values).to(batch.device, batch.dtype).view(-1, 1, 1, 1)
+        return batch * (1 - m) + v * m

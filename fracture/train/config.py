@@ -35,10 +35,15 @@ class AugmentConfig:
     zoom: float = 0.1
     brightness: float = 0.1
     contrast: float = 0.1
+    burn_ins: float = 0.0
+    """Share of training images that get a random L/R lead marker or text label burnt in
+    (fracture.preprocess.markers): teaches the network that such marks say nothing about the bone."""
 
     def validate(self) -> None:
         if not 0 <= self.rotation_deg <= 45:
             raise ConfigError(f"augment.rotation_deg={self.rotation_deg}: use 0..45 degrees")
+        if not 0 <= self.burn_ins <= 1:
+            raise ConfigError(f"augment.burn_ins={self.burn_ins}: use a share of images in 0..1")
         for name in ("shift", "zoom", "brightness", "contrast"):
             value = getattr(self, name)
             if not 0 <= value <= 0.5:

@@ -93,6 +93,8 @@ FIELDS: tuple[FormField, ...] = (
     FormField("augment.zoom", "Zoom", "slider", low=0.0, high=0.5, advanced=True),
     FormField("augment.brightness", "Brightness", "slider", low=0.0, high=0.5, advanced=True),
     FormField("augment.contrast", "Contrast", "slider", low=0.0, high=0.5, advanced=True),
+    FormField("augment.burn_ins", "Burn-in markers/labels (share of images)", "slider", low=0.0, high=1.0,
+              advanced=True, help="Paste random L/R lead markers and text labels so the model learns to ignore them."),
     FormField("notes", "Notes", "text", advanced=True),
 )
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from fracture.compatibility import describe_mismatch
+from fracture.checkpoints.compatibility import describe_mismatch
 from fracture.errors import FractureError
 from fracture.evaluate.calibration import calibrated_threshold
-from fracture.ood import WARNING as OOD_WARNING
+from fracture.gate.ood import WARNING as OOD_WARNING
 from fracture.ui import loaders
 from fracture.ui.context import active_context, checkpoint_label
 from fracture.ui.lab import DEFAULT_VARIANTS, LAB_MAX_SIDE, apply_spec, fit_image, lab_variants

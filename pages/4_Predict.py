@@ -6,12 +6,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from fracture.compatibility import describe_mismatch
+from fracture.checkpoints.compatibility import describe_mismatch
 from fracture.errors import FractureError
 from fracture.explain.cam import METHODS as CAM_METHOD_NAMES
 from fracture.explain.forward import stored_choice
 from fracture.evaluate.calibration import operating_point_choices
-from fracture.ood import WARNING as OOD_WARNING
+from fracture.gate.ood import WARNING as OOD_WARNING
 from fracture.ui import loaders
 from fracture.ui.batch_view import many_files_view, mode_picker
 from fracture.ui.context import active_context, checkpoint_label, require_checkpoint

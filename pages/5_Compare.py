@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from fracture.compatibility import describe_mismatch
+from fracture.checkpoints.compatibility import describe_mismatch
 from fracture.errors import FractureError
 from fracture.evaluate import body_part_metric, metrics_table, report_curves
 from fracture.evaluate.localisation import localisation_table

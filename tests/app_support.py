@@ -69,7 +69,7 @@ def write_tiny_run(runs_dir: Path, name: str, *, seed: int = 0, image_size: int 
     """
     import torch
 
-    from fracture.checkpoint import save_checkpoint
+    from fracture.checkpoints.format import save_checkpoint
     from fracture.models import create_model
     from fracture.train.config import TrainConfig
     from fracture.train.events import EventLog
@@ -118,8 +118,8 @@ def make_foreign_and_calibrated(run_dir: Path, *, flag_everything: bool = True, 
     """
     import numpy as np
 
-    from fracture.checkpoint import load_checkpoint, save_checkpoint
-    from fracture.ood import OodDetector
+    from fracture.checkpoints.format import load_checkpoint, save_checkpoint
+    from fracture.gate.ood import OodDetector
 
     path = run_dir / "best.safetensors"
     model, meta = load_checkpoint(path)

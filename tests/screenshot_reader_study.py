@@ -29,7 +29,7 @@ logger = logging.getLogger("screenshot_reader_study")
 
 def _prepare(home: Path) -> str:
     os.environ["FRACTURE_HOME"] = str(home)
-    from fracture.predict import default_checkpoint
+    from fracture.serve.predictor import default_checkpoint
     from fracture.reader_study import create_session, save_answer
 
     session = create_session(source="gallery", n_cases=6, seed=4, checkpoint=default_checkpoint())

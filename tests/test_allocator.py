@@ -10,7 +10,7 @@ SCRIPT = """
 import logging, sys
 logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
 import numpy as np
-from fracture import allocator
+from fracture.util import allocator
 tuned = allocator.keep_freed_memory()
 print("tuned", tuned, allocator.is_tuned())
 # Large blocks still allocate, are written and freed, over and over.

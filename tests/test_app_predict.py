@@ -57,7 +57,7 @@ def _upload(at, files):
 
 
 def test_uploaded_pngs_give_probabilities_an_overlay_and_downloads(model_run):
-    from fracture.predict import Predictor
+    from fracture.serve.predictor import Predictor
 
     images = [png_bytes(96, seed=1), png_bytes(80, seed=2)]
     at = run_page(PAGE, model=f"{RUN} (run)")
@@ -144,7 +144,7 @@ def _warnings(at) -> str:
 def test_a_model_from_other_data_warns_on_samples_and_flags_out_of_distribution_images(model_run):
     """Issue 11: FracAtlas-trained model + demo data: a plain mismatch warning; OOD images are flagged."""
     from fracture.data import load_image
-    from fracture.predict import Predictor
+    from fracture.serve.predictor import Predictor
 
     make_foreign_and_calibrated(model_run)
     at = run_page(PAGE, model=f"{RUN} (run)", query={"input": "Sample", "samples": "Dataset"})

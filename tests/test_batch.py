@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from fracture.batch import CSV_COLUMNS, _ood_flag, predict_files, predict_folder, write_report
-from fracture.checkpoint import save_checkpoint
+from fracture.serve.batch import CSV_COLUMNS, _ood_flag, predict_files, predict_folder, write_report
+from fracture.checkpoints.format import save_checkpoint
 from fracture.cli import main
 from fracture.errors import ConfigError
 from fracture.models import create_model
@@ -156,7 +156,7 @@ def test_cli_batch(folder, checkpoint, tmp_path, capsys):
 def test_ood_flag_reads_the_predictor_output():
     assert _ood_flag(None) is None
     assert _ood_flag(True) is True
-    assert _ood_flag({"score": 3.1, "threshold": 2.0, "flagged": True}) is True  # fracture.ood's result
+    assert _ood_flag({"score": 3.1, "threshold": 2.0, "flagged": True}) is True  # fracture.gate.ood's result
     assert _ood_flag({"score": 0.2, "threshold": 2.0, "flagged": False}) is False
     assert _ood_flag(type("Ood", (), {"is_ood": True})()) is True
 
@@ -201,7 +201,7 @@ def test_progress_panel_shows_images_done_and_cancel_sets_the_flag():
     def page():
         import streamlit as st
 
-        from fracture.ort_backend import InferenceProgress
+        from fracture.serve.onnx_backend import InferenceProgress
         from fracture.ui.progress import ProgressPanel, was_cancelled
 
         if was_cancelled("t"):

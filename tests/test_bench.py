@@ -12,7 +12,7 @@ import torch
 from fracture.bench.data import prepare_bench_data
 from fracture.bench.timing import interleaved, summarize
 from fracture.data import open_dataset
-from fracture.inference import normalize_batch, uint8_to_tensor
+from fracture.serve.inference import normalize_batch, uint8_to_tensor
 
 
 def test_interleaved_skips_warmup_and_alternates_contenders():

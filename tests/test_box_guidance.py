@@ -119,7 +119,7 @@ def test_init_checkpoint_must_match_the_architecture(demo_root, tmp_path):
 def test_without_boxes_the_guidance_changes_nothing(tmp_path):
     """Class folders carry no boxes: a run with box_loss_weight > 0 equals one without, bit for bit."""
     from _fake_datasets import make_class_folders
-    from fracture.checkpoint import load_checkpoint
+    from fracture.checkpoints.format import load_checkpoint
 
     root = make_class_folders(tmp_path / "folders", splits={"train": "train", "val": "val", "test": "test"})
     plain = train(_config(root, tmp_path, image_size=32), tmp_path / "plain")
@@ -132,7 +132,7 @@ def test_without_boxes_the_guidance_changes_nothing(tmp_path):
 
 def test_a_finished_run_is_calibrated_on_its_val_split(tmp_path):
     """Issue 11: temperature scaling (and the OOD statistics) fitted on val when training ends."""
-    from fracture.checkpoint import read_checkpoint_meta
+    from fracture.checkpoints.format import read_checkpoint_meta
     from fracture.data.demo import make_demo_dataset
 
     root = make_demo_dataset(tmp_path / "demo", seed=1, studies=120, size_range=(64, 96))
@@ -143,7 +143,7 @@ def test_a_finished_run_is_calibrated_on_its_val_split(tmp_path):
 
 
 def test_a_tiny_val_split_finishes_uncalibrated_with_a_warning(demo_root, tmp_path, caplog):
-    from fracture.checkpoint import read_checkpoint_meta
+    from fracture.checkpoints.format import read_checkpoint_meta
 
     best = train(_config(demo_root, tmp_path, epochs=1), tmp_path / "run")
     assert "calibration" not in read_checkpoint_meta(best)

@@ -174,7 +174,7 @@ def _demo_checkpoint(tmp_path, monkeypatch, *, fingerprint: bool = True):
     """A tiny small_cnn checkpoint 'trained' on a small demo dataset (own cache folder)."""
     import torch
 
-    from fracture.checkpoint import save_checkpoint
+    from fracture.checkpoints.format import save_checkpoint
     from fracture.data import open_dataset
     from fracture.data.demo import make_demo_dataset
     from fracture.models import create_model
@@ -195,9 +195,9 @@ def _demo_checkpoint(tmp_path, monkeypatch, *, fingerprint: bool = True):
 
 
 def test_calibrate_command_writes_temperature_operating_points_and_ood(tmp_path, monkeypatch, capsys):
-    from fracture.checkpoint import load_checkpoint, read_checkpoint_meta
+    from fracture.checkpoints.format import load_checkpoint, read_checkpoint_meta
     from fracture.cli import main
-    from fracture.ood import OodDetector
+    from fracture.gate.ood import OodDetector
 
     path, root = _demo_checkpoint(tmp_path, monkeypatch)
     before = read_checkpoint_meta(path)
@@ -227,7 +227,7 @@ def test_calibrate_command_writes_temperature_operating_points_and_ood(tmp_path,
 
 
 def test_calibrate_refuses_another_dataset_unless_forced(tmp_path, monkeypatch, capsys):
-    from fracture.checkpoint import read_checkpoint_meta
+    from fracture.checkpoints.format import read_checkpoint_meta
     from fracture.cli import main
 
     path, root = _demo_checkpoint(tmp_path, monkeypatch, fingerprint=False)
@@ -272,8 +272,8 @@ def test_model_card_lists_calibration_operating_points_and_ood():
 @pytest.mark.skipif(not FRACATLAS.is_dir(), reason="needs ../shared/data/fracatlas (the FracAtlas copy)")
 def test_shipped_model_is_calibrated_and_its_test_ece_drops(tmp_path):
     """The default model carries calibration; on the FracAtlas test split ECE is lower after it."""
-    from fracture.checkpoint import read_checkpoint_meta
-    from fracture.compare import predict_split
+    from fracture.checkpoints.format import read_checkpoint_meta
+    from fracture.assess.compare import predict_split
     from fracture.evaluate.calibration import calibrate_predictions
 
     meta = read_checkpoint_meta(SHIPPED)
@@ -294,7 +294,7 @@ def test_fit_calibration_not_strict_leaves_a_tiny_run_uncalibrated(tmp_path, cap
     """The trainer's call must never fail a run whose val split is too small to calibrate."""
     import torch
 
-    from fracture.checkpoint import read_checkpoint_meta, save_checkpoint
+    from fracture.checkpoints.format import read_checkpoint_meta, save_checkpoint
     from fracture.evaluate.calibration import SplitSource, fit_calibration
     from fracture.models import create_model
 

@@ -9,7 +9,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from fracture.checkpoint import (
+from fracture.checkpoints.format import (
     FORMAT_VERSION,
     META_KEY,
     REQUIRED_META_KEYS,

@@ -11,7 +11,7 @@ import torch
 from app_support import png_bytes
 
 from fracture.cli import main
-from fracture.checkpoint import load_checkpoint, read_checkpoint_meta
+from fracture.checkpoints.format import load_checkpoint, read_checkpoint_meta
 from fracture.train import TrainConfig
 from fracture.train.trainer import train
 
@@ -147,7 +147,7 @@ def test_runs_and_promote(trained_run, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FRACTURE_RUNS_DIR", str(trained_run.parent))
     assert main(["runs"]) == 0
     assert "finished" in capsys.readouterr().out
-    from fracture.predict import promote_checkpoint
+    from fracture.serve.predictor import promote_checkpoint
 
     target = promote_checkpoint(trained_run, "demo_small", weights_dir=tmp_path, make_default=True)
     assert target.name == "demo_small.safetensors"

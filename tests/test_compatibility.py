@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fracture.compatibility import dataset_kind, describe_mismatch, model_data_kind
+from fracture.checkpoints.compatibility import dataset_kind, describe_mismatch, model_data_kind
 from fracture.data.manifest import Manifest
 
 

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from fracture import ort_backend
-from fracture.checkpoint import save_checkpoint
+from fracture.serve import onnx_backend
+from fracture.checkpoints.format import save_checkpoint
 from fracture.cli import main
 from fracture.data import load_image
 from fracture.errors import ConfigError
-from fracture.export import (
+from fracture.serve.export import (
     PARITY_TOLERANCE,
     ExportError,
     check_parity,
@@ -71,7 +71,7 @@ def test_export_carries_the_metadata_and_is_written_atomically(tmp_path):
 
 def test_dynamic_batch(tmp_path):
     ckpt = _checkpoint(tmp_path / "m.safetensors", tta=False)
-    model = ort_backend.OrtModel.from_file(export_onnx(ckpt, tmp_path / "m.onnx"))
+    model = onnx_backend.OrtModel.from_file(export_onnx(ckpt, tmp_path / "m.onnx"))
     for batch in (1, 5):
         out = model.run(np.zeros((batch, 3, 64, 64), dtype=np.float32), None)
         assert out["probability"].shape == (batch,)
@@ -88,13 +88,13 @@ def test_onnxruntime_matches_torch_on_demo_images(tmp_path, demo_images, multita
 
 
 def test_backend_predict_batches_matches_torch_with_and_without_tta(tmp_path, demo_images):
-    from fracture.checkpoint import load_checkpoint
-    from fracture.inference import InputSpec, predict_batches
+    from fracture.checkpoints.format import load_checkpoint
+    from fracture.serve.inference import InputSpec, predict_batches
     from fracture.preprocess.pipeline import Pipeline
 
     ckpt = _checkpoint(tmp_path / "m.safetensors", multitask=True, tta=False)
     model, meta = load_checkpoint(ckpt)
-    session = ort_backend.OrtModel.from_file(export_onnx(ckpt, tmp_path / "m.onnx"))
+    session = onnx_backend.OrtModel.from_file(export_onnx(ckpt, tmp_path / "m.onnx"))
     pipeline = Pipeline.from_spec(meta["preprocess"])
     images = np.stack([pipeline(img) for img in demo_images])
     spec = InputSpec.from_meta(meta)
@@ -102,7 +102,7 @@ def test_backend_predict_batches_matches_torch_with_and_without_tta(tmp_path, de
     for tta in (False, True):  # the graph has no TTA: the backend mirrors the batch itself
         want, want_body = predict_batches(model, lambda p: images[p], len(images), spec, device=torch.device("cpu"),
                                           batch_size=4, body_parts=body, tta_hflip=tta)
-        got, got_body = ort_backend.predict_batches(session, lambda p: images[p], len(images), spec,
+        got, got_body = onnx_backend.predict_batches(session, lambda p: images[p], len(images), spec,
                                                     batch_size=4, body_parts=body, tta_hflip=tta)
         assert np.abs(want - got).max() <= PARITY_TOLERANCE
         assert np.abs(want_body - got_body).max() <= PARITY_TOLERANCE
@@ -129,18 +129,18 @@ def test_cli_export(tmp_path, capsys, isolated_home):
 
 
 def test_backend_choice_from_flag_and_environment(monkeypatch):
-    monkeypatch.delenv(ort_backend.ENV_VAR, raising=False)
-    assert ort_backend.requested_backend() == "auto"
-    assert ort_backend.select_backend(device="cpu") == "onnx"
-    assert ort_backend.select_backend(device="cuda") == "torch"
-    monkeypatch.setenv(ort_backend.ENV_VAR, "torch")
-    assert ort_backend.select_backend(device="cpu") == "torch"
-    assert ort_backend.select_backend("onnx", device="cpu") == "onnx"  # the flag wins over the environment
-    monkeypatch.setenv(ort_backend.ENV_VAR, "tensorrt")
-    with pytest.raises(ConfigError, match=ort_backend.ENV_VAR):
-        ort_backend.select_backend(device="cpu")
+    monkeypatch.delenv(onnx_backend.ENV_VAR, raising=False)
+    assert onnx_backend.requested_backend() == "auto"
+    assert onnx_backend.select_backend(device="cpu") == "onnx"
+    assert onnx_backend.select_backend(device="cuda") == "torch"
+    monkeypatch.setenv(onnx_backend.ENV_VAR, "torch")
+    assert onnx_backend.select_backend(device="cpu") == "torch"
+    assert onnx_backend.select_backend("onnx", device="cpu") == "onnx"  # the flag wins over the environment
+    monkeypatch.setenv(onnx_backend.ENV_VAR, "tensorrt")
+    with pytest.raises(ConfigError, match=onnx_backend.ENV_VAR):
+        onnx_backend.select_backend(device="cpu")
     with pytest.raises(ConfigError, match="--backend"):
-        ort_backend.select_backend("fast")
+        onnx_backend.select_backend("fast")
 
 
 def test_predict_images_on_both_backends_and_the_export_cache(tmp_path, monkeypatch, demo_images):
@@ -153,15 +153,15 @@ def test_predict_images_on_both_backends_and_the_export_cache(tmp_path, monkeypa
     seen = []
     probs = {}
     for backend in ("torch", "onnx"):
-        p, body, used = ort_backend.predict_images(ckpt, lambda q: images[q], len(images), backend=backend,
+        p, body, used = onnx_backend.predict_images(ckpt, lambda q: images[q], len(images), backend=backend,
                                                    device="cpu", batch_size=4, progress=seen.append)
         assert used == backend and body is None
         probs[backend] = p
     assert np.abs(probs["torch"] - probs["onnx"]).max() <= PARITY_TOLERANCE
     assert [(e.done, e.total) for e in seen] == [(4, 6), (6, 6)] * 2
-    cached = ort_backend.cached_onnx_path(ckpt)
+    cached = onnx_backend.cached_onnx_path(ckpt)
     stamp = cached.stat().st_mtime_ns
-    ort_backend.load_runner(ckpt, backend="onnx")  # the second load reuses the export
+    onnx_backend.load_runner(ckpt, backend="onnx")  # the second load reuses the export
     assert cached.stat().st_mtime_ns == stamp
 
 
@@ -178,14 +178,14 @@ def test_cancel_stops_between_chunks(tmp_path, monkeypatch):
         done.append(event.done)
         cancel.set()
 
-    with pytest.raises(ort_backend.InferenceCancelled):
-        ort_backend.predict_images(ckpt, lambda q: images[q], 10, backend="torch", device="cpu", batch_size=4,
+    with pytest.raises(onnx_backend.InferenceCancelled):
+        onnx_backend.predict_images(ckpt, lambda q: images[q], 10, backend="torch", device="cpu", batch_size=4,
                                    progress=progress, cancel=cancel)
     assert done == [4]
 
 
 def test_progress_line_says_images_done_and_time_left():
-    event = ort_backend.InferenceProgress("predicting", 100, 500, 20.0)
+    event = onnx_backend.InferenceProgress("predicting", 100, 500, 20.0)
     assert event.eta_s == pytest.approx(80.0)
     assert event.line() == "predicting: 100/500 images · 1:20 left"
 

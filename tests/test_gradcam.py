@@ -297,8 +297,8 @@ def test_stored_choice_reads_and_guards_the_metadata():
 
 def test_predictor_uses_the_stored_choice_from_the_same_forward_pass(tmp_path):
     from fracture.bench.predict_latency import make_bench_checkpoint
-    from fracture.checkpoint import load_checkpoint, save_checkpoint
-    from fracture.predict import Predictor
+    from fracture.checkpoints.format import load_checkpoint, save_checkpoint
+    from fracture.serve.predictor import Predictor
 
     path = make_bench_checkpoint(tmp_path / "small.safetensors", "small_cnn", SIZE)
     rng = np.random.default_rng(0)
@@ -328,7 +328,7 @@ def test_predictor_uses_the_stored_choice_from_the_same_forward_pass(tmp_path):
 
 def test_explain_select_on_demo_boxes_stores_the_choice(demo_root, tmp_path):
     from fracture.bench.predict_latency import make_bench_checkpoint
-    from fracture.checkpoint import read_checkpoint_meta
+    from fracture.checkpoints.format import read_checkpoint_meta
     from fracture.cli import main
     from fracture.data import open_dataset
     from fracture.evaluate.localisation import positives_with_boxes

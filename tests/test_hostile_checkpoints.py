@@ -12,7 +12,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from fracture.checkpoint import (
+from fracture.checkpoints.format import (
     MAX_HEADER_BYTES,
     MAX_JSON_DEPTH,
     META_KEY,
@@ -24,8 +24,8 @@ from fracture.checkpoint import (
 from fracture.cli import main
 from fracture.errors import CheckpointError
 from fracture.models import create_model
-from fracture.predict import list_checkpoints
-from fracture.promote import (
+from fracture.serve.predictor import list_checkpoints
+from fracture.checkpoints.promote import (
     REGISTRY_NAME,
     card_path,
     promote_checkpoint,
@@ -249,7 +249,7 @@ def test_one_broken_checkpoint_is_listed_with_its_error(good, tmp_path):
 
 
 def test_default_pointer_must_name_a_file_in_weights(good, tmp_path):
-    from fracture.predict import default_checkpoint
+    from fracture.serve.predictor import default_checkpoint
 
     weights = tmp_path / "w"
     weights.mkdir()

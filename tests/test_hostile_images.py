@@ -503,7 +503,7 @@ def test_predict_cli_reduces_a_big_image_with_a_note_on_stderr(tmp_path, monkeyp
     """The CLI decodes within FRACTURE_MAX_IMAGE_MEGAPIXELS and prints the note (model faked: no torch run)."""
     from types import SimpleNamespace
 
-    import fracture.predict
+    import fracture.serve.predictor
     from fracture.cli import main
 
     seen = []
@@ -515,7 +515,7 @@ def test_predict_cli_reduces_a_big_image_with_a_note_on_stderr(tmp_path, monkeyp
             return SimpleNamespace(images=[item], study_prob=0.25, study_label="not fractured", threshold=0.5,
                                    checkpoint="fake", body_part=None)
 
-    monkeypatch.setattr(fracture.predict.Predictor, "from_checkpoint", classmethod(lambda cls, path: FakePredictor()))
+    monkeypatch.setattr(fracture.serve.predictor.Predictor, "from_checkpoint", classmethod(lambda cls, path: FakePredictor()))
     monkeypatch.setenv("FRACTURE_MAX_IMAGE_MEGAPIXELS", "0.03")
     path = tmp_path / "big.png"
     Image.fromarray(_radiograph_like(300, 400)).save(path)

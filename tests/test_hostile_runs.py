@@ -427,7 +427,7 @@ DAMAGE = ["cut_at_a_line", "garbage", "empty", "short_but_self_consistent", "few
 
 @pytest.mark.parametrize("damage", DAMAGE)
 def test_damaged_predictions_cache_is_detected_and_rebuilt(checkpoint, demo_root, tmp_path, caplog, damage):
-    from fracture.compare import predict_split
+    from fracture.assess.compare import predict_split
 
     cache_dir = tmp_path / "c"
     first, _, problems = predict_split(checkpoint, demo_root, "test", cache_dir=cache_dir, device="cpu")
@@ -450,7 +450,7 @@ def test_damaged_predictions_cache_is_detected_and_rebuilt(checkpoint, demo_root
     else:  # a probability of 7
         row = lines[1].rstrip(b"\n").rsplit(b",", 1)[0] + b",7.0\n"
         _rewrite(pred, header, lines[0] + row + b"".join(lines[2:]))
-    caplog.set_level(logging.WARNING, logger="fracture.compare")
+    caplog.set_level(logging.WARNING, logger="fracture.assess.compare")
     again, _, again_problems = predict_split(checkpoint, demo_root, "test", cache_dir=cache_dir, device="cpu")
     assert any("predictions cache" in r.getMessage() and "unusable" in r.getMessage() for r in caplog.records)
     assert len(again) == len(first) and again_problems == problems
@@ -520,13 +520,13 @@ def test_garbage_and_special_files_in_a_run_folder_are_read_safely(tmp_path):
     os.mkfifo(fifo_dir / EVENTS_FILE)
     os.mkfifo(fifo_dir / PID_FILE)
     assert read_events(fifo_dir) == [] and run_status(fifo_dir).state == "not_started"
-    from fracture._files import read_pid
+    from fracture.util.files import read_pid
 
     assert read_pid(fifo_dir / PID_FILE) is None
 
 
 def test_a_fifo_named_events_jsonl_is_refused_not_waited_on(demo_root, tmp_path):
-    from fracture._files import NotRegularFileError
+    from fracture.util.files import NotRegularFileError
     from fracture.train.trainer import train
 
     run_dir = tmp_path / "run"

@@ -210,7 +210,7 @@ def test_split_localisation_on_demo_boxes_is_cached(demo_root, tmp_path, monkeyp
     assert 0.0 < block["box_area"] < 1.0
     assert "Grad-CAM @ final" in block["method"] and "5%" in block["method"]
     # Second call: from the cache, no model loaded.
-    import fracture.checkpoint as checkpoint_module
+    import fracture.checkpoints.format as checkpoint_module
 
     monkeypatch.setattr(checkpoint_module, "load_checkpoint", lambda *a, **k: pytest.fail("not cached"))
     again = split_localisation(checkpoint, demo_root, "test", cache_dir=tmp_path / "cache", device="cpu")

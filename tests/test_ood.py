@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fracture.ood import METHOD, TARGET_VAL_FLAG_RATE, OodDetector, OodError, fit_detector
+from fracture.gate.ood import METHOD, TARGET_VAL_FLAG_RATE, OodDetector, OodError, fit_detector
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "weights" / (REPO / "weights" / "default.txt").read_text().strip()  # the default model
@@ -75,7 +75,7 @@ def test_meta_block_is_small_and_json():
 def _tiny_checkpoint(path: Path, extra: dict | None = None, meta_extra: dict | None = None):
     import torch
 
-    from fracture.checkpoint import save_checkpoint
+    from fracture.checkpoints.format import save_checkpoint
     from fracture.models import create_model
 
     torch.manual_seed(0)
@@ -90,7 +90,7 @@ def _tiny_checkpoint(path: Path, extra: dict | None = None, meta_extra: dict | N
 
 
 def test_ood_tensors_round_trip_through_the_checkpoint_and_a_resave(tmp_path):
-    from fracture.checkpoint import load_checkpoint, save_checkpoint
+    from fracture.checkpoints.format import load_checkpoint, save_checkpoint
 
     detector = fit_detector(clustered(100, dim=32, seed=1), clustered(50, dim=32, seed=2), components=4)
     path = tmp_path / "m.safetensors"
@@ -129,9 +129,9 @@ def test_missing_or_damaged_ood_data_means_no_detector(caplog):
 
 def test_predictor_reports_ood_per_image_and_calibrated_probabilities(tmp_path):
     """fit_calibration on a tiny model, then Predictor: an ``ood`` block per image, calibrated P."""
-    from fracture.checkpoint import load_checkpoint, read_checkpoint_meta
+    from fracture.checkpoints.format import load_checkpoint, read_checkpoint_meta
     from fracture.evaluate.calibration import SplitSource, apply_temperature, fit_calibration
-    from fracture.predict import Predictor
+    from fracture.serve.predictor import Predictor
 
     path = tmp_path / "m.safetensors"
     model, meta = _tiny_checkpoint(path)
@@ -172,7 +172,7 @@ needs_fracatlas = pytest.mark.skipif(not FRACATLAS.is_dir(), reason="needs ../sh
 
 @pytest.fixture(scope="module")
 def shipped():
-    from fracture.checkpoint import load_checkpoint
+    from fracture.checkpoints.format import load_checkpoint
 
     model, meta = load_checkpoint(SHIPPED)
     detector = OodDetector.from_checkpoint(meta, model.checkpoint_extras)
@@ -181,8 +181,8 @@ def shipped():
 
 
 def _features(model, meta, images: list[np.ndarray]) -> np.ndarray:
-    from fracture.inference import InputSpec
-    from fracture.ood import extract
+    from fracture.serve.inference import InputSpec
+    from fracture.gate.ood import extract
     from fracture.preprocess.pipeline import Pipeline
 
     pipeline = Pipeline.from_spec(meta["preprocess"])
@@ -194,7 +194,7 @@ def _features(model, meta, images: list[np.ndarray]) -> np.ndarray:
 
 def test_shipped_model_flags_natural_photos(shipped):
     """At least 90% of scikit-image's sample photos are flagged (no dataset needed)."""
-    from fracture.ood_probes import natural_photos
+    from fracture.gate.probes import natural_photos
 
     model, meta, detector = shipped
     photos = natural_photos(max_side=256)
@@ -204,7 +204,7 @@ def test_shipped_model_flags_natural_photos(shipped):
 
 
 def test_shipped_model_flags_documents_and_noise(shipped):
-    from fracture.ood_probes import documents, noise
+    from fracture.gate.probes import documents, noise
 
     model, meta, detector = shipped
     probes = {**documents(n=3), **noise(n=2)}
@@ -217,8 +217,8 @@ def test_shipped_model_flags_documents_and_noise(shipped):
 def test_shipped_model_flags_at_most_ten_percent_of_the_fracatlas_test_split(shipped):
     from fracture.cache import ImageCache
     from fracture.data import open_dataset
-    from fracture.inference import InputSpec
-    from fracture.ood import extract
+    from fracture.serve.inference import InputSpec
+    from fracture.gate.ood import extract
 
     model, meta, detector = shipped
     test = open_dataset(FRACATLAS, seed=0).subset("test")

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fracture.checkpoint import load_checkpoint, read_checkpoint_meta
+from fracture.checkpoints.format import load_checkpoint, read_checkpoint_meta
 from fracture.evaluate.card import render_model_card
-from fracture.predict import Predictor, default_checkpoint
+from fracture.serve.predictor import Predictor, default_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO / "weights"
@@ -61,7 +61,7 @@ def test_model_card_matches_the_metadata(shipped):
 
 
 def test_every_shipped_checkpoint_has_a_card_that_matches_it():
-    from fracture.promote import card_path
+    from fracture.checkpoints.promote import card_path
 
     for checkpoint in sorted(WEIGHTS.glob("*.safetensors")):
         card = card_path(WEIGHTS, checkpoint.stem)
@@ -71,7 +71,7 @@ def test_every_shipped_checkpoint_has_a_card_that_matches_it():
 
 @pytest.mark.integration
 def test_evaluate_reproduces_the_card(shipped, fracatlas_root, tmp_path):
-    from fracture.compare import evaluate_checkpoint
+    from fracture.assess.compare import evaluate_checkpoint
 
     meta = read_checkpoint_meta(shipped)
     result = evaluate_checkpoint(shipped, fracatlas_root, "test", n_boot=0, cache_dir=tmp_path)

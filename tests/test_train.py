@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fracture.checkpoint import load_checkpoint, read_checkpoint_meta
+from fracture.checkpoints.format import load_checkpoint, read_checkpoint_meta
 from fracture.errors import ConfigError
 from fracture.train import TrainConfig, read_events, run_status
 from fracture.train.trainer import train

@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fracture.allocator import keep_freed_memory
+    from fracture.util.allocator import keep_freed_memory
     from fracture.bench.suite import FULL, QUICK, format_table, print_progress, run_suite
     from fracture.errors import FractureError
 
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    keep_freed_memory()  # as `python -m fracture train` runs (fracture/allocator.py)
+    keep_freed_memory()  # as `python -m fracture train` runs (fracture/util/allocator.py)
     settings = QUICK if args.quick else FULL
     if args.repeats is not None:
         if args.repeats < 1:

@@ -1,12 +1,12 @@
 """onnxruntime vs torch on the CPU, and Compare's evaluation vs the bare forward pass.
 
-``ort_vs_torch``: images per second of :func:`fracture.ort_backend.predict_batches`
-over those of :func:`fracture.inference.predict_batches` on the same
+``ort_vs_torch``: images per second of :func:`fracture.serve.onnx_backend.predict_batches`
+over those of :func:`fracture.serve.inference.predict_batches` on the same
 preprocessed images, the same checkpoint, batch size and thread count (above
 1 means onnxruntime is faster).
 
 ``compare_eval_vs_forward``: the wall time of what the Compare page runs for
-one model -- :func:`fracture.compare.evaluate_checkpoint` (prediction on the
+one model -- :func:`fracture.assess.compare.evaluate_checkpoint` (prediction on the
 default backend, metrics with bootstrap intervals), predictions not cached --
 over the bare torch forward pass of the same images (preprocessed uint8 images
 in memory, flip TTA when the checkpoint has it, no decoding or disk reads). Its goal is <= 1.3. The
@@ -35,7 +35,7 @@ COMPARE_GOAL = 1.3
 def _prepared_images(checkpoint: Path, paths: list[str], cache_root: Path) -> tuple[np.ndarray, dict[str, Any]]:
     """The checkpoint's preprocessed uint8 images (from the image cache), readable ones only."""
     from fracture.cache import ImageCache
-    from fracture.checkpoint import read_checkpoint_meta
+    from fracture.checkpoints.format import read_checkpoint_meta
 
     meta = read_checkpoint_meta(checkpoint)
     cache = ImageCache.open_or_build(paths, meta["preprocess"], cache_root / "images")
@@ -46,16 +46,16 @@ def _prepared_images(checkpoint: Path, paths: list[str], cache_root: Path) -> tu
 def bench_ort_vs_torch(checkpoint: Path, paths: list[str], cache_root: Path, *, repeats: int,
                        batch_size: int) -> dict[str, Any]:
     """Throughput of both backends' ``predict_batches`` on the same images and threads."""
-    from fracture import inference, ort_backend
-    from fracture.checkpoint import load_checkpoint
-    from fracture.inference import InputSpec
+    from fracture.serve import inference, onnx_backend
+    from fracture.checkpoints.format import load_checkpoint
+    from fracture.serve.inference import InputSpec
 
     images, meta = _prepared_images(checkpoint, paths, cache_root)
     model, _ = load_checkpoint(checkpoint)
     model.eval()
     threads = torch.get_num_threads()
     started = time.perf_counter()
-    session = ort_backend.load_onnx_model(checkpoint, cache_dir=cache_root, threads=threads)
+    session = onnx_backend.load_onnx_model(checkpoint, cache_dir=cache_root, threads=threads)
     export_s = time.perf_counter() - started
     spec = InputSpec.from_meta(meta)
     tta = bool(meta.get("tta_hflip"))
@@ -68,7 +68,7 @@ def bench_ort_vs_torch(checkpoint: Path, paths: list[str], cache_root: Path, *, 
                                                         batch_size=batch_size, tta_hflip=tta)
 
     def run_onnx() -> None:
-        outputs["onnx"], _ = ort_backend.predict_batches(session, fetch, len(images), spec,
+        outputs["onnx"], _ = onnx_backend.predict_batches(session, fetch, len(images), spec,
                                                          batch_size=batch_size, tta_hflip=tta)
 
     samples = interleaved({"torch": run_torch, "onnx": run_onnx}, repeats=repeats, warmup=1)
@@ -90,10 +90,10 @@ def bench_compare_eval(checkpoint: Path, data_root: Path, split: str, cache_root
 
     ``n_boot``: bootstrap resamples of the AUC interval (Compare's default is 1000).
     """
-    from fracture.checkpoint import load_checkpoint
-    from fracture.compare import evaluate_checkpoint
-    from fracture.inference import InputSpec, forward_probs, prepare_batch
-    from fracture.ort_backend import select_backend
+    from fracture.checkpoints.format import load_checkpoint
+    from fracture.assess.compare import evaluate_checkpoint
+    from fracture.serve.inference import InputSpec, forward_probs, prepare_batch
+    from fracture.serve.onnx_backend import select_backend
 
     predictions = cache_root / "predictions"
 
@@ -139,7 +139,7 @@ def bench_compare_eval(checkpoint: Path, data_root: Path, split: str, cache_root
 def compare_target(bench_data, bench_checkpoint: Path) -> tuple[Path, Path, str]:
     """(checkpoint, data root, split): the shipped model on FracAtlas's test split when both are here,
     else the benchmark checkpoint on the benchmark subset."""
-    from fracture.predict import default_checkpoint
+    from fracture.serve.predictor import default_checkpoint
 
     shipped = default_checkpoint()
     if bench_data.source == "fracatlas" and shipped is not None:

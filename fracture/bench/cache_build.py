@@ -37,7 +37,7 @@ def _decode_paths(paths: Sequence[str]) -> int:
 def decode_all(paths: Sequence[str], workers: int) -> int:
     """Decode every file: in this process (``workers=0``) or in a process pool
     made like the cache build's (same start method, same chunks)."""
-    from fracture._workers import worker_context
+    from fracture.util.workers import worker_context
     from fracture.cache.images import _chunks
 
     if workers == 0:
@@ -69,7 +69,7 @@ def bench_cache_build(
         Timings, rates, the ratio and the goal.
     """
     from fracture.cache import ImageCache
-    from fracture._workers import usable_cpus
+    from fracture.util.workers import usable_cpus
 
     workers = usable_cpus() if workers is None else int(workers)
     for path in paths:  # page cache warm for both sides

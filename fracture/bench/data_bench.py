@@ -127,7 +127,7 @@ def bench_scan(work: Path, n_images: int, *, repeats: int = 3) -> dict:
         "header_reads_uncached"}``.
     """
     from fracture.data import dataset_stats, open_dataset
-    from fracture._workers import usable_cpus
+    from fracture.util.workers import usable_cpus
     from fracture.data.header_cache import HeaderCache, default_workers, scan_headers
 
     started = time.perf_counter()

@@ -33,8 +33,8 @@ def make_bench_checkpoint(path: Path, model_name: str, image_size: int, *, in_ch
     Returns:
         ``path``.
     """
-    from fracture.checkpoint import save_checkpoint
-    from fracture.inference import model_normalization
+    from fracture.checkpoints.format import save_checkpoint
+    from fracture.serve.inference import model_normalization
     from fracture.models import create_model
     from fracture.preprocess.pipeline import Pipeline
 
@@ -76,8 +76,8 @@ def bench_predict(checkpoint: Path, image: np.ndarray, *, iters: int, cam_iters:
     Returns:
         p50/p95 latencies (ms), ``predict_vs_forward`` and ``gradcam_vs_predict``.
     """
-    from fracture.inference import prepare_batch
-    from fracture.predict import Predictor
+    from fracture.serve.inference import prepare_batch
+    from fracture.serve.predictor import Predictor
 
     predictor = Predictor.from_checkpoint(checkpoint)
     ready = prepare_batch(predictor.pipeline(image)[None], predictor.input_spec, predictor.device)

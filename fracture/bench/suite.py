@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from fracture._files import atomic_write_json
+from fracture.util.files import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +103,8 @@ def _environment() -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from fracture.allocator import is_tuned
-    from fracture._workers import usable_cpus
+    from fracture.util.allocator import is_tuned
+    from fracture.util.workers import usable_cpus
 
     env = {
         "python": platform.python_version(),

@@ -58,8 +58,8 @@ from typing import Any
 
 import numpy as np
 
-from fracture._files import atomic_write_json, file_stamps, open_regular, pid_alive
-from fracture._workers import usable_cpus, worker_context
+from fracture.util.files import atomic_write_json, file_stamps, open_regular, pid_alive
+from fracture.util.workers import usable_cpus, worker_context
 from fracture.errors import CacheError, ImageLoadError, PreprocessError
 
 logger = logging.getLogger(__name__)

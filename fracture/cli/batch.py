@@ -46,7 +46,7 @@ class ProgressBar:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fracture.batch import check_output_dir, predict_folder, write_report
+    from fracture.serve.batch import check_output_dir, predict_folder, write_report
     from fracture.errors import ConfigError
 
     if args.batch_size < 1:

@@ -17,7 +17,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from fracture._json import json_default
+from fracture.util.jsonio import json_default
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +79,13 @@ def check_dataset(meta: dict, manifest, data: str, *, force: bool) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from fracture.allocator import keep_freed_memory
+    from fracture.util.allocator import keep_freed_memory
     from fracture.cache import ImageCache
-    from fracture.checkpoint import load_checkpoint, read_checkpoint_meta
+    from fracture.checkpoints.format import load_checkpoint, read_checkpoint_meta
     from fracture.data import open_dataset
     from fracture.errors import DatasetError
     from fracture.evaluate.calibration import SplitSource, fit_calibration
-    from fracture.inference import body_part_indices, resolve_device
+    from fracture.serve.inference import body_part_indices, resolve_device
     from fracture.settings import get_settings
 
     keep_freed_memory()
@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     probes = None
     if args.measure:
         from fracture.data import load_image
-        from fracture.ood_probes import probe_sets
+        from fracture.gate.probes import probe_sets
 
         picked = test_rows if len(test_rows) else val_rows
         picked = np.sort(np.random.default_rng(args.seed).choice(picked, min(PROBE_RADIOGRAPHS, len(picked)), replace=False))

@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from fracture._json import json_default
+from fracture.util.jsonio import json_default
 
 
 def register(subparsers) -> None:
@@ -37,11 +37,11 @@ def _resolve(path: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fracture.allocator import keep_freed_memory
-    from fracture.compare import evaluate_checkpoint, evaluate_ensemble
+    from fracture.util.allocator import keep_freed_memory
+    from fracture.assess.compare import evaluate_checkpoint, evaluate_ensemble
     from fracture.evaluate.report import format_report_markdown, metrics_table
 
-    keep_freed_memory()  # a batch job: reuse freed activations (fracture/allocator.py)
+    keep_freed_memory()  # a batch job: reuse freed activations (fracture/util/allocator.py)
 
     checkpoints = [_resolve(c) for c in args.checkpoint]
     results = [
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
             print(f"\n{result.name}, {args.split} split: {format_localisation(result.report['image']['localisation'])}")
     if args.json_out:
-        from fracture.compare import summarize_report
+        from fracture.assess.compare import summarize_report
 
         names = [r.name for r in results]
         main_report = reports["ensemble"] if len(results) > 1 else results[0].report
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
         result = results[0]
         if args.write_meta:
-            from fracture.checkpoint import load_checkpoint, save_checkpoint
+            from fracture.checkpoints.format import load_checkpoint, save_checkpoint
 
             model, meta = load_checkpoint(checkpoints[0])
             half = bool(meta.get("stored_half") or (meta.get("train_config") or {}).get("checkpoint_half"))

@@ -41,10 +41,10 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fracture.allocator import keep_freed_memory
+    from fracture.util.allocator import keep_freed_memory
     from fracture.explain.select import select_heatmap, store_selection
 
-    keep_freed_memory()  # a batch job (fracture/allocator.py)
+    keep_freed_memory()  # a batch job (fracture/util/allocator.py)
     checkpoint = Path(args.checkpoint)
     if checkpoint.is_dir():
         checkpoint = checkpoint / "best.safetensors"

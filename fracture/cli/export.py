@@ -22,8 +22,8 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fracture.errors import CheckpointError, ConfigError
-    from fracture.export import demo_images, export_checked, export_onnx
-    from fracture.predict import default_checkpoint
+    from fracture.serve.export import demo_images, export_checked, export_onnx
+    from fracture.serve.predictor import default_checkpoint
 
     checkpoint = args.checkpoint or default_checkpoint()
     if checkpoint is None:

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
 
     from fracture.data.imageio import decode_image
     from fracture.errors import CheckpointError
-    from fracture.predict import Predictor, default_checkpoint
+    from fracture.serve.predictor import Predictor, default_checkpoint
     from fracture.settings import get_settings
 
     checkpoint = args.checkpoint or default_checkpoint()

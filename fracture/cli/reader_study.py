@@ -34,7 +34,7 @@ def register(subparsers) -> None:
 
 
 def run_create(args: argparse.Namespace) -> int:
-    from fracture.predict import default_checkpoint
+    from fracture.serve.predictor import default_checkpoint
     from fracture.reader_study import create_session
 
     checkpoint = args.checkpoint or default_checkpoint()
@@ -48,7 +48,7 @@ def run_create(args: argparse.Namespace) -> int:
 
 
 def run_summary(args: argparse.Namespace) -> int:
-    from fracture._json import json_default
+    from fracture.util.jsonio import json_default
     from fracture.reader_study import load_session, session_summary
 
     summary = session_summary(load_session(args.code, args.dir), args.dir)

@@ -34,7 +34,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_promote(args: argparse.Namespace) -> int:
-    from fracture.promote import promote_checkpoint
+    from fracture.checkpoints.promote import promote_checkpoint
 
     target = promote_checkpoint(args.run, args.name, make_default=args.default, overwrite=args.overwrite)
     print(f"promoted to {target}" + (" (default model)" if args.default else ""))

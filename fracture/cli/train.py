@@ -124,13 +124,13 @@ def _install_stop_handlers(stop: threading.Event) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fracture._files import atomic_write_text
-    from fracture.allocator import keep_freed_memory
+    from fracture.util.files import atomic_write_text
+    from fracture.util.allocator import keep_freed_memory
     from fracture.train.events import PID_FILE
     from fracture.train.run_lock import claim_run_dir
     from fracture.train.trainer import train
 
-    keep_freed_memory()  # this process only trains: reuse freed activations (fracture/allocator.py)
+    keep_freed_memory()  # this process only trains: reuse freed activations (fracture/util/allocator.py)
 
     out = Path(args.out)
     if args.resume:

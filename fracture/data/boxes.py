@@ -75,7 +75,7 @@ def parse_yolo(text: str, source: str, problems: list[DataProblem] | None = None
 
 def read_fracatlas_boxes(folder: Path, image_ids: Iterable[str], problems: list[DataProblem]) -> dict[str, tuple[Box, ...]]:
     """``{image_id: boxes}`` from ``annotations/YOLO/<stem>.txt``; missing files mean no boxes."""
-    from fracture._files import read_bytes_bounded
+    from fracture.util.files import read_bytes_bounded
     from fracture.errors import FractureError
 
     yolo_dir = folder.joinpath(*YOLO_DIR)

@@ -39,8 +39,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from fracture._files import NO_STAMP, file_stamp
-from fracture._workers import usable_cpus, worker_context
+from fracture.util.files import NO_STAMP, file_stamp
+from fracture.util.workers import usable_cpus, worker_context
 from fracture.data.imageio import load_image, read_image_header
 from fracture.errors import CacheError, ImageLoadError
 

@@ -57,7 +57,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from fracture._files import FileTooLargeError, NotRegularFileError, open_regular, read_bytes_bounded
+from fracture.util.files import FileTooLargeError, NotRegularFileError, open_regular, read_bytes_bounded
 from fracture.errors import ImageLoadError
 
 logger = logging.getLogger(__name__)

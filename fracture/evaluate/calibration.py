@@ -343,7 +343,7 @@ def fit_calibration(
     (a subsample is enough) gives the feature statistics of the OOD score,
     whose threshold is set on the validation features. Everything else in
     ``meta`` is kept; the file is rewritten atomically by
-    :func:`fracture.checkpoint.save_checkpoint`.
+    :func:`fracture.checkpoints.format.save_checkpoint`.
 
     Args:
         checkpoint: the file to rewrite (usually the one ``model`` came from).
@@ -361,10 +361,10 @@ def fit_calibration(
             cannot be calibrated (too few images, one class) into a logged
             warning and ``None``, the checkpoint left as it was.
         ood_components: principal components kept by the OOD score (default
-            :data:`fracture.ood.DEFAULT_COMPONENTS`, fewer with few images).
+            :data:`fracture.gate.ood.DEFAULT_COMPONENTS`, fewer with few images).
         test, probes: measured only, never fitted on: the OOD flag rate on the
             test split, and per probe group (raw uint8 images of any size, e.g.
-            :func:`fracture.ood_probes.probe_sets`) how many are flagged; stored
+            :func:`fracture.gate.probes.probe_sets`) how many are flagged; stored
             under ``meta["ood"]["measured"]`` for the model card.
 
     Returns:
@@ -377,13 +377,13 @@ def fit_calibration(
     """
     import torch
 
-    from fracture import ood
-    from fracture.checkpoint import save_checkpoint
+    from fracture.gate import ood
+    from fracture.checkpoints.format import save_checkpoint
     from fracture.evaluate.metrics import operating_points
-    from fracture.inference import InputSpec
+    from fracture.serve.inference import InputSpec
 
     if not strict:
-        from fracture.ood import OodError
+        from fracture.gate.ood import OodError
 
         try:
             return fit_calibration(checkpoint, model, meta, val=val, train=train, device=device, half=half,

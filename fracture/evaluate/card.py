@@ -144,7 +144,7 @@ def render_model_card(meta: dict[str, Any], *, checkpoint_name: str) -> str:
 
 def write_model_card(checkpoint: str | Path, result: Any, out: str | Path, *, data_root: str | None = None) -> Path:
     """Render the card of ``checkpoint`` (its metadata must already hold test metrics) to ``out``."""
-    from fracture.checkpoint import read_checkpoint_meta
+    from fracture.checkpoints.format import read_checkpoint_meta
 
     checkpoint = Path(checkpoint)
     meta = read_checkpoint_meta(checkpoint)

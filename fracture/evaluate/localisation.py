@@ -210,7 +210,7 @@ def score_frame(
     from fracture.errors import ImageLoadError, PreprocessError
     from fracture.explain.cam import GRADIENT_FREE, capture, maps_from_capture
     from fracture.explain.layers import resolve_layers
-    from fracture.inference import InputSpec, body_part_indices, prepare_batch
+    from fracture.serve.inference import InputSpec, body_part_indices, prepare_batch
     from fracture.preprocess.pipeline import Pipeline
 
     dev = torch.device(device)
@@ -287,12 +287,12 @@ def split_localisation(
         The block of :func:`summarize_localisation`, or None when no positive
         image of the split has a box (MURA, class folders).
     """
-    from fracture.checkpoint import load_checkpoint, read_checkpoint_meta
-    from fracture.compare import _file_digest
+    from fracture.checkpoints.format import load_checkpoint, read_checkpoint_meta
+    from fracture.assess.compare import _file_digest
     from fracture.data import open_dataset
     from fracture.explain.forward import stored_choice, usable_choice
-    from fracture.inference import resolve_device
-    from fracture._files import atomic_write_json
+    from fracture.serve.inference import resolve_device
+    from fracture.util.files import atomic_write_json
     from fracture.preprocess.pipeline import Pipeline
     from fracture.settings import get_settings
 
@@ -393,7 +393,7 @@ def localisation_table(reports: dict[str, dict[str, Any]], *, by_body_part: bool
     """One row per model (or per model and body part) with a localisation block, for Compare.
 
     Args:
-        reports: ``{name: report}`` as :func:`fracture.compare.evaluate_checkpoint` returns them;
+        reports: ``{name: report}`` as :func:`fracture.assess.compare.evaluate_checkpoint` returns them;
             reports without a block (ensembles, datasets without boxes) are left out.
         by_body_part: one row per (model, body part) instead of per model.
     """

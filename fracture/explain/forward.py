@@ -1,6 +1,6 @@
 """The prediction forward pass that also yields heatmaps, and a checkpoint's stored heatmap choice.
 
-:class:`fracture.predict.Predictor` and the localisation metric both call
+:class:`fracture.serve.predictor.Predictor` and the localisation metric both call
 :func:`forward_with_cam`, so the heatmap a page shows and the one the metric
 scores come from the same code and the same logit as the probability.
 """

@@ -9,7 +9,7 @@ forward and one partial backward pass per batch, so the search costs about as
 much as one prediction per image. The test split is never looked at.
 
 The choice goes into the checkpoint's metadata as ``meta["explain"]``, which
-:class:`fracture.predict.Predictor` and the localisation metric read.
+:class:`fracture.serve.predictor.Predictor` and the localisation metric read.
 """
 from __future__ import annotations
 
@@ -99,10 +99,10 @@ def select_heatmap(
         DatasetError: no fractured image of ``split`` has a box.
         CheckpointError: the checkpoint is invalid.
     """
-    from fracture.checkpoint import load_checkpoint
+    from fracture.checkpoints.format import load_checkpoint
     from fracture.data import open_dataset
     from fracture.evaluate.localisation import positives_with_boxes, score_frame
-    from fracture.inference import resolve_device
+    from fracture.serve.inference import resolve_device
 
     model, meta = load_checkpoint(checkpoint)
     manifest = open_dataset(data_root, seed=int((meta.get("train_config") or {}).get("split_seed", 0)))
@@ -125,7 +125,7 @@ def select_heatmap(
 
 def store_selection(checkpoint: str | Path, selection: HeatmapSelection) -> Path:
     """Re-save ``checkpoint`` with ``meta["explain"]`` set, every other field kept."""
-    from fracture.checkpoint import load_checkpoint, save_checkpoint
+    from fracture.checkpoints.format import load_checkpoint, save_checkpoint
 
     model, meta = load_checkpoint(checkpoint)
     meta["explain"] = selection.meta_entry()

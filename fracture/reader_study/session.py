@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from fracture._files import atomic_write_json, read_bytes_bounded
+from fracture.util.files import atomic_write_json, read_bytes_bounded
 from fracture.errors import FractureError
 
 logger = logging.getLogger(__name__)
@@ -255,7 +255,7 @@ def create_session(
     probs: list[float | None] = [None] * len(chosen)
     if checkpoint is not None:
         from fracture.data.imageio import load_image
-        from fracture.predict import Predictor
+        from fracture.serve.predictor import Predictor
 
         predictor = Predictor.from_checkpoint(checkpoint)
         threshold = float(predictor.threshold)

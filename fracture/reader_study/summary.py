@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from fracture._files import atomic_write_text
+from fracture.util.files import atomic_write_text
 from fracture.reader_study.metrics import fleiss_kappa, reader_metrics, reader_score
 from fracture.reader_study.session import Answer, ReaderStudyError, Session, load_answers
 

@@ -30,7 +30,7 @@ import stat
 import threading
 from pathlib import Path
 
-from fracture._files import NotRegularFileError, is_disk_full
+from fracture.util.files import NotRegularFileError, is_disk_full
 
 log = logging.getLogger(__name__)
 

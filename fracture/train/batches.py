@@ -1,7 +1,7 @@
 """Which training items each step sees: the epoch order and each rank's share of a batch.
 
 Images come out of :class:`fracture.cache.ImageCache` as one uint8 array per
-batch; the conversion to network input lives in :mod:`fracture.inference`
+batch; the conversion to network input lives in :mod:`fracture.serve.inference`
 (one forward path for training, evaluation and prediction).
 
 Under ``torchrun`` every rank draws the *same* epoch order from the same

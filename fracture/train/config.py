@@ -225,6 +225,6 @@ class TrainConfig:
         return cls.from_dict(values)
 
     def save(self, path: str | Path) -> None:
-        from fracture._files import atomic_write_text
+        from fracture.util.files import atomic_write_text
 
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=True))

@@ -98,7 +98,7 @@ def load_data(
     """
     from fracture.cache import ImageCache
     from fracture.data import open_dataset
-    from fracture.inference import body_part_indices
+    from fracture.serve.inference import body_part_indices
     from fracture.preprocess.pipeline import Pipeline
     from fracture.settings import get_settings
 

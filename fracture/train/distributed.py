@@ -114,7 +114,7 @@ def start(ctx: DistContext, device_name: str) -> torch.device:
         ConfigError: ``device`` names one GPU (``cuda:1``) for a multi-process
             run, or there are fewer GPUs than processes on this node.
     """
-    from fracture.inference import resolve_device
+    from fracture.serve.inference import resolve_device
 
     device = resolve_device(device_name)
     if not ctx.enabled:

@@ -16,8 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from fracture._files import is_disk_full, open_regular, pid_alive, read_pid
-from fracture._json import json_default
+from fracture.util.files import is_disk_full, open_regular, pid_alive, read_pid
+from fracture.util.jsonio import json_default
 from fracture.errors import FractureError, TrainingError
 from fracture.train.append_log import RESERVE_BYTES, AppendLog
 

@@ -2,7 +2,7 @@
 
 In ``frozen`` mode only the heads train, so the backbone's output for every
 cached image is fixed: it is computed once per (model, weights, TTA, images,
-device kind) through the one forward path (:func:`fracture.inference.extract_features`)
+device kind) through the one forward path (:func:`fracture.serve.inference.extract_features`)
 and stored as ``CACHE/features/<model>-<key>.npy``; an epoch then takes
 seconds on a CPU.
 """
@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from fracture._files import atomic_replace
+from fracture.util.files import atomic_replace
 from fracture.train.config import TrainConfig
 from fracture.train.data import TrainData
 
@@ -74,7 +74,7 @@ def load_or_extract(
         extract: False on torchrun ranks other than 0, which only read the file
             rank 0 wrote (after a barrier).
     """
-    from fracture.inference import extract_features
+    from fracture.serve.inference import extract_features
 
     path = features_path(cfg, data, device)
     if path.is_file() or not extract:

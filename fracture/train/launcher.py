@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterator
 
-from fracture._files import atomic_write_text, pid_alive, read_pid
+from fracture.util.files import atomic_write_text, pid_alive, read_pid
 from fracture.errors import TrainingError
 from fracture.train.config import TrainConfig
 from fracture.train.events import CONFIG_FILE, PID_FILE, RunStatus, run_status

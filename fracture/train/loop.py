@@ -21,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from fracture.inference import (
+from fracture.serve.inference import (
     InputSpec, head_probs, iterate_batches, match_channels, normalize_batch, predict_batches, uint8_to_float,
 )
 from fracture.train.augment import BatchAugment

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from fracture._files import atomic_write_json, atomic_write_text
+from fracture.util.files import atomic_write_json, atomic_write_text
 from fracture.errors import TrainingError
 from fracture.train.config import TrainConfig
 from fracture.train.data import TrainData
@@ -49,7 +49,7 @@ def save_best(
     val_probs: np.ndarray, val_metrics: dict[str, Any], epoch: int,
 ) -> float:
     """Write the best checkpoint with the threshold chosen on validation; that threshold."""
-    from fracture.checkpoint import save_checkpoint
+    from fracture.checkpoints.format import save_checkpoint
     from fracture.evaluate.metrics import choose_threshold
 
     labels = labels.astype(int)
@@ -71,7 +71,7 @@ def finish(
     Raises:
         TrainingError: no checkpoint was ever saved.
     """
-    from fracture.checkpoint import load_checkpoint, save_checkpoint
+    from fracture.checkpoints.format import load_checkpoint, save_checkpoint
     from fracture.evaluate.report import evaluate_frame
 
     best_path = run_dir / BEST_CHECKPOINT

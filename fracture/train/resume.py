@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fracture._files import atomic_replace
+from fracture.util.files import atomic_replace
 from fracture.errors import TrainingError
 
 RESUME_STATE = "resume_state.pt"

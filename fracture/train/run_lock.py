@@ -28,7 +28,7 @@ import os
 import threading
 from pathlib import Path
 
-from fracture._files import read_pid
+from fracture.util.files import read_pid
 from fracture.errors import TrainingError
 from fracture.train.events import EVENTS_FILE, run_status
 

@@ -59,7 +59,7 @@ def launch_from_form(config: TrainConfig, settings: Settings, name: str | None =
 def promote_run(
     run_dir: Path, name: str, weights_dir: Path, *, make_default: bool = False, overwrite: bool = False
 ) -> Path:
-    """Copy a run's best checkpoint into ``weights/`` (see ``fracture.promote.promote_checkpoint``).
+    """Copy a run's best checkpoint into ``weights/`` (see ``fracture.checkpoints.promote.promote_checkpoint``).
 
     From the web UI a shipped checkpoint's name is always refused, and an
     existing promoted one is replaced only with ``overwrite`` (a confirmation box).
@@ -68,7 +68,7 @@ def promote_run(
         CheckpointError: the run has no valid checkpoint, the name is not a
             plain file name, or it exists (shipped, or promoted without ``overwrite``).
     """
-    from fracture.promote import promote_checkpoint
+    from fracture.checkpoints.promote import promote_checkpoint
 
     return promote_checkpoint(
         run_dir, name, weights_dir, make_default=make_default, overwrite=overwrite, protect_shipped=True

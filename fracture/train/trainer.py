@@ -84,7 +84,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, run_dir: Path, events, stop: threading.Event, *, resume: bool = False,
                  dist: DistContext | None = None, device: torch.device | None = None) -> None:
-        from fracture.inference import resolve_device
+        from fracture.serve.inference import resolve_device
 
         self.config = config.validate()
         self.run_dir = Path(run_dir)
@@ -112,7 +112,7 @@ class Trainer:
 
     # ---------------------------------------------------------------- setup
     def setup(self) -> TrainLoop:
-        from fracture.inference import InputSpec, model_normalization
+        from fracture.serve.inference import InputSpec, model_normalization
         from fracture.models import create_model
 
         cfg, device = self.config, self.device

@@ -20,7 +20,7 @@ def init_from_checkpoint(model: torch.nn.Module, cfg: TrainConfig) -> None:
         CheckpointError: the file is not a valid checkpoint.
         TrainingError: it is another architecture or its tensors do not fit.
     """
-    from fracture.checkpoint import load_checkpoint
+    from fracture.checkpoints.format import load_checkpoint
 
     source, meta = load_checkpoint(cfg.init_checkpoint)
     if meta.get("architecture") != cfg.model or int(meta.get("in_chans", 0)) != cfg.in_chans:

@@ -1,6 +1,6 @@
 """The Predict page's "many files" mode: every upload its own image, the CSV and HTML report as downloads.
 
-The work and both files come from :mod:`fracture.batch` (the same code as
+The work and both files come from :mod:`fracture.serve.batch` (the same code as
 ``python -m fracture batch``); this module only draws. The result is kept in
 the session for the same uploads, model and options, so a click elsewhere on
 the page does not run the model again.
@@ -28,7 +28,7 @@ def mode_picker() -> str:
 
 def many_files_view(entry: Any, max_mb: int) -> None:
     """Uploads -> predictions table, counts, and the two downloads."""
-    from fracture.batch import predict_files
+    from fracture.serve.batch import predict_files
 
     files = st.file_uploader(
         f"X-ray images, as many as you like (PNG, JPEG, DICOM; up to {max_mb} MB each)",

@@ -40,7 +40,7 @@ class ActiveContext:
         dataset_label: a short name for it.
         dataset_error: why no dataset is active (shown by pages), or None.
         checkpoint: the active model's checkpoint entry
-            (``fracture.predict.CheckpointEntry``), or None.
+            (``fracture.serve.predictor.CheckpointEntry``), or None.
         checkpoints: every checkpoint the sidebar offered.
         model_error: why the model list could not be read, or None.
     """
@@ -121,7 +121,7 @@ def _model_sidebar(settings: Settings) -> tuple[Any, list[Any], str | None]:
     if not entries:
         st.sidebar.info("No model yet: train one on the Train page, or put a checkpoint in weights/.")
         return None, [], None
-    from fracture.predict import default_checkpoint
+    from fracture.serve.predictor import default_checkpoint
 
     labels = [checkpoint_label(e) for e in entries]
     by_label = dict(zip(labels, entries))

@@ -139,7 +139,7 @@ def _checkpoint_signature(weights_dir: Path, runs_dir: Path) -> str:
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _checkpoints(weights_dir: str, runs_dir: str, signature: str) -> list[Any]:
-    from fracture.predict import list_checkpoints
+    from fracture.serve.predictor import list_checkpoints
 
     return list_checkpoints(weights_dir, runs_dir)
 
@@ -157,13 +157,13 @@ def refresh_checkpoints() -> None:
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)
 def _predictor(path: str, signature: int) -> Any:
-    from fracture.predict import Predictor
+    from fracture.serve.predictor import Predictor
 
     return Predictor.from_checkpoint(path)
 
 
 def load_predictor(path: str | Path) -> Any:
-    """A :class:`fracture.predict.Predictor`, loaded once per checkpoint file version.
+    """A :class:`fracture.serve.predictor.Predictor`, loaded once per checkpoint file version.
 
     Raises:
         CheckpointError: the file is not a valid checkpoint.
@@ -188,7 +188,7 @@ def _prediction_cache(max_bytes: int) -> Any:
 
 
 def prediction_nbytes(prediction: Any) -> int:
-    """Memory a :class:`~fracture.predict.StudyPrediction` holds (its arrays, plus a little)."""
+    """Memory a :class:`~fracture.serve.predictor.StudyPrediction` holds (its arrays, plus a little)."""
     total = 4096
     for item in prediction.images:
         total += item.image.nbytes + (item.heatmap.nbytes if item.heatmap is not None else 0) + 1024
@@ -212,7 +212,7 @@ def predict_study(
     The result is shared between sessions, so its arrays are made read-only.
 
     Returns:
-        A :class:`fracture.predict.StudyPrediction`.
+        A :class:`fracture.serve.predictor.StudyPrediction`.
 
     Raises:
         FractureError: a bad preprocessing step, or a model that cannot run.
@@ -256,7 +256,7 @@ def evaluate_checkpoints(
         ``{checkpoint path: EvaluationResult}`` and, with two or more
         checkpoints, the ensemble under the key ``"ensemble"``.
     """
-    from fracture.compare import evaluate_checkpoint, evaluate_ensemble
+    from fracture.assess.compare import evaluate_checkpoint, evaluate_ensemble
 
     results: dict[str, Any] = {
         path: evaluate_checkpoint(path, data_root, split) for path in checkpoints

@@ -2,7 +2,7 @@
 
 Why: evaluating a model on a whole split takes a while the first time; a
 spinner says nothing about how long. The core reports
-:class:`fracture.ort_backend.InferenceProgress` per chunk; this draws it.
+:class:`fracture.serve.onnx_backend.InferenceProgress` per chunk; this draws it.
 
 Cancel is Streamlit's own mechanism: a click reruns the script, which stops
 the running one at its next Streamlit call (the next progress update), inside
@@ -57,9 +57,9 @@ def prepare_predictions(checkpoints: Sequence[str], signatures: Sequence[int], d
     core's disk cache instead of running the network behind a spinner.
 
     Raises:
-        FractureError: as :func:`fracture.compare.predict_split`.
+        FractureError: as :func:`fracture.assess.compare.predict_split`.
     """
-    from fracture.compare import predict_split
+    from fracture.assess.compare import predict_split
 
     done: set = st.session_state.setdefault(f"{key}-prepared", set())
     todo = [(c, s) for c, s in zip(checkpoints, signatures) if (c, s, data_root, split, fingerprint) not in done]

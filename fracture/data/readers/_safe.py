@@ -16,7 +16,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from fracture._files import NotRegularFileError, open_regular
+from fracture.util.files import NotRegularFileError, open_regular
 from fracture.data.manifest import DataProblem
 from fracture.errors import DatasetError
 

@@ -171,7 +171,7 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike[str], data: Any, *, indent: int | None = 2) -> Path:
-    from fracture._json import json_default
+    from fracture.util.jsonio import json_default
 
     return atomic_write_text(path, json.dumps(data, indent=indent, default=json_default))
 

@@ -21,7 +21,7 @@ import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
-from fracture._files import (
+from fracture.util.files import (
     FileTooLargeError,
     LockHeldError,
     NotRegularFileError,
@@ -147,7 +147,7 @@ def promote_checkpoint(
             not valid, or the name exists and ``overwrite`` was not given (or
             it is shipped and ``protect_shipped`` is set).
     """
-    from fracture.checkpoint import read_checkpoint_meta
+    from fracture.checkpoints.format import read_checkpoint_meta
 
     stem = validate_checkpoint_name(name)
     source = Path(source)

@@ -1,7 +1,7 @@
 """The one forward path: preprocessed uint8 images -> network input -> probabilities.
 
 Training-time validation, ``fracture evaluate``, the Predict page
-(:class:`fracture.predict.Predictor`), frozen-feature extraction and the
+(:class:`fracture.serve.predictor.Predictor`), frozen-feature extraction and the
 benchmarks all go through :func:`predict_batches` / :func:`extract_features`,
 so the numbers the trainer reports, the ones written into a model card and the
 ones the page shows cannot drift apart: the same uint8 -> float conversion,

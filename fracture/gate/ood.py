@@ -26,7 +26,7 @@ in-distribution images.
 Stored in the checkpoint: ``meta["ood"]`` (a small block: method, dimensions,
 threshold, validation flag rate, fitted on what) and the arrays as tensors
 ``ood.mean``, ``ood.components``, ``ood.variances`` in the same safetensors
-file (:data:`fracture.checkpoint.EXTRA_TENSOR_PREFIX`); ``load_checkpoint``
+file (:data:`fracture.checkpoints.format.EXTRA_TENSOR_PREFIX`); ``load_checkpoint``
 hands them over as ``model.checkpoint_extras``.
 """
 from __future__ import annotations
@@ -215,7 +215,7 @@ def extract(
     """
     import torch
 
-    from fracture.inference import prepare_batch
+    from fracture.serve.inference import prepare_batch
 
     was_training = model.training
     model.eval()

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from safetensors import SafetensorError
 
-from fracture._files import NotRegularFileError, open_regular
-from fracture._json import json_default
+from fracture.util.files import NotRegularFileError, open_regular
+from fracture.util.jsonio import json_default
 from fracture.errors import CheckpointError, ModelError, PreprocessError
 
 if TYPE_CHECKING:
@@ -125,7 +125,7 @@ def _is_jsonable(value: Any) -> bool:
 
 
 EXTRA_TENSOR_PREFIX = "ood."
-"""Tensors under this prefix are not model weights but statistics kept beside them (fracture/ood.py):
+"""Tensors under this prefix are not model weights but statistics kept beside them (fracture/gate/ood.py):
 :func:`load_checkpoint` hands them over as ``model.checkpoint_extras`` and :func:`save_checkpoint`
 writes them back, so a re-save (``evaluate --write-meta``) keeps them."""
 

@@ -15,9 +15,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fracture._files import is_regular_file, read_bytes_bounded
+from fracture.util.files import is_regular_file, read_bytes_bounded
 from fracture.errors import FractureError, PreprocessError
-from fracture.promote import DEFAULT_POINTER, promote_checkpoint  # noqa: F401  (re-exported: promotion lives in fracture.promote)
+from fracture.checkpoints.promote import DEFAULT_POINTER, promote_checkpoint  # noqa: F401  (re-exported: promotion lives in fracture.checkpoints.promote)
 from fracture.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class Predictor:
     def __init__(self, model, meta: dict[str, Any], path: str | Path, device: str = "cpu") -> None:
         import torch
 
-        from fracture.inference import InputSpec
+        from fracture.serve.inference import InputSpec
         from fracture.preprocess.pipeline import Pipeline
 
         self.model = model.to(torch.device(device)).eval()
@@ -117,7 +117,7 @@ class Predictor:
         norm = meta["normalization"]
         self.input_spec = InputSpec(in_chans=int(meta["in_chans"]), mean=tuple(norm["mean"]), std=tuple(norm["std"]))
         from fracture.evaluate.calibration import bias_of, calibrated_threshold, temperature_of
-        from fracture.ood import OodDetector
+        from fracture.gate.ood import OodDetector
 
         # Probabilities and thresholds are shown calibrated when the checkpoint has a temperature.
         self.temperature, self.bias = temperature_of(meta), bias_of(meta)
@@ -134,7 +134,7 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> "Predictor":
         """Raises CheckpointError when the file is not a valid checkpoint."""
-        from fracture.checkpoint import load_checkpoint
+        from fracture.checkpoints.format import load_checkpoint
 
         model, meta = load_checkpoint(path, map_location=device)
         return cls(model, meta, path, device)
@@ -184,7 +184,7 @@ class Predictor:
         import torch
 
         from fracture.evaluate.calibration import apply_temperature
-        from fracture.inference import batch_probs, prepare_batch
+        from fracture.serve.inference import batch_probs, prepare_batch
 
         if not images:
             raise ValueError("predict needs at least one image")
@@ -205,7 +205,7 @@ class Predictor:
                 self.model, batch, method=cam_method or self.cam_choice.method,
                 layer=cam_layer or self.cam_choice.layer, body_part=body_t,
             )
-        # The one forward path (fracture.inference): autocast on CUDA and flip TTA as in evaluate and training.
+        # The one forward path (fracture.serve.inference): autocast on CUDA and flip TTA as in evaluate and training.
         probs_np, body_probs = batch_probs(
             self.model, batch, body_t, tta_hflip=bool(self.meta.get("tta_hflip")),
             logits=None if maps is None else (logit, body_logits),
@@ -317,8 +317,8 @@ def list_checkpoints(weights_dir: str | Path | None = None, runs_dir: str | Path
     empty ``meta``) instead of raising, so one broken file never breaks a page;
     callers offer only the entries that are ``ok``.
     """
-    from fracture.checkpoint import read_checkpoint_meta
-    from fracture.promote import promoted_names
+    from fracture.checkpoints.format import read_checkpoint_meta
+    from fracture.checkpoints.promote import promoted_names
 
     settings = get_settings()
     weights_dir = Path(weights_dir or settings.weights_dir)

@@ -3,9 +3,9 @@
 Why: researchers and teachers run a model over whole folders, and nothing
 else turns that into a table or a page a person can send. Every file gets a
 row: an unreadable one has its ``error`` filled in, never dropped. The
-probabilities come from :func:`fracture.ort_backend.load_runner` (onnxruntime
+probabilities come from :func:`fracture.serve.onnx_backend.load_runner` (onnxruntime
 on a CPU); Grad-CAM heatmaps and the out-of-distribution flag need the torch
-:class:`fracture.predict.Predictor`, which is used instead when either is
+:class:`fracture.serve.predictor.Predictor`, which is used instead when either is
 asked for or the checkpoint has an OOD detector (``meta["ood"]``).
 
 ``predictions.csv`` columns: :data:`CSV_COLUMNS` (``study`` added with
@@ -31,10 +31,10 @@ from typing import Any, Callable, Iterable, Sequence, Union
 
 import numpy as np
 
-from fracture._files import atomic_write_bytes
+from fracture.util.files import atomic_write_bytes
 from fracture.data.imageio import IMAGE_EXTENSIONS
 from fracture.errors import ConfigError, FractureError, ImageLoadError
-from fracture.ort_backend import InferenceCancelled, InferenceProgress
+from fracture.serve.onnx_backend import InferenceCancelled, InferenceProgress
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ def _error_text(exc: Exception) -> str:
 
 
 def _ood_flag(value: Any) -> bool | None:
-    """The Predictor's ``ood`` output as a flag: a bool, or a dict/object with ``flagged`` (``fracture.ood``)."""
+    """The Predictor's ``ood`` output as a flag: a bool, or a dict/object with ``flagged`` (``fracture.gate.ood``)."""
     if value is None or isinstance(value, (bool, np.bool_)):
         return None if value is None else bool(value)
     for key in ("flagged", "flag", "is_ood", "ood"):
@@ -255,9 +255,9 @@ def predict_files(
         CheckpointError: no or an invalid checkpoint.
         InferenceCancelled: ``cancel`` was set.
     """
-    from fracture.checkpoint import read_checkpoint_meta
+    from fracture.checkpoints.format import read_checkpoint_meta
     from fracture.errors import CheckpointError
-    from fracture.predict import default_checkpoint
+    from fracture.serve.predictor import default_checkpoint
 
     checkpoint = checkpoint or default_checkpoint()
     if checkpoint is None:
@@ -324,7 +324,7 @@ def _load(name: str, source: Source) -> np.ndarray:
 def _predict_with_runner(items, rows, checkpoint, meta, class_names, threshold, backend, device, batch_size,
                          report, cancel) -> str:
     from fracture.evaluate.calibration import calibrate_probabilities
-    from fracture.ort_backend import load_runner
+    from fracture.serve.onnx_backend import load_runner
     from fracture.preprocess.pipeline import Pipeline
 
     runner = load_runner(checkpoint, backend=backend, device=device)
@@ -358,8 +358,8 @@ def _predict_with_runner(items, rows, checkpoint, meta, class_names, threshold, 
 
 def _predict_with_predictor(items, rows, checkpoint, cam, class_names, threshold, device, report, cancel) -> str:
     from fracture.explain.gradcam import overlay_heatmap
-    from fracture.inference import resolve_device
-    from fracture.predict import Predictor
+    from fracture.serve.inference import resolve_device
+    from fracture.serve.predictor import Predictor
 
     predictor = Predictor.from_checkpoint(checkpoint, device=str(resolve_device(device)))
     for i, (name, source) in enumerate(items):

@@ -2,7 +2,7 @@
 
 Why: onnxruntime runs the EfficientNet family on a CPU several times faster
 than PyTorch eager, and an ``.onnx`` file runs where torch is not installed.
-The graph takes what :func:`fracture.inference.predict_batches` feeds the
+The graph takes what :func:`fracture.serve.inference.predict_batches` feeds the
 network -- the normalised float batch ``(B, C, S, S)`` -- so the checkpoint's
 preprocessing pipeline and normalisation stay data (in the file's
 ``metadata_props``), not code baked into the graph:
@@ -36,8 +36,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fracture._files import atomic_temp_path, atomic_write_bytes
-from fracture._json import json_default
+from fracture.util.files import atomic_temp_path, atomic_write_bytes
+from fracture.util.jsonio import json_default
 from fracture.errors import CheckpointError, FractureError
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ def export_bytes(checkpoint: str | Path, *, tta_hflip: bool | None = None, opset
     import onnx
     import torch
 
-    from fracture.checkpoint import load_checkpoint
+    from fracture.checkpoints.format import load_checkpoint
 
     checkpoint = Path(checkpoint)
     model, meta = load_checkpoint(checkpoint, map_location="cpu")
@@ -212,7 +212,7 @@ def read_onnx_metadata(path: str | Path) -> dict[str, str]:
 
 def check_parity(checkpoint: str | Path, onnx_path: str | Path, images: Sequence[np.ndarray],
                  *, tolerance: float = PARITY_TOLERANCE, batch_size: int = 8) -> ParityReport:
-    """Probabilities of torch (:func:`fracture.inference.predict_batches`) and onnxruntime on the same images.
+    """Probabilities of torch (:func:`fracture.serve.inference.predict_batches`) and onnxruntime on the same images.
 
     Args:
         images: raw uint8 grayscale images (as ``load_image`` returns); the
@@ -220,15 +220,15 @@ def check_parity(checkpoint: str | Path, onnx_path: str | Path, images: Sequence
     """
     import torch
 
-    from fracture import ort_backend
-    from fracture.checkpoint import load_checkpoint
-    from fracture.inference import InputSpec, predict_batches
+    from fracture.serve import onnx_backend
+    from fracture.checkpoints.format import load_checkpoint
+    from fracture.serve.inference import InputSpec, predict_batches
     from fracture.preprocess.pipeline import Pipeline
 
     if not images:
         raise ValueError("check_parity needs at least one image")
     model, meta = load_checkpoint(checkpoint, map_location="cpu")
-    session = ort_backend.OrtModel.from_file(onnx_path)
+    session = onnx_backend.OrtModel.from_file(onnx_path)
     pipeline = Pipeline.from_spec(meta["preprocess"])
     prepared = np.stack([pipeline(img) for img in images])
     norm = meta["normalization"]
@@ -238,7 +238,7 @@ def check_parity(checkpoint: str | Path, onnx_path: str | Path, images: Sequence
     fetch = lambda p: prepared[p]  # noqa: E731
     torch_probs, _ = predict_batches(model, fetch, len(images), spec, device=torch.device("cpu"),
                                      batch_size=batch_size, body_parts=body, tta_hflip=tta)
-    ort_probs, _ = ort_backend.predict_batches(session, fetch, len(images), spec, batch_size=batch_size,
+    ort_probs, _ = onnx_backend.predict_batches(session, fetch, len(images), spec, batch_size=batch_size,
                                                body_parts=body, tta_hflip=tta)
     diff = float(np.max(np.abs(torch_probs - ort_probs)))
     return ParityReport(n_images=len(images), max_abs_diff=diff, tolerance=tolerance)

@@ -16,7 +16,7 @@ The ONNX file is exported once per checkpoint content and kept under
 version), so the second evaluation of a model loads it in milliseconds.
 
 :func:`predict_batches` here has the signature and meaning of
-:func:`fracture.inference.predict_batches` (same uint8 -> float conversion and
+:func:`fracture.serve.inference.predict_batches` (same uint8 -> float conversion and
 normalisation, flip TTA, body-part input), with an :class:`OrtModel` in place
 of the torch module.
 """
@@ -34,7 +34,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from fracture.errors import ConfigError, FractureError
-from fracture.export import INPUT_BODY, INPUT_IMAGE, OUTPUT_BODY, OUTPUT_LOGIT, OUTPUT_PROB
+from fracture.serve.export import INPUT_BODY, INPUT_IMAGE, OUTPUT_BODY, OUTPUT_LOGIT, OUTPUT_PROB
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def _default_threads() -> int:
     """The threads torch would use (same threads = a fair comparison), else the usable CPUs."""
     if "torch" in sys.modules:
         return int(sys.modules["torch"].get_num_threads())
-    from fracture._workers import usable_cpus
+    from fracture.util.workers import usable_cpus
 
     return usable_cpus()
 
@@ -240,12 +240,12 @@ def predict_batches(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Fracture probabilities (N,) and body-part probabilities (N, P) or None, by onnxruntime.
 
-    Same arguments as :func:`fracture.inference.predict_batches`; ``device``
+    Same arguments as :func:`fracture.serve.inference.predict_batches`; ``device``
     and ``amp`` are accepted and ignored (onnxruntime runs on the CPU).
     Conversion and normalisation run on the prefetch thread (numpy only), the
     session on the calling thread.
     """
-    from fracture.inference import iterate_batches  # torch: imported when inference runs, not on import
+    from fracture.serve.inference import iterate_batches  # torch: imported when inference runs, not on import
 
     def prepared(positions: np.ndarray):
         return positions, normalize_uint8(fetch(positions), spec.in_chans, spec.mean, spec.std)
@@ -274,7 +274,7 @@ def predict_batches(
 
 def cached_onnx_path(checkpoint: str | Path, cache_dir: str | Path | None = None) -> Path:
     """Where the export of this checkpoint's content lives (it may not exist yet)."""
-    from fracture.export import ONNX_EXPORT_VERSION, file_sha256
+    from fracture.serve.export import ONNX_EXPORT_VERSION, file_sha256
     from fracture.settings import get_settings
 
     root = Path(cache_dir) if cache_dir else get_settings().cache_dir
@@ -289,7 +289,7 @@ def load_onnx_model(checkpoint: str | Path, *, cache_dir: str | Path | None = No
         CheckpointError: an invalid checkpoint.
         ExportError: torch cannot export the network.
     """
-    from fracture.export import export_onnx
+    from fracture.serve.export import export_onnx
 
     path = cached_onnx_path(checkpoint, cache_dir)
     with _EXPORT_LOCK:
@@ -304,7 +304,7 @@ class Runner:
     """A loaded model on one backend; ``predict`` has the meaning of ``inference.predict_batches``."""
 
     def __init__(self, backend: str, model: Any, meta: dict[str, Any], device: Any) -> None:
-        from fracture.inference import InputSpec
+        from fracture.serve.inference import InputSpec
 
         self.backend = backend
         self.model = model
@@ -331,7 +331,7 @@ class Runner:
         Raises:
             InferenceCancelled: ``cancel`` was set.
         """
-        from fracture import inference
+        from fracture.serve import inference
 
         tta = bool(self.meta.get("tta_hflip")) if tta_hflip is None else bool(tta_hflip)
         forward = predict_batches if self.backend == "onnx" else inference.predict_batches
@@ -366,8 +366,8 @@ def load_runner(checkpoint: str | Path, *, backend: str | None = None, device: s
         CheckpointError: an invalid checkpoint.
         ExportError: onnx forced and the network does not export.
     """
-    from fracture.checkpoint import read_checkpoint_meta
-    from fracture.export import ExportError
+    from fracture.checkpoints.format import read_checkpoint_meta
+    from fracture.serve.export import ExportError
 
     chosen = select_backend(backend, device)
     key = str(Path(checkpoint).resolve())
@@ -380,8 +380,8 @@ def load_runner(checkpoint: str | Path, *, backend: str | None = None, device: s
                 raise
             _FAILED_EXPORTS[key] = str(exc)
             log.warning("%s; running it with torch", exc)
-    from fracture.checkpoint import load_checkpoint
-    from fracture.inference import resolve_device
+    from fracture.checkpoints.format import load_checkpoint
+    from fracture.serve.inference import resolve_device
 
     dev = resolve_device("cpu" if device == "auto" and chosen == "onnx" else device)
     model, meta = load_checkpoint(checkpoint, map_location=str(dev))

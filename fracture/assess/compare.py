@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from fracture._files import atomic_write_bytes, read_bytes_bounded
+from fracture.util.files import atomic_write_bytes, read_bytes_bounded
 from fracture.errors import DatasetError, FractureError
 from fracture.settings import get_settings
 
 if TYPE_CHECKING:
     import threading
 
-    from fracture.ort_backend import InferenceProgress
+    from fracture.serve.onnx_backend import InferenceProgress
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def predict_split(
     Returns:
         (predictions frame with PREDICTION_COLUMNS, checkpoint metadata,
         images that could not be read — reported, not silently dropped).
-    ``backend`` (auto|torch|onnx, see :mod:`fracture.ort_backend`) runs the
+    ``backend`` (auto|torch|onnx, see :mod:`fracture.serve.onnx_backend`) runs the
     network; ``on_progress`` gets an ``InferenceProgress`` per chunk (image
     preparation, then prediction) and ``cancel`` stops between chunks.
 
@@ -78,10 +78,10 @@ def predict_split(
         InferenceCancelled: ``cancel`` was set (nothing is cached).
     """
     from fracture.cache import ImageCache
-    from fracture.checkpoint import read_checkpoint_meta
+    from fracture.checkpoints.format import read_checkpoint_meta
     from fracture.data import SPLITS, open_dataset
-    from fracture.inference import body_part_indices
-    from fracture.ort_backend import predict_images, preparation_progress
+    from fracture.serve.inference import body_part_indices
+    from fracture.serve.onnx_backend import predict_images, preparation_progress
 
     checkpoint = Path(checkpoint)
     if split not in (*SPLITS, "all"):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import pytest
 import safetensors.torch
@@ -111,12 +112,36 @@ def test_save_is_atomic_and_leaves_no_temp_files(model, tmp_path, monkeypatch):
     assert sorted(p.name for p in path.parent.iterdir()) == ["best.safetensors"]
 
 
-def test_loading_never_unpickles(saved, monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("torch.load must not be called")
+class _Trap:
+    """Pickled, it runs ``open(path, "w")`` when unpickled: proof that code ran."""
 
+    def __init__(self, path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_loading_never_unpickles(model, saved, tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("loading a checkpoint must not unpickle")
+
+    for name in ("load", "loads", "Unpickler"):
+        monkeypatch.setattr(pickle, name, refuse)
     monkeypatch.setattr(torch, "load", refuse)
-    load_checkpoint(saved)
+    loaded, meta = load_checkpoint(saved)
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value)
+    assert meta["architecture"] == "small_cnn"
+    monkeypatch.undo()
+
+    ran = tmp_path / "code-ran"
+    for name, write in (("torch.safetensors", lambda p: torch.save({"w": _Trap(ran)}, p)),
+                        ("pickle.safetensors", lambda p: p.write_bytes(pickle.dumps(_Trap(ran))))):
+        write(tmp_path / name)
+        with pytest.raises(CheckpointError, match="not a safetensors file"):
+            load_checkpoint(tmp_path / name)
+    assert not ran.exists()
 
 
 def test_save_requires_meta_keys_and_consistency(model, tmp_path):

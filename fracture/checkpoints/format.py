@@ -18,7 +18,6 @@ import json
 import logging
 import math
 import os
-import re
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from safetensors import SafetensorError
 
 from fracture.util.files import NotRegularFileError, open_regular
-from fracture.util.jsonio import json_default
+from fracture.util.jsonio import json_default, json_depth, parse_json  # noqa: F401 (json_depth re-exported)
 from fracture.errors import CheckpointError, ModelError, PreprocessError
 
 if TYPE_CHECKING:
@@ -276,37 +275,13 @@ def _read_header(path: Path) -> dict[str, Any]:
     return header
 
 
-_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)  # unrolled: linear, fast on MB-long strings
-
-
-def json_depth(text: str) -> int:
-    """Deepest nesting of ``[``/``{`` in a JSON text, brackets inside strings ignored.
-
-    Computed without recursion (strings removed by a regular expression, then a
-    running sum), so a hostile 200,000-level document costs milliseconds and
-    can be refused before ``json.loads`` would overflow the stack.
-    """
-    import numpy as np
-
-    if text.count("[") + text.count("{") <= 1:
-        return text.count("[") + text.count("{")
-    skeleton = _JSON_STRING.sub("", text).encode("ascii", "ignore")
-    codes = np.frombuffer(skeleton, dtype=np.uint8)
-    steps = (np.isin(codes, (0x5B, 0x7B)).astype(np.int64) - np.isin(codes, (0x5D, 0x7D)).astype(np.int64))
-    return int(np.cumsum(steps).max(initial=0))
-
-
 def _parse_json(text: str, path: Path, what: str, *, prefix: str = "") -> Any:
-    depth = json_depth(text)
-    if depth > MAX_JSON_DEPTH:
-        raise CheckpointError(
-            f"{path}: {prefix}{what} is nested {depth} levels deep, over the limit of {MAX_JSON_DEPTH}; "
-            "not a checkpoint Fracture Lab wrote"
-        )
-    try:
-        return json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise CheckpointError(f"{path}: {prefix}{what} is not valid JSON ({exc})") from exc
+    """The one guarded JSON reader (size, depth, number length), NaN kept: metrics may be NaN and
+    the fields prediction relies on are checked by :func:`validate_meta`."""
+    return parse_json(
+        text, source=path, what=f"{prefix}{what}", max_bytes=MAX_HEADER_BYTES, max_depth=MAX_JSON_DEPTH,
+        nonfinite="allow", error=CheckpointError,
+    )
 
 
 # ------------------------------------------------------------ field checks

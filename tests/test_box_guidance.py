@@ -64,8 +64,14 @@ def test_box_loss_rewards_a_cam_inside_the_box_and_is_zero_without_boxes():
     outside[:, 3, 3] = 3.0
     has = torch.tensor([True, True])
     assert box_loss(inside, masks, has) < box_loss(outside, masks, has)
-    none = box_loss(outside, masks, torch.tensor([False, False]))
-    assert float(none) == 0.0 and none.requires_grad is False or float(none) == 0.0
+    cam = outside.clone().requires_grad_(True)
+    none = box_loss(cam, masks, torch.tensor([False, False]))
+    assert float(none.detach()) == 0.0
+    assert none.requires_grad  # still in the graph, so every parameter gets a (zero) gradient
+    none.backward()
+    assert cam.grad is not None and not bool(cam.grad.any())
+    mixed = box_loss(torch.stack([inside[0], outside[1]]), masks, torch.tensor([True, False]))
+    torch.testing.assert_close(mixed, box_loss(inside, masks, has))  # images without a box count for nothing
 
 
 @pytest.mark.parametrize("arch", ["small_cnn", "efficientnet_lite0"])

@@ -100,8 +100,13 @@ def test_small_cnn_map_shape_range_and_state_restored(small_multitask, method):
 def test_body_part_target(small_multitask):
     x = torch.randn(3, SIZE, SIZE)  # (C, H, W) is accepted too
     predicted = gradcam(small_multitask, x, target="body_part")
-    chosen = gradcam(small_multitask, x, target="body_part", body_part=2)
-    assert predicted.shape == chosen.shape == (SIZE, SIZE)
+    chosen = [gradcam(small_multitask, x, target="body_part", body_part=part) for part in range(3)]
+    assert predicted.shape == chosen[0].shape == (SIZE, SIZE)
+    with torch.no_grad():
+        guess = int(small_multitask.eval()(x.unsqueeze(0))[1].argmax(dim=1))
+    np.testing.assert_allclose(predicted, chosen[guess], atol=1e-6)  # None explains the model's own guess
+    others = [chosen[part] for part in range(3) if part != guess]
+    assert all(not np.allclose(predicted, other, atol=1e-3) for other in others)  # the chosen part is explained
     with pytest.raises(ModelError, match="multi-task"):
         gradcam(_blob_model(), _blob_image((30, 30)), target="body_part")
 

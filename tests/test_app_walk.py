@@ -82,16 +82,19 @@ def test_uploads_survive_a_page_switch_until_forgotten(app_home):
 def test_a_finished_training_child_is_reaped_not_left_defunct(tmp_path):
     import subprocess
     import sys
+    import time
 
     from fracture.train.events import PID_FILE
     from fracture.ui.job_viewer import process_alive
 
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     (tmp_path / PID_FILE).write_text(str(child.pid))
-    while True:  # the child exits at once; until reaped it is a zombie that signal 0 still finds
+    deadline = time.monotonic() + 30
+    state = ""
+    while state != "Z":  # the child exits at once; until reaped it is a zombie that signal 0 still finds
+        assert time.monotonic() < deadline, f"child {child.pid} not a zombie after 30 s (state {state!r})"
         state = open(f"/proc/{child.pid}/stat").read().split(")")[-1].split()[0]
-        if state == "Z":
-            break
+        time.sleep(0.01)
     assert not process_alive(tmp_path)
     assert not __import__("os").path.exists(f"/proc/{child.pid}")
 

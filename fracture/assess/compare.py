@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from fracture.util.files import atomic_write_bytes, read_bytes_bounded
-from fracture.errors import DatasetError, FractureError
+from fracture.errors import CacheError, DatasetError, FractureError
+from fracture.util.jsonio import parse_json
 from fracture.settings import get_settings
 
 if TYPE_CHECKING:
@@ -163,7 +164,7 @@ def read_prediction_cache(path: Path, frame: pd.DataFrame) -> tuple[pd.DataFrame
         head, sep, body = data.partition(b"\n")
         if not sep:
             return "no header line"
-        header = json.loads(head)
+        header = parse_json(head, source=path, what="(predictions cache header)", error=CacheError)
         if not isinstance(header, dict) or header.get("format") != PREDICTION_CACHE_FORMAT:
             return "not a predictions cache of this version"
         if hashlib.sha256(body).hexdigest() != header.get("sha256"):

@@ -164,13 +164,18 @@ class OrtModel:
     """An onnxruntime session over an exported checkpoint, with that export's metadata."""
 
     def __init__(self, session, metadata: Mapping[str, str], path: Path) -> None:
-        import json
-
         self.session = session
         self.path = path
         self.metadata = dict(metadata)
-        self.tta_hflip = json.loads(self.metadata.get("tta_hflip", "false"))
-        self.meta: dict[str, Any] = json.loads(self.metadata.get("fracture", "{}"))
+        from fracture.errors import CheckpointError
+        from fracture.util.jsonio import parse_json
+
+        def field(key: str, default: str) -> Any:  # the guarded reader: a cached file is not trusted
+            return parse_json(self.metadata.get(key, default), source=path, what=f"(ONNX metadata {key!r})",
+                              nonfinite="allow", error=CheckpointError)
+
+        self.tta_hflip = field("tta_hflip", "false")
+        self.meta: dict[str, Any] = field("fracture", "{}")
         self.input_names = [i.name for i in session.get_inputs()]
         self.output_names = [o.name for o in session.get_outputs()]
 

@@ -214,12 +214,12 @@ class TrainConfig:
     @classmethod
     def from_json(cls, path: str | Path) -> "TrainConfig":
         path = Path(path)
+        from fracture.util.jsonio import read_json
+
         try:
-            values = json.loads(path.read_text())
+            values = read_json(path, max_bytes=1024 * 1024, error=ConfigError, what="(training config)")
         except FileNotFoundError as exc:
             raise ConfigError(f"{path}: config file not found") from exc
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a JSON object of training options")
         return cls.from_dict(values)

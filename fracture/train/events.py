@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fracture.util.files import is_disk_full, open_regular, pid_alive, read_pid
-from fracture.util.jsonio import json_default
+from fracture.util.jsonio import json_default, parse_json
 from fracture.errors import FractureError, TrainingError
 from fracture.train.append_log import RESERVE_BYTES, AppendLog
 
@@ -179,9 +179,9 @@ def read_events(run_dir: str | Path) -> list[dict[str, Any]]:
                 while line and not line.endswith(b"\n"):  # skip the rest of an overlong line
                     line = handle.readline(MAX_EVENT_LINE + 1)
                 continue
-            try:
-                record = json.loads(line)
-            except (ValueError, RecursionError):
+            try:  # the guarded reader: a deep, huge-number or non-UTF-8 line is skipped, never raised
+                record = parse_json(line, source=path, max_bytes=MAX_EVENT_LINE, nonfinite="allow")
+            except FractureError:
                 continue
             if isinstance(record, dict) and record.get("event") in EVENT_TYPES:
                 events.append(record)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import re
@@ -165,4 +164,16 @@ def stop_run(run_dir: str | Path) -> bool:
 
 
 def read_run_config(run_dir: str | Path) -> dict:
-    return json.loads((Path(run_dir) / CONFIG_FILE).read_text())
+    """A run's ``config.json`` through the guarded reader.
+
+    Raises:
+        FileNotFoundError: no config yet.
+        TrainingError: damaged, too large or deep, or not a JSON object (names the file).
+    """
+    from fracture.util.jsonio import read_json
+
+    values = read_json(Path(run_dir) / CONFIG_FILE, max_bytes=1024 * 1024, error=TrainingError,
+                       what="(the run's config)")
+    if not isinstance(values, dict):
+        raise TrainingError(f"{Path(run_dir) / CONFIG_FILE}: not a JSON object of training options")
+    return values

@@ -112,11 +112,12 @@ def preparation_progress(events: list[dict[str, Any]]) -> tuple[float, str]:
 
 def _run_mode(run_dir: str | Path) -> str:
     """The run's training mode from its config (``finetune`` when unreadable)."""
-    import json
+    from fracture.errors import FractureError
+    from fracture.train.launcher import read_run_config
 
-    try:
-        return str(json.loads((Path(run_dir) / CONFIG_FILE).read_text()).get("mode", "finetune"))
-    except (OSError, ValueError, AttributeError):
+    try:  # the guarded reader: a damaged or hostile config.json never breaks the page
+        return str(read_run_config(run_dir).get("mode", "finetune"))
+    except (OSError, FractureError):
         return "finetune"
 
 

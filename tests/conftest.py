@@ -6,23 +6,41 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["pytester"]  # tests/test_fracatlas_fixture.py runs this conftest in a scratch folder
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_FRACATLAS = Path(
-    os.environ.get("FRACTURE_FRACATLAS", REPO_ROOT.parent / "shared" / "data" / "fracatlas")
-)
+DEFAULT_FRACATLAS = REPO_ROOT.parent / "shared" / "data" / "fracatlas"
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "integration: uses ../shared data (skipped when absent)")
-    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+    # The tiers (pytest.ini's addopts keep `make test` on the fast one): `-m "not slow and not integration"`.
+    config.addinivalue_line("markers", "integration: uses the real FracAtlas copy (fixture fracatlas_root)")
+    config.addinivalue_line("markers", "slow: more than ~5 s on a 2-core CPU; run by `make test-all`")
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that asks for the real data set is an integration test, marked or not."""
+    for item in items:
+        if "fracatlas_root" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")
 def fracatlas_root() -> Path:
-    """The real FracAtlas copy beside the checkout; skip with the reason when absent."""
-    if not (SHARED_FRACATLAS / "dataset.csv").is_file():
-        pytest.skip(f"FracAtlas not found at {SHARED_FRACATLAS} (set FRACTURE_FRACATLAS)")
-    return SHARED_FRACATLAS
+    """The real FracAtlas copy: $FRACTURE_FRACATLAS, else ../shared/data/fracatlas beside the checkout.
+
+    Absent at the default place: skip, saying where it looked. Asked for with
+    FRACTURE_FRACATLAS but not there: fail, so a CI that means to run the
+    integration tests never passes by skipping them.
+    """
+    asked = os.environ.get("FRACTURE_FRACATLAS")
+    root = Path(asked) if asked else DEFAULT_FRACATLAS
+    if not (root / "dataset.csv").is_file():
+        if asked:
+            pytest.fail(f"FRACTURE_FRACATLAS={asked}: no dataset.csv there; point it at the FracAtlas folder "
+                        "(dataset.csv, images/) or unset it", pytrace=False)
+        pytest.skip(f"FracAtlas not found at {root} (set FRACTURE_FRACATLAS to its folder)")
+    return root
 
 
 @pytest.fixture(scope="session")

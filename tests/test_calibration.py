@@ -25,7 +25,6 @@ from fracture.evaluate.metrics import EvaluationError, operating_points, point_m
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "weights" / (REPO / "weights" / "default.txt").read_text().strip()  # the default model
-FRACATLAS = REPO.parent / "shared" / "data" / "fracatlas"
 
 
 def overconfident(n: int = 4000, true_t: float = 2.5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -269,8 +268,7 @@ def test_model_card_lists_calibration_operating_points_and_ood():
 
 
 @pytest.mark.integration
-@pytest.mark.skipif(not FRACATLAS.is_dir(), reason="needs ../shared/data/fracatlas (the FracAtlas copy)")
-def test_shipped_model_is_calibrated_and_its_test_ece_drops(tmp_path):
+def test_shipped_model_is_calibrated_and_its_test_ece_drops(fracatlas_root, tmp_path):
     """The default model carries calibration; on the FracAtlas test split ECE is lower after it."""
     from fracture.checkpoints.format import read_checkpoint_meta
     from fracture.assess.compare import predict_split
@@ -282,7 +280,7 @@ def test_shipped_model_is_calibrated_and_its_test_ece_drops(tmp_path):
     assert names[0] == "default" and "sensitivity_90" in names
     stored = meta["metrics"]["test"]["image"]["calibration"]
     assert stored["ece"] < stored["ece_uncalibrated"]
-    preds, _, _ = predict_split(SHIPPED, FRACATLAS, "test", cache_dir=tmp_path)
+    preds, _, _ = predict_split(SHIPPED, fracatlas_root, "test", cache_dir=tmp_path)
     shown, block = calibrate_predictions(preds, meta)
     assert block["ece"] < block["ece_uncalibrated"]
     assert block["ece"] == pytest.approx(stored["ece"], abs=0.01)

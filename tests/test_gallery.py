@@ -12,8 +12,6 @@ from fracture.data.gallery import GALLERY_DIR, INDEX_NAME, load_gallery
 from fracture.errors import DatasetError
 from fracture.gallery.build import MAX_ITEMS, MAX_TOTAL_BYTES, allocate, build_gallery
 
-FRACATLAS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fracatlas"
-
 
 def test_the_shipped_gallery_is_small_balanced_and_attributed():
     items = load_gallery()
@@ -33,11 +31,11 @@ def test_the_shipped_gallery_is_small_balanced_and_attributed():
         assert needed in readme
 
 
-@pytest.mark.skipif(not FRACATLAS.is_dir(), reason=f"FracAtlas not at {FRACATLAS}")
-def test_every_shipped_image_is_from_the_test_split_with_its_label_and_boxes():
+@pytest.mark.integration
+def test_every_shipped_image_is_from_the_test_split_with_its_label_and_boxes(fracatlas_root):
     from fracture.data import open_dataset
 
-    frame = open_dataset(FRACATLAS, seed=0).frame
+    frame = open_dataset(fracatlas_root, seed=0).frame
     by_name = frame.set_index(frame["path"].map(lambda p: Path(p).name))
     for item in load_gallery():
         row = by_name.loc[item.source_id]

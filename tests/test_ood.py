@@ -13,7 +13,6 @@ from fracture.gate.ood import METHOD, TARGET_VAL_FLAG_RATE, OodDetector, OodErro
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "weights" / (REPO / "weights" / "default.txt").read_text().strip()  # the default model
-FRACATLAS = REPO.parent / "shared" / "data" / "fracatlas"
 
 
 def clustered(n: int, dim: int = 64, rank: int = 6, seed: int = 0, shift: float = 0.0) -> np.ndarray:
@@ -167,9 +166,6 @@ def test_predictor_reports_ood_per_image_and_calibrated_probabilities(tmp_path):
     json.dumps(payload)
 
 
-needs_fracatlas = pytest.mark.skipif(not FRACATLAS.is_dir(), reason="needs ../shared/data/fracatlas (the FracAtlas copy)")
-
-
 @pytest.fixture(scope="module")
 def shipped():
     from fracture.checkpoints.format import load_checkpoint
@@ -213,15 +209,14 @@ def test_shipped_model_flags_documents_and_noise(shipped):
 
 
 @pytest.mark.integration
-@needs_fracatlas
-def test_shipped_model_flags_at_most_ten_percent_of_the_fracatlas_test_split(shipped):
+def test_shipped_model_flags_at_most_ten_percent_of_the_fracatlas_test_split(shipped, fracatlas_root):
     from fracture.cache import ImageCache
     from fracture.data import open_dataset
     from fracture.serve.inference import InputSpec
     from fracture.gate.ood import extract
 
     model, meta, detector = shipped
-    test = open_dataset(FRACATLAS, seed=0).subset("test")
+    test = open_dataset(fracatlas_root, seed=0).subset("test")
     cache = ImageCache.open_or_build(test["path"].tolist(), meta["preprocess"])
     rows = np.flatnonzero(np.asarray(cache.valid_mask, dtype=bool))
     norm = meta["normalization"]
@@ -232,15 +227,14 @@ def test_shipped_model_flags_at_most_ten_percent_of_the_fracatlas_test_split(shi
 
 
 @pytest.mark.integration
-@needs_fracatlas
-def test_predict_json_has_an_ood_block_per_image(capsys):
+def test_predict_json_has_an_ood_block_per_image(fracatlas_root, capsys):
     """`python -m fracture predict --json` on a FracAtlas radiograph and a photo."""
     import skimage.data
 
     from fracture.cli import main
     from fracture.data import open_dataset
 
-    radiograph = open_dataset(FRACATLAS, seed=0).subset("test")["path"].iloc[0]
+    radiograph = open_dataset(fracatlas_root, seed=0).subset("test")["path"].iloc[0]
     photo = Path(skimage.data.data_dir) / "astronaut.png"
     assert main(["predict", "--checkpoint", str(SHIPPED), "--json", radiograph, str(photo)]) == 0
     payload = json.loads(capsys.readouterr().out)

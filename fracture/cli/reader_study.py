@@ -9,6 +9,8 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("reader-study", help="classroom reader studies: create, summary, export")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     create = verbs.add_parser("create", help="build a case set and print its session code")
+    create.add_argument("--pin", required=True,
+                        help="instructor PIN (4-32 characters): opens the dashboard, the truth and the CSV in the app")
     create.add_argument("--source", choices=("gallery", "dataset"), default="gallery",
                         help="the built-in real gallery (default) or a dataset's split")
     create.add_argument("--data", help="dataset folder (with --source dataset)")
@@ -39,7 +41,7 @@ def run_create(args: argparse.Namespace) -> int:
 
     checkpoint = args.checkpoint or default_checkpoint()
     session = create_session(
-        source=args.source, data_root=args.data, split=args.split, n_cases=args.cases, seed=args.seed,
+        pin=args.pin, source=args.source, data_root=args.data, split=args.split, n_cases=args.cases, seed=args.seed,
         prevalence=args.prevalence, body_part=args.body_part, checkpoint=checkpoint, root=args.dir,
     )
     positives = sum(c.label for c in session.cases)
@@ -59,8 +61,13 @@ def run_summary(args: argparse.Namespace) -> int:
     def fmt(value) -> str:
         return "n/a" if value is None else f"{value:.3f}"
 
-    print(f"session {summary['code']}: {summary['cases']} cases, {len(summary['readers'])} readers, "
-          f"Fleiss' kappa {fmt(summary['fleiss_kappa'])} on {summary['fleiss_cases']} cases read by all")
+    print(f"session {summary['code']}: {summary['cases']} cases, {len(summary['readers'])} readers "
+          f"({len(summary['finished'])} finished), Fleiss' kappa {fmt(summary['fleiss_kappa'])} over the "
+          f"{summary['fleiss_readers']} readers who finished (needs 2 and 5 cases)")
+    if summary["unfinished"]:
+        print(f"  unfinished (not in Fleiss' kappa): {', '.join(summary['unfinished'])}")
+    for problem in summary["problems"] + summary["notes"]:
+        print(f"  note: {problem}")
     for row in summary["readers"]:
         print(f"  {row['reader'][:30]:30s} answered {row['answered']:3d}  sens {fmt(row['sensitivity'])}  "
               f"spec {fmt(row['specificity'])}  acc {fmt(row['accuracy'])}  kappa(truth) {fmt(row['kappa_truth'])}  "

@@ -2,27 +2,41 @@
 
 The MURA paper compared each radiologist with the model by Cohen's kappa; this
 package lets a teaching session do the same live. An instructor builds a case
-set (:func:`create_session`), each reader's answers are saved in a file of
-their own (:func:`save_answer`), and :func:`reader_summary` /
-:func:`session_summary` compute the figures a class asks for.
+set under a PIN (:func:`create_session`), each reader claims a name
+(:func:`claim_reader`) and their answers, with an optional click on the
+fracture, are saved in a file of their own (:func:`save_answer`);
+:func:`reader_summary` / :func:`session_summary` compute the figures a class
+asks for, the clicks scored with the model's pointing game (:mod:`.localise`).
 """
-from fracture.reader_study.metrics import fleiss_kappa, reader_metrics
+from fracture.reader_study.localise import localisation_summary, mark_hit, score_mark
+from fracture.reader_study.metrics import MIN_KAPPA_CASES, fleiss_kappa, reader_metrics
 from fracture.reader_study.session import (
     Answer,
     Case,
+    Mark,
+    Reader,
+    ReaderNameTaken,
+    ReaderSet,
     ReaderStudyError,
     Session,
+    check_pin,
+    claim_reader,
     create_session,
+    find_reader,
     list_sessions,
     load_answers,
+    load_readers,
     load_session,
+    reader_order,
     save_answer,
     sessions_root,
 )
 from fracture.reader_study.summary import export_csv, reader_summary, session_summary
 
 __all__ = [
-    "Answer", "Case", "ReaderStudyError", "Session", "create_session", "export_csv", "fleiss_kappa",
-    "list_sessions", "load_answers", "load_session", "reader_metrics", "reader_summary", "save_answer",
-    "session_summary", "sessions_root",
+    "Answer", "Case", "MIN_KAPPA_CASES", "Mark", "Reader", "ReaderNameTaken", "ReaderSet", "ReaderStudyError",
+    "Session", "check_pin", "claim_reader", "create_session", "export_csv", "find_reader", "fleiss_kappa",
+    "list_sessions", "load_answers", "load_readers", "load_session", "localisation_summary", "mark_hit",
+    "reader_metrics", "reader_order", "reader_summary", "save_answer", "score_mark", "session_summary",
+    "sessions_root",
 ]

@@ -15,6 +15,10 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import cohen_kappa_score, confusion_matrix, roc_auc_score, roc_curve
 
+MIN_KAPPA_CASES = 5
+"""Kappa (Cohen's or Fleiss') is reported only on at least this many cases: on one or two cases it is
+1.0 or -0.5 by arithmetic, not by agreement."""
+
 
 def reader_score(fractured: bool, confidence: int) -> float:
     """One scale for answer + confidence: 'fractured, 100% sure' -> 100, 'not fractured, 100% sure' -> 0,
@@ -24,7 +28,7 @@ def reader_score(fractured: bool, confidence: int) -> float:
 
 
 def _kappa(a: np.ndarray, b: np.ndarray) -> float | None:
-    if len(a) == 0:
+    if len(a) < MIN_KAPPA_CASES:
         return None
     if len(np.unique(np.concatenate([a, b]))) < 2:
         return 1.0 if np.array_equal(a, b) else 0.0  # one class everywhere: sklearn returns nan
@@ -48,7 +52,8 @@ def reader_metrics(
 
     Returns:
         ``n, positives, tp, fp, tn, fn, sensitivity, specificity, accuracy, kappa_truth,
-        kappa_model, roc_point [fpr, tpr], roc [[fpr, tpr], ...], auc`` (None where undefined).
+        kappa_model, roc_point [fpr, tpr], roc [[fpr, tpr], ...], auc`` (None where undefined;
+        kappas also under :data:`MIN_KAPPA_CASES` cases).
     """
     y = np.asarray(truth, dtype=int)
     c = np.asarray(calls, dtype=int)
@@ -77,11 +82,11 @@ def reader_metrics(
 def fleiss_kappa(ratings: np.ndarray) -> float | None:
     """Fleiss' kappa for ``ratings`` (cases x readers) of 0/1 calls, every reader rating every case.
 
-    Returns None with fewer than 2 readers or 1 case, or when every call is the
-    same (chance agreement 1: kappa undefined).
+    Returns None with fewer than 2 readers or :data:`MIN_KAPPA_CASES` cases, or
+    when every call is the same (chance agreement 1: kappa undefined).
     """
     r = np.asarray(ratings, dtype=int)
-    if r.ndim != 2 or r.shape[0] < 1 or r.shape[1] < 2:
+    if r.ndim != 2 or r.shape[0] < MIN_KAPPA_CASES or r.shape[1] < 2:
         return None
     n_cases, n_raters = r.shape
     counts = np.stack([(r == 0).sum(axis=1), (r == 1).sum(axis=1)], axis=1).astype(float)  # cases x categories

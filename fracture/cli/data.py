@@ -16,6 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 from fracture.data.detect import open_dataset
+from fracture.util.csvsafe import frame_csv_text
+from fracture.util.files import atomic_write_text
 from fracture.data.header_cache import HeaderCache
 from fracture.data.manifest import SPLITS, Manifest
 from fracture.data.stats import INTENSITY_SAMPLE, DatasetStats, dataset_stats
@@ -69,8 +71,7 @@ def run_scan(args: argparse.Namespace) -> int:
         out.write_text(json.dumps(stats.to_dict(per_file=True), indent=2) + "\n", encoding="utf-8")
         print(f"\nfull result written to {out}")
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        manifest.frame.to_csv(args.out, index=False)
+        atomic_write_text(args.out, frame_csv_text(manifest.frame))  # spreadsheet-safe cells, never half a file
         stream = sys.stderr if args.json == STDOUT else sys.stdout
         print(f"manifest written to {args.out}", file=stream)
     return 0

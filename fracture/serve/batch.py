@@ -16,9 +16,7 @@ and heatmaps as inline base64 images; nothing is fetched from anywhere.
 from __future__ import annotations
 
 import base64
-import csv
 import html
-import io
 import json
 import logging
 import os
@@ -31,6 +29,7 @@ from typing import Any, Callable, Iterable, Sequence, Union
 
 import numpy as np
 
+from fracture.util.csvsafe import csv_bytes
 from fracture.util.files import atomic_write_bytes
 from fracture.data.imageio import IMAGE_EXTENSIONS
 from fracture.errors import ConfigError, FractureError, ImageLoadError
@@ -111,26 +110,20 @@ class BatchResult:
     def csv_bytes(self) -> bytes:
         """``predictions.csv``: one row per input file, in input order."""
         columns = list(CSV_COLUMNS) + (["study"] if self.studies is not None else [])
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(columns)
+        rows = []
         for r in self.rows:
             row = [r.path, "" if r.probability is None else f"{r.probability:.6f}", r.label,
                    f"{self.threshold:.6f}", "" if r.ood is None else str(bool(r.ood)).lower(), r.error]
             if self.studies is not None:
                 row.append(r.study or "")
-            writer.writerow(row)
-        return buffer.getvalue().encode("utf-8")
+            rows.append(row)
+        return csv_bytes(columns, rows)  # spreadsheet-safe: file names are not formulas, CR/LF quoted
 
     def studies_csv_bytes(self) -> bytes:
         """``studies.csv`` (study grouping only): mean probability of each study's readable images."""
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(STUDY_COLUMNS)
-        for s in self.studies or []:
-            writer.writerow([s.study, s.images, s.predicted,
-                             "" if s.probability is None else f"{s.probability:.6f}", s.label, f"{self.threshold:.6f}"])
-        return buffer.getvalue().encode("utf-8")
+        return csv_bytes(STUDY_COLUMNS, (
+            [s.study, s.images, s.predicted, "" if s.probability is None else f"{s.probability:.6f}", s.label,
+             f"{self.threshold:.6f}"] for s in self.studies or []))
 
     def html_bytes(self) -> bytes:
         """``report.html``: self-contained (inline CSS, JS and images)."""

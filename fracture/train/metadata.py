@@ -14,6 +14,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from fracture.util.csvsafe import frame_csv_text
 from fracture.util.files import atomic_write_json, atomic_write_text
 from fracture.errors import TrainingError
 from fracture.train.config import TrainConfig
@@ -88,7 +89,7 @@ def finish(
             continue
         frame = split.frame[["path", "label", "body_part", "patient_id", "study_id"]].copy()
         frame["prob"] = predict(name, best_model)
-        atomic_write_text(run_dir / f"predictions_{name}.csv", frame.to_csv(index=False))
+        atomic_write_text(run_dir / f"predictions_{name}.csv", frame_csv_text(frame))  # spreadsheet-safe paths
         report = evaluate_frame(frame, threshold, seed=cfg.seed)
         report["split"] = name
         metrics[name] = report

@@ -12,12 +12,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FRACATLAS = REPO_ROOT.parent / "shared" / "data" / "fracatlas"
 
 
-def pytest_configure(config):
-    # The tiers (pytest.ini's addopts keep `make test` on the fast one): `-m "not slow and not integration"`.
-    config.addinivalue_line("markers", "integration: uses the real FracAtlas copy (fixture fracatlas_root)")
-    config.addinivalue_line("markers", "slow: more than ~5 s on a 2-core CPU; run by `make test-all`")
-
-
 def pytest_collection_modifyitems(config, items):
     """A test that asks for the real data set is an integration test, marked or not."""
     for item in items:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 CONFTEST = Path(__file__).with_name("conftest.py")
+PYTEST_INI = Path(__file__).resolve().parents[1] / "pytest.ini"
 
 
 @pytest.fixture()
@@ -14,6 +15,7 @@ def scratch(pytester: pytest.Pytester, monkeypatch) -> pytest.Pytester:
     """A scratch project with this conftest and one test that needs the data (no ../shared beside it)."""
     monkeypatch.delenv("FRACTURE_FRACATLAS", raising=False)
     pytester.makeconftest(CONFTEST.read_text(encoding="utf-8").replace('pytest_plugins = ["pytester"]', ""))
+    pytester.makeini(PYTEST_INI.read_text(encoding="utf-8").replace("testpaths = tests", ""))  # strict markers
     pytester.makepyfile(test_needs_data="def test_reads(fracatlas_root):\n"
                                          "    assert (fracatlas_root / 'dataset.csv').is_file()\n")
     return pytester

@@ -13,15 +13,18 @@ from fracture.ui.lab import DEFAULT_VARIANTS, LAB_MAX_SIDE, apply_spec, fit_imag
 from fracture.ui.samples import load_study_images, study_picker
 from fracture.ui.uploads import UPLOAD_TYPES, read_uploads
 from fracture.ui.kept_uploads import uploader_files
-from fracture.ui.widgets import op_controls, overlay
+from fracture.explain.forward import stored_choice
+from fracture.ui.viewer import PRESENT_HEIGHT, VIEW_HEIGHT, heatmap_legend, presentation_mode, show_xray, view_controls
+from fracture.ui.widgets import op_controls
 from fracture.ui.xray_gallery import gallery_image, gallery_picker, sample_source
 from fracture.viz.charts import image_histogram_chart
 
 SOURCES = {"Sample": "a real X-ray from the gallery, or an image of the active dataset",
            "Upload": "your own PNG, JPEG or DICOM file"}
-PER_ROW = 3
+PER_ROW = 2  # two variants to a row: each image and its heatmap stay readable
 
 context = active_context()
+present = presentation_mode()
 st.title("🧪 Preprocessing Lab")
 st.caption(
     "How do CLAHE, Canny edges and anisotropic diffusion change an X-ray, its histogram, and what "
@@ -71,7 +74,7 @@ if image is None:
     st.info("Pick a sample or upload an image to start.")
     st.stop()
 if boxes:
-    st.caption("Green box on each Grad-CAM: the annotated fracture. Does the model look there?")
+    st.caption("Green box: the annotated fracture. Does the model look there?")
 
 with st.expander("Parameters", expanded=True):
     c1, c2, c3 = st.columns(3)
@@ -86,7 +89,6 @@ with st.expander("Parameters", expanded=True):
         diffusion = op_controls("diffusion", key="lab")
     variants = lab_variants(clahe, canny, diffusion)
     chosen = st.multiselect("Variants", list(variants), default=list(DEFAULT_VARIANTS), key="lab-variants")
-    alpha = st.slider("Grad-CAM opacity", 0.0, 1.0, 0.45, 0.05, key="lab-alpha")
 
 work = fit_image(image)
 if work.shape != image.shape:
@@ -110,35 +112,63 @@ for variant in chosen:
         results[variant] = (None, None, str(exc))
 
 scored = {v: r[1].images[0] for v, r in results.items() if r[1] is not None}
-if scored:  # every variant's probability in one row, comparable at a glance (and from the back of a room)
+if scored:  # every variant's probability, comparable at a glance (and from the back of a room)
     st.markdown(f"#### P({results[next(iter(scored))][1].class_names[1]}) by variant")
     baseline = scored.get("Original")
-    for column, (variant, item) in zip(st.columns(len(scored)), scored.items()):
-        delta = None if baseline is None or variant == "Original" else f"{item.prob - baseline.prob:+.3f}"
-        column.metric(variant, f"{item.prob:.3f}", delta=delta, delta_color="off",
-                      help="Change against the original image" if delta else None)
+    per_row = 3  # three to a row: a variant's whole name stays readable
+    items = list(scored.items())
+    for start in range(0, len(items), per_row):
+        for column, (variant, item) in zip(st.columns(per_row), items[start:start + per_row]):
+            delta = None if baseline is None or variant == "Original" else f"{item.prob - baseline.prob:+.3f}"
+            column.metric(variant, f"{item.prob:.3f}", delta=delta, delta_color="off",
+                          help="Change against the original image" if delta else None)
 
-for start in range(0, len(chosen), PER_ROW):
-    columns = st.columns(PER_ROW)
-    for column, variant in zip(columns, chosen[start:start + PER_ROW]):
-        processed, prediction, error = results[variant]
-        with column, st.container(border=True):
-            st.markdown(f"**{variant}**")
-            if error is not None:
-                st.error(error)
-                continue
-            if prediction is None:
-                st.image(processed, width="stretch")
-            else:
-                item = prediction.images[0]
-                left, right = st.columns(2)
-                left.image(processed, width="stretch")
-                right.image(overlay(item.image, item.heatmap, alpha, boxes=boxes), caption="Grad-CAM",
-                            width="stretch")
-                st.metric(f"P({prediction.class_names[1]})", f"{item.prob:.3f}",
-                          help=f"Label at threshold {prediction.threshold:.3f}: {item.label}")
-                st.caption(f"{'🔴' if item.positive else '🟢'} {item.label}")
-                if item.ood and item.ood["flagged"]:
-                    st.warning(OOD_WARNING)
-            st.plotly_chart(image_histogram_chart(processed, variant, height=170), key=f"lab-hist-{variant}",
-                            config={"displayModeBar": False})
+
+def variant_card(variant: str, *, height: int, settings) -> None:
+    """One variant: the processed image beside its heatmap (linked zoom), its verdict and histogram."""
+    processed, prediction, error = results[variant]
+    st.markdown(f"**{variant}**")
+    if error is not None:
+        st.error(error)
+        return
+    if prediction is None:
+        show_xray(processed if processed.ndim == 2 else processed[..., 0], None, settings,
+                  key=f"lab-view-{variant}", caption=f"{variant} (what the model's pipeline gets next)",
+                  height=height)
+    else:
+        item = prediction.images[0]
+        # The processed image on the left, the model's heatmap on the image it scored on the right.
+        show_xray(item.image, item.heatmap, settings, key=f"lab-view-{variant}",
+                  caption=f"{variant}: P({prediction.class_names[1]}) {item.prob:.3f} · "
+                          f"{'🔴' if item.positive else '🟢'} {item.label} at threshold {prediction.threshold:.3f}",
+                  heatmap_label=heatmap_label, boxes=boxes, height=height)
+        if item.ood and item.ood["flagged"]:
+            st.warning(OOD_WARNING)
+    st.plotly_chart(image_histogram_chart(processed, variant, height=260 if present else 210,
+                                          font_size=20 if present else 14),
+                    key=f"lab-hist-{variant}", config={"displayModeBar": False})
+
+
+if chosen:
+    heatmap_label = stored_choice(entry.meta or {}).label() if entry is not None else None
+    if present:  # one variant at a time, as large as the screen allows
+        variant = st.segmented_control("Variant", chosen, default=chosen[0], required=True,
+                                       key="lab-present-variant") or chosen[0]
+        picture, controls = st.columns([4, 1])
+        with controls:
+            settings = view_controls("lab-view", heatmap=entry is not None, boxes=bool(len(boxes)),
+                                     mode="side by side")
+        with picture:
+            variant_card(variant, height=PRESENT_HEIGHT, settings=settings)
+    else:
+        grid, controls = st.columns([4, 1])
+        with controls:
+            settings = view_controls("lab-view", heatmap=entry is not None, boxes=bool(len(boxes)),
+                                     mode="side by side")
+        with grid:
+            for start in range(0, len(chosen), PER_ROW):
+                for column, variant in zip(st.columns(PER_ROW), chosen[start:start + PER_ROW]):
+                    with column, st.container(border=True):
+                        variant_card(variant, height=VIEW_HEIGHT * 3 // 4, settings=settings)
+    if entry is not None:
+        heatmap_legend()

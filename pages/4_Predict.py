@@ -18,13 +18,17 @@ from fracture.ui.context import active_context, checkpoint_label, require_checkp
 from fracture.ui.samples import load_study_images, study_picker
 from fracture.ui.uploads import UPLOAD_TYPES, read_uploads
 from fracture.ui.kept_uploads import uploader_files
-from fracture.ui.widgets import enhancement_controls, explained_image, model_card, png_bytes
+from fracture.ui.viewer import (PRESENT_HEIGHT, VIEW_HEIGHT, grid_columns, heatmap_legend, presentation_mode,
+                                show_xray, view_controls, xray_viewer)
+from fracture.ui.widgets import enhancement_controls, model_card, png_bytes
+from fracture.viz.xray import render_view
 from fracture.ui.xray_gallery import gallery_image, gallery_picker, sample_source
 
 SOURCES = {"Upload": "your own PNG, JPEG or DICOM files",
            "Sample": "a real X-ray from the gallery, or a study of the active dataset"}
 
 context = active_context()
+present = presentation_mode()
 st.title("🔍 Predict")
 st.caption(
     "Several files are one study: the study probability is the mean of its images' probabilities "
@@ -46,20 +50,6 @@ with options:
         choice = st.selectbox("Body part", ["predict it"] + body_parts, key="predict-body-part",
                               help="A multi-task model predicts the body part; you can also tell it.")
         body_part = None if choice == "predict it" else choice
-    alpha = st.slider("Grad-CAM opacity", 0.0, 1.0, 0.45, 0.05, key="predict-alpha")
-    default_cam = stored_choice(meta)
-    cam_method = st.selectbox(
-        "Heatmap method", [None, *CAM_METHOD_NAMES], key="predict-cam-method",
-        format_func=lambda m: f"model default: {default_cam.label()}" if m is None else CAM_METHOD_NAMES[m],
-        help="The default was chosen on the validation split by how often its maximum falls on an annotated "
-             "fracture (python -m fracture explain-select). The others use the same layer.",
-    )
-    points = {c["name"]: c for c in operating_point_choices(meta)}
-    point = points[st.selectbox(
-        "Operating point", list(points), key="predict-operating-point", format_func=lambda n: points[n]["label"],
-        help="Thresholds chosen on the validation split: the default, Youden's balance, or a stated "
-             "sensitivity for screening (more false alarms, fewer missed fractures).",
-    )]
 
 with inputs:
     source = st.radio("Input", tuple(SOURCES), captions=tuple(SOURCES.values()), horizontal=True,
@@ -109,6 +99,23 @@ with inputs:
             images, names, problems = load_study_images(study)
             truth = dict(zip(study["path"].map(lambda p: p.rsplit("/", 1)[-1]), study["boxes"]))
 
+# Full-width boxes: their values ("model default: LayerCAM @ fused") are never cut.
+method_box, point_box = st.columns(2)
+default_cam = stored_choice(meta)
+cam_method = method_box.selectbox(
+    "Heatmap method", [None, *CAM_METHOD_NAMES], key="predict-cam-method",
+    format_func=lambda m: f"model default: {default_cam.label()}" if m is None else CAM_METHOD_NAMES[m],
+    help="The default was chosen on the validation split by how often its maximum falls on an annotated "
+         "fracture (python -m fracture explain-select). The others use the same layer.",
+)
+heatmap_label = default_cam.label() if cam_method is None else CAM_METHOD_NAMES[cam_method]
+points = {c["name"]: c for c in operating_point_choices(meta)}
+point = points[point_box.selectbox(
+    "Operating point", list(points), key="predict-operating-point", format_func=lambda n: points[n]["label"],
+    help="Thresholds chosen on the validation split: the default, Youden's balance, or a stated "
+         "sensitivity for screening (more false alarms, fewer missed fractures).",
+)]
+
 for message in problems:
     st.error(message)
 for note in notes:
@@ -148,23 +155,47 @@ st.markdown(
     f"#### Study{used_of}: :{color}-background[{prediction.study_label}] "
     f"(P = {prediction.study_prob:.3f}, threshold {prediction.threshold:.3f}) — model `{checkpoint_label(entry)}`"
 )
-if prediction.ood_flagged:
-    st.warning(OOD_WARNING)
 
-overlays = []
-per_row = 1 if len(prediction.images) == 1 else 2  # each cell: the image and its Grad-CAM side by side
-for start in range(0, len(prediction.images), per_row):
-    row = st.columns(per_row)
-    for column, item in zip(row, prediction.images[start:start + per_row]):
-        with column, st.container(border=True):
-            blended = explained_image(item.image, item.heatmap, alpha, boxes=truth.get(item.name, ()),
-                                      caption=f"{item.name} — P({positive_name}) {item.prob:.3f} · {item.label}")
-            overlays.append((item.name, blended))
-            if item.body_part is not None:
-                st.caption(f"body part: {item.body_part} ({item.body_part_prob:.0%})")
-            if item.ood and item.ood["flagged"]:
-                st.warning(f"Out of distribution (score {item.ood['score']:.2f} > {item.ood['threshold']:.2f}): "
-                           "its probability is unreliable.")
+def _image_caption(item) -> str:
+    return f"{item.name} — P({positive_name}) {item.prob:.3f} · {item.label}" + (
+        f" · body part: {item.body_part} ({item.body_part_prob:.0%})" if item.body_part is not None else "")
+
+
+def _ood_note(item) -> None:
+    """One warning per flagged image, with its score."""
+    if item.ood and item.ood["flagged"]:
+        st.warning(f"Out of distribution (score {item.ood['score']:.2f} > {item.ood['threshold']:.2f}): "
+                   + OOD_WARNING)
+
+
+shown = prediction.images
+if present and len(shown) > 1:  # one image at a time, large
+    names_shown = [item.name for item in shown]
+    pick = st.segmented_control("Image", range(len(shown)), format_func=lambda i: names_shown[i],
+                                default=0, required=True, key="predict-present-image")
+    shown = [shown[pick or 0]]
+if len(shown) == 1:
+    item = shown[0]
+    settings = xray_viewer(item.image, item.heatmap, key="predict-view", caption=_image_caption(item),
+                           heatmap_label=heatmap_label, boxes=truth.get(item.name, ()),
+                           height=PRESENT_HEIGHT if present else None)
+    _ood_note(item)
+else:
+    grid, controls = st.columns([4, 1])
+    with controls:
+        settings = view_controls("predict-view", heatmap=any(i.heatmap is not None for i in shown),
+                                 boxes=any(len(truth.get(i.name, ())) for i in shown))
+    with grid:
+        per_row = grid_columns(len(shown))
+        for start in range(0, len(shown), per_row):
+            for column, item in zip(st.columns(per_row), shown[start:start + per_row]):
+                with column, st.container(border=True):
+                    show_xray(item.image, item.heatmap, settings, key=f"predict-view-{start}-{item.name}",
+                              caption=_image_caption(item), heatmap_label=heatmap_label,
+                              boxes=truth.get(item.name, ()), height=VIEW_HEIGHT * 3 // 4)
+                    _ood_note(item)
+if any(item.heatmap is not None for item in prediction.images):
+    heatmap_legend()
 
 result = prediction.to_dict()
 result["model"] = checkpoint_label(entry)
@@ -172,14 +203,15 @@ result["extra_preprocess"] = extra_steps
 d1, d2 = st.columns(2)
 d1.download_button("⬇ Result (JSON)", json.dumps(result, indent=2), file_name="prediction.json",
                    mime="application/json")
-if overlays:
-    index = 0
-    if len(overlays) > 1:
-        index = d2.selectbox("Overlay to download", range(len(overlays)), key="predict-overlay-index",
-                             format_func=lambda i: overlays[i][0])
-    name, image = overlays[index]
-    d2.download_button("⬇ Overlay (PNG)", png_bytes(image), file_name=f"gradcam-{Path(name).stem}.png",
-                       mime="image/png")
+images_out = prediction.images
+index = 0
+if len(images_out) > 1:
+    index = d2.selectbox("Image to download", range(len(images_out)), key="predict-overlay-index",
+                         format_func=lambda i: images_out[i].name)
+chosen = images_out[index]  # as the viewer shows it (window/level, heatmap, box)
+d2.download_button("⬇ Image as shown (PNG)", png_bytes(render_view(chosen.image, chosen.heatmap, settings,
+                                                                   truth.get(chosen.name, ()))[-1]),
+                   file_name=f"heatmap-{Path(chosen.name).stem}.png", mime="image/png")
 
 st.subheader("Model card")
 model_card(entry)

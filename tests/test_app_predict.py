@@ -48,7 +48,15 @@ def _dicom_without_pixels() -> bytes:
 
 
 def _image_urls(at) -> list[str]:
-    return [url for element in at.get("image") for url in element.value]
+    """The pictures the X-ray viewer sent (PNG data URIs inside its Plotly figures)."""
+    import json
+
+    return [trace["source"] for chart in at.get("plotly_chart")
+            for trace in json.loads(chart.proto.spec)["data"] if trace.get("type") == "image"]
+
+
+def _captions(at) -> list[str]:
+    return [c.value for c in at.caption]
 
 
 def _upload(at, files):
@@ -73,9 +81,11 @@ def test_uploaded_pngs_give_probabilities_an_overlay_and_downloads(model_run):
     assert metrics["Study P(abnormal)"] == f"{expected.study_prob:.3f}"
     assert metrics["Threshold"] == f"{expected.threshold:.3f}"
     assert metrics["Study label"] == expected.study_label
-    captions = [caption for element in at.get("image") for caption in element.captions]
+    captions = _captions(at)
     for name, item in zip(("a.png", "b.png"), expected.images):
         assert any(c.startswith(name) and f"{item.prob:.3f}" in c for c in captions), captions
+    assert len(_image_urls(at)) == 2, "one viewer figure per image of the study"
+    assert any("heatmap: Grad-CAM" in c for c in captions), "the caption names the heatmap method used"
     labels = [b.proto.label for b in at.get("download_button")]
     assert any("JSON" in label for label in labels) and any("PNG" in label for label in labels)
 

@@ -16,10 +16,18 @@ PAGE = "pages/2_Preprocessing_Lab.py"
 RUN = "20260101-000000-small_cnn"
 
 
+def _viewer_panels(at) -> list[list[str]]:
+    """Per viewer figure, its pictures (PNG data URIs): the processed image, then its heatmap."""
+    import json
+
+    figures = [[t["source"] for t in json.loads(chart.proto.spec)["data"] if t.get("type") == "image"]
+               for chart in at.get("plotly_chart")]
+    return [panels for panels in figures if panels]
+
+
 def _variant_images(at) -> list[str]:
-    """URLs of the processed images (one per variant; Grad-CAM images carry a caption)."""
-    return [url for image in at.get("image") for url, caption in zip(image.value, image.captions)
-            if caption != "Grad-CAM"]
+    """The processed image of each variant (the first panel of its viewer)."""
+    return [panels[0] for panels in _viewer_panels(at)]
 
 
 def test_every_variant_shows_image_histogram_probability_and_gradcam(app_home):
@@ -29,12 +37,13 @@ def test_every_variant_shows_image_histogram_probability_and_gradcam(app_home):
     at = run_page(PAGE, model=f"{RUN} (run)")
     assert_no_exception(at)
     n = len(DEFAULT_VARIANTS)
-    probabilities = [m for m in at.metric if m.label == "P(abnormal)"]
+    probabilities = [m for m in at.metric if m.label in DEFAULT_VARIANTS]
     assert len(probabilities) == n
     assert all(0.0 <= float(m.value) <= 1.0 for m in probabilities)
-    assert len(at.get("plotly_chart")) == n
-    assert sum(c == "Grad-CAM" for image in at.get("image") for c in image.captions) == n
+    assert len(at.get("plotly_chart")) == 2 * n, "per variant: its viewer and its histogram"
+    assert [len(panels) for panels in _viewer_panels(at)] == [2] * n, "the image beside its heatmap"
     assert len(set(_variant_images(at))) == n, "each variant looks different"
+    assert sum("heatmap: Grad-CAM" in c.value for c in at.caption) == n, "the method used is named"
 
 
 def test_sliders_change_the_variant_and_no_model_still_shows_images(app_home):

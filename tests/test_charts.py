@@ -140,6 +140,16 @@ def test_image_histogram_counts_pixels_per_channel():
         image_histogram_chart(img.astype(np.float32), "float")
 
 
+def test_a_cut_background_peak_is_named_under_the_axis_not_over_the_chart():
+    rng = np.random.default_rng(0)
+    img = rng.integers(40, 220, size=(100, 100)).astype(np.uint8)
+    img[:45] = 5  # a dark background: 45% of the pixels in one bin
+    fig = image_histogram_chart(img, "original", font_size=20, log_counts=False)
+    assert "cut: 45% of pixels near level 5" in fig.layout.xaxis.title.text
+    assert not fig.layout.annotations, "no note drawn inside the plot, where it met the title"
+    assert fig.layout.font.size == 20 and fig.layout.yaxis.range[1] < 4500
+
+
 def test_image_histogram_goes_log_for_an_edge_map_only():
     ramp = np.tile(np.arange(256, dtype=np.uint8), (64, 1))
     assert image_histogram_chart(ramp, "ramp").layout.yaxis.type == "linear"

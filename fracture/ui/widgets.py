@@ -122,46 +122,6 @@ def overlay(image: np.ndarray, heatmap: np.ndarray | None, alpha: float, boxes: 
     return draw_boxes(blended, boxes)
 
 
-#: Widest an image is drawn beside its Grad-CAM (px): a 2,000 px X-ray must not fill the screen.
-EXPLAINED_IMAGE_WIDTH = 380
-HEATMAP_HOW_TO_READ = ("How to read it: red and yellow mark the regions that pushed the probability up "
-                       "most, blue those that mattered least. It shows where the model looked, not where "
-                       "a fracture is.")
-
-
-#: The "jet" colormap's stops (OpenCV's, which overlay_heatmap uses), low to high.
-JET_STOPS = ("#00007f", "#0000ff", "#007fff", "#00ffff", "#7fff7f", "#ffff00", "#ff7f00", "#ff0000", "#7f0000")
-
-
-def colour_bar_html() -> str:
-    """The Grad-CAM colour scale (low -> high) as a CSS gradient strip with its two ends named."""
-    return (f'<div style="height:12px;border-radius:3px;background:linear-gradient(to right, '
-            f'{", ".join(JET_STOPS)})"></div>'
-            '<div style="display:flex;justify-content:space-between;font-size:0.8em;opacity:0.8">'
-            "<span>low attention</span><span>high</span></div>")
-
-
-def explained_image(image: np.ndarray, heatmap: np.ndarray | None, alpha: float, *, caption: str,
-                    width: int = EXPLAINED_IMAGE_WIDTH, boxes: Sequence = ()) -> np.ndarray:
-    """The image and its Grad-CAM overlay side by side (capped width), with the colour scale.
-
-    Returns:
-        The overlay (for downloads).
-    """
-    from fracture.explain.annotate import draw_boxes
-
-    blended = overlay(image, heatmap, alpha, boxes)  # boxes: the annotated fracture, when known
-    left, right = st.columns(2)
-    left.image(draw_boxes(image, boxes), caption=caption + (" · green box: annotated fracture" if len(boxes) else ""),
-               width=min(width, image.shape[1]))
-    right.image(blended, caption="Grad-CAM", width=min(width, image.shape[1]))
-    if heatmap is not None:
-        scale, text = st.columns([1, 3], vertical_alignment="center")
-        scale.markdown(colour_bar_html(), unsafe_allow_html=True)
-        text.caption(HEATMAP_HOW_TO_READ)
-    return blended
-
-
 def _fmt(value: Any) -> str:
     if value is None:
         return "–"
@@ -195,6 +155,18 @@ def metric_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
             rows.append({"split": split, "level": report.get("level", "image"),
                          **{k: values.get(k) for k in CARD_METRICS if k in values}})
     return rows
+
+
+def metric_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The model card's metric rows as text: three decimals, ``n`` whole, a missing value as "–" (never "None")."""
+    frame = pd.DataFrame(rows)
+    for column in CARD_METRICS:
+        if column not in frame:
+            continue
+        values = pd.to_numeric(frame[column], errors="coerce")
+        fmt = "{:.0f}" if column == "n" else "{:.3f}"
+        frame[column] = [("–" if pd.isna(v) else fmt.format(v)) for v in values]
+    return frame
 
 
 def describe_spec(spec: list[dict[str, Any]]) -> str:
@@ -239,7 +211,7 @@ def model_card(entry: Any) -> None:
     st.markdown(f"**Preprocessing:** {describe_spec(meta.get('preprocess') or [])}")
     rows = metric_rows(meta.get("metrics") or {})
     if rows:
-        st.dataframe(pd.DataFrame(rows), hide_index=True)
+        st.dataframe(metric_table(rows), hide_index=True)
         st.caption("Computed by the trainer at the stored threshold. The validation split also chose "
                    "the threshold and the checkpoint; the test split was not used in training.")
     else:

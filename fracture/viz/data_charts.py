@@ -256,7 +256,7 @@ SPIKY_HISTOGRAM_RATIO = 10.0
 
 
 def image_histogram_chart(img_uint8: np.ndarray, name: str, *, height: int = 220,
-                          log_counts: bool | None = None) -> go.Figure:
+                          log_counts: bool | None = None, font_size: int = 13) -> go.Figure:
     """A small intensity histogram of one image (Preprocessing Lab, before/after).
 
     Args:
@@ -267,6 +267,7 @@ def image_histogram_chart(img_uint8: np.ndarray, name: str, *, height: int = 220
             a spiky histogram (a Canny edge map is almost all 0 with a few
             255, letterbox padding is one tall bin) hides everything else on
             a linear axis.
+        font_size: base type size in px (larger for a projector).
 
     Returns:
         A figure with one filled line per channel.
@@ -298,15 +299,18 @@ def image_histogram_chart(img_uint8: np.ndarray, name: str, *, height: int = 220
             fig.add_trace(go.Scatter(x=levels, y=counts, mode="lines", fill="tozeroy", name=series,
                                      line={"color": series_color(index), "width": 1}, hovertemplate=hover))
     fig.update_layout(barmode="overlay", bargap=0)
-    fig.update_xaxes(title_text="intensity", range=[-2, INTENSITY_LEVELS + 1])
     fig.update_yaxes(title_text="pixels (log)" if log_counts else "pixels", type="log" if log_counts else "linear")
+    note = None
     if log_counts:  # one label per decade: 1, 10, 100, 1k, 10k (not plotly's "2, 100k, 5")
         fig.update_yaxes(dtick=1, tickformat="~s", minor={"showgrid": False})
     else:
-        _clip_spike(fig, all_counts)
+        note = _clip_spike(fig, all_counts)
+    # The cut-off note sits under the axis, never over the bars or the title.
+    fig.update_xaxes(title_text="intensity" + (f" · {note}" if note else ""), range=[-2, INTENSITY_LEVELS + 1])
     fig = style_figure(fig, f"Histogram — {name}", height=height)
-    fig.update_layout(margin={"l": 50, "r": 10, "t": 40, "b": 40}, showlegend=len(channels) > 1,
-                      title={"pad": {"t": 8, "l": 4}})
+    fig.update_layout(margin={"l": 4 * font_size, "r": 10, "t": 3 * font_size, "b": 3 * font_size + 6},
+                      showlegend=len(channels) > 1, font={"size": font_size},
+                      title={"pad": {"t": 8, "l": 4}, "font": {"size": font_size + 1}})
     return fig
 
 
@@ -315,23 +319,21 @@ def image_histogram_chart(img_uint8: np.ndarray, name: str, *, height: int = 220
 CLIP_MEDIAN_FACTOR = 4.0
 
 
-def _clip_spike(fig: go.Figure, all_counts: list[np.ndarray]) -> None:
-    """Cap the y axis above the body of the histogram so a background peak does not flatten it,
-    and say how much of the image the cut-off bins hold."""
+def _clip_spike(fig: go.Figure, all_counts: list[np.ndarray]) -> str | None:
+    """Cap the y axis above the body of the histogram so a background peak does not flatten it;
+    return the note saying how much of the image the cut-off bins hold (None: nothing cut)."""
     counts = np.max(np.stack(all_counts), axis=0).astype(np.float64)
     occupied = counts[counts > 0]
     if occupied.size < 8:
-        return
+        return None
     cap = CLIP_MEDIAN_FACTOR * float(np.median(occupied))
     over = counts > cap
     if not over.any() or counts.max() <= 1.5 * cap:
-        return
+        return None
     fig.update_yaxes(range=[0, cap * 1.05])
     share = float(all_counts[0][over].sum()) / max(float(all_counts[0].sum()), 1.0)
     peak = int(np.argmax(counts))
-    fig.add_annotation(x=peak, y=cap * 1.05, yanchor="top", showarrow=False,
-                       xanchor="left" if peak < 128 else "right",
-                       text=f"↑ cut: {share:.0%} of pixels near level {peak}", font={"size": 11})
+    return f"peak cut: {share:.0%} of pixels near level {peak}"
 
 
 def _is_spiky(counts: np.ndarray) -> bool:

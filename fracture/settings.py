@@ -23,9 +23,15 @@ otherwise decode to gigabytes):
 - ``FRACTURE_MAX_UPLOAD_FILES`` (default 64): files one upload may have.
 - ``FRACTURE_PREDICTION_CACHE_MB`` (default 512): memory the app's prediction
   cache may hold (images and Grad-CAM maps); least recently used go first.
+
+Every numeric limit is parsed here (:data:`LIMITS`) and nowhere else. A value
+that is not a finite number in range is a :class:`ConfigError` naming the
+variable; :func:`get_settings` then runs on that limit's default (logged once)
+and :func:`settings_problems` lists the refusals for the app to show.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -36,6 +42,7 @@ from fracture.errors import ConfigError, DatasetError
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS_DIR = REPO_ROOT / "weights"
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+logger = logging.getLogger(__name__)
 
 
 def _env_path(name: str, default: Path) -> Path:
@@ -69,8 +76,35 @@ class Settings:
         return int(self.max_upload_megapixels * 1_000_000)
 
 
-def get_settings() -> Settings:
-    """Read the settings now (environment variables may change between tests)."""
+@dataclass(frozen=True)
+class _Limit:
+    """One numeric setting: its variable, default, lower bound and whether it must be whole."""
+
+    attr: str
+    variable: str
+    default: float
+    minimum: float
+    integer: bool = False
+
+
+#: Every numeric limit, parsed here and nowhere else.
+LIMITS = (
+    _Limit("max_training_jobs", "FRACTURE_MAX_TRAINING_JOBS", 1, 0, integer=True),
+    _Limit("max_upload_mb", "FRACTURE_MAX_UPLOAD_MB", 50, 1, integer=True),
+    _Limit("max_image_megapixels", "FRACTURE_MAX_IMAGE_MEGAPIXELS", 8.0, 0.01),
+    _Limit("max_upload_megapixels", "FRACTURE_MAX_UPLOAD_MEGAPIXELS", 64.0, 0.01),
+    _Limit("max_upload_files", "FRACTURE_MAX_UPLOAD_FILES", 64, 1, integer=True),
+    _Limit("prediction_cache_mb", "FRACTURE_PREDICTION_CACHE_MB", 512.0, 0),
+)
+_reported: set[str] = set()
+
+
+def read_settings() -> tuple[Settings, list[ConfigError]]:
+    """The settings now, and one :class:`ConfigError` per bad variable (that value replaced by its default).
+
+    Why both: a typo in one variable (``FRACTURE_MAX_UPLOAD_MB=abc``) must not take
+    every page down; the app runs on the default and shows the problem once.
+    """
     home = _env_path("FRACTURE_HOME", Path.home() / ".cache" / "fracture-lab")
     demo_dir = home / "demo"
     roots_env = os.environ.get("FRACTURE_DATA_ROOTS")
@@ -78,20 +112,50 @@ def get_settings() -> Settings:
         roots = tuple(Path(p).expanduser() for p in roots_env.split(os.pathsep) if p)
     else:
         roots = (demo_dir, REPO_ROOT / "datasets", REPO_ROOT.parent / "shared" / "data")
-    return Settings(
+    problems: list[ConfigError] = []
+    limits: dict[str, float] = {}
+    for limit in LIMITS:
+        try:
+            value = _env_number(limit.variable, limit.default, minimum=limit.minimum, integer=limit.integer)
+        except ConfigError as exc:
+            problems.append(exc)
+            value = limit.default
+        limits[limit.attr] = int(value) if limit.integer else float(value)
+    settings = Settings(
         home=home,
         runs_dir=_env_path("FRACTURE_RUNS_DIR", home / "runs"),
         demo_dir=demo_dir,
         cache_dir=_env_path("FRACTURE_CACHE_DIR", home / "cache"),
         data_roots=tuple(roots),
-        max_training_jobs=int(os.environ.get("FRACTURE_MAX_TRAINING_JOBS", "1")),
-        max_upload_mb=int(os.environ.get("FRACTURE_MAX_UPLOAD_MB", "50")),
         weights_dir=_env_path("FRACTURE_WEIGHTS_DIR", WEIGHTS_DIR),
-        max_image_megapixels=_env_number("FRACTURE_MAX_IMAGE_MEGAPIXELS", 8.0, minimum=0.01),
-        max_upload_megapixels=_env_number("FRACTURE_MAX_UPLOAD_MEGAPIXELS", 64.0, minimum=0.01),
-        max_upload_files=int(_env_number("FRACTURE_MAX_UPLOAD_FILES", 64, minimum=1, integer=True)),
-        prediction_cache_mb=_env_number("FRACTURE_PREDICTION_CACHE_MB", 512.0, minimum=0),
+        **limits,  # type: ignore[arg-type]
     )
+    return settings, problems
+
+
+def get_settings(*, strict: bool = False) -> Settings:
+    """Read the settings now (environment variables may change between tests).
+
+    A bad value is replaced by its default and logged once (see
+    :func:`settings_problems` for what the app shows); with ``strict`` it is
+    raised instead.
+
+    Raises:
+        ConfigError: only with ``strict``: the first bad variable, named with its value and the fix.
+    """
+    settings, problems = read_settings()
+    if problems and strict:
+        raise problems[0]
+    for problem in problems:
+        if str(problem) not in _reported:
+            _reported.add(str(problem))
+            logger.warning("%s; using the default", problem)
+    return settings
+
+
+def settings_problems() -> list[ConfigError]:
+    """One typed error per environment variable whose value was refused (empty when all are fine)."""
+    return read_settings()[1]
 
 
 def _env_number(name: str, default: float, *, minimum: float, integer: bool = False) -> float:
@@ -100,13 +164,14 @@ def _env_number(name: str, default: float, *, minimum: float, integer: bool = Fa
     raw = os.environ.get(name)
     if raw is None or not raw.strip():
         return default
+    kind = "whole number" if integer else "number"
     try:
         value = int(raw) if integer else float(raw)
     except ValueError:
-        kind = "a whole number" if integer else "a number"
-        raise ConfigError(f"{name}={raw!r}: must be {kind} (default {default:g})") from None
+        raise ConfigError(f"{name}={raw!r}: must be a {kind} (default {default:g}); fix or unset it") from None
     if not (math.isfinite(value) and value >= minimum):  # NaN and inf too
-        raise ConfigError(f"{name}={raw!r}: must be a finite number of at least {minimum:g} (default {default:g})")
+        raise ConfigError(f"{name}={raw!r}: must be a finite {kind} of at least {minimum:g} (default {default:g}); "
+                          "fix or unset it")
     return value
 
 

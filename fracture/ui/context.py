@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 import streamlit as st
 
 from fracture.errors import FractureError
-from fracture.settings import Settings, check_data_path, get_settings
+from fracture.settings import Settings, check_data_path, get_settings, settings_problems
 from fracture.ui import loaders
 from fracture.ui.demo import demo_studies
-from fracture.ui.directory_mode import leave_directory_mode
+from fracture.ui.navigation import run_under_app
 
 if TYPE_CHECKING:
     from fracture.data.manifest import Manifest
@@ -149,6 +149,9 @@ def _model_sidebar(settings: Settings) -> tuple[Any, list[Any], str | None]:
 def render_sidebar(*, remember: bool = True) -> ActiveContext:
     """Draw the shared sidebar; with ``remember``, keep the choice for the page about to run."""
     settings = get_settings()
+    refused = settings_problems()
+    if refused:  # one clear error; the app keeps running on the defaults
+        st.error("Settings refused, using the defaults: " + "; ".join(str(p) for p in refused))
     with st.sidebar:
         st.markdown("### 🦴 Fracture Lab")
     root, label, error = _dataset_sidebar(settings)
@@ -170,12 +173,13 @@ def render_sidebar(*, remember: bool = True) -> ActiveContext:
 def active_context() -> ActiveContext:
     """The sidebar's choice for this run (drawn now if the page runs on its own).
 
-    A page runs on its own when Streamlit serves it without the entry script,
-    as ``AppTest.switch_page`` does.
+    A page runs on its own when Streamlit serves it without the entry script
+    (a fresh server's first request in directory mode): it reruns under
+    ``app.py`` (:func:`fracture.ui.navigation.run_under_app`).
     """
     context = st.session_state.get(CONTEXT_KEY)
     if context is None:
-        leave_directory_mode()
+        run_under_app()
         context = render_sidebar(remember=False)
     return context
 

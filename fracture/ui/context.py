@@ -17,7 +17,7 @@ from fracture.errors import FractureError
 from fracture.settings import Settings, check_data_path, get_settings, settings_problems
 from fracture.ui import loaders
 from fracture.ui.demo import demo_studies
-from fracture.ui.navigation import run_under_app
+from fracture.ui.directory_mode import leave_directory_mode
 
 if TYPE_CHECKING:
     from fracture.data.manifest import Manifest
@@ -173,13 +173,12 @@ def render_sidebar(*, remember: bool = True) -> ActiveContext:
 def active_context() -> ActiveContext:
     """The sidebar's choice for this run (drawn now if the page runs on its own).
 
-    A page runs on its own when Streamlit serves it without the entry script
-    (a fresh server's first request in directory mode): it reruns under
-    ``app.py`` (:func:`fracture.ui.navigation.run_under_app`).
+    A page runs on its own when Streamlit serves it without the entry script,
+    as ``AppTest.switch_page`` does.
     """
     context = st.session_state.get(CONTEXT_KEY)
     if context is None:
-        run_under_app()
+        leave_directory_mode()
         context = render_sidebar(remember=False)
     return context
 

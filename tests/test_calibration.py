@@ -114,11 +114,15 @@ def test_calibration_report_block():
     assert plain["ece"] == plain["ece_uncalibrated"] and plain["temperature"] is None
 
 
-def test_temperature_of_ignores_missing_or_bad_values():
+def test_temperature_of_refuses_bad_values_instead_of_ignoring_them():
+    from fracture.errors import CheckpointError
+
     assert temperature_of({}) is None
-    assert temperature_of({"calibration": {"temperature": -1}}) is None
-    assert temperature_of({"calibration": {"temperature": float("nan")}}) is None
-    assert temperature_of({"calibration": {"temperature": True}}) is None
+    for bad in (-1, float("nan"), True, 1e-300, "1.5"):
+        with pytest.raises(CheckpointError, match="calibration"):
+            temperature_of({"calibration": {"temperature": bad}})
+    with pytest.raises(CheckpointError, match="bias"):
+        calibrated_threshold({"threshold": 0.4, "calibration": {"temperature": 1.0, "bias": 50}})
     assert temperature_of({"calibration": {"temperature": 1.7}}) == 1.7
     assert calibrated_threshold({"threshold": 0.4}) == 0.4
 

@@ -30,6 +30,7 @@ from fracture.util.jsonio import json_default, json_depth, parse_json  # noqa: F
 from fracture.errors import CheckpointError, ModelError, PreprocessError
 
 if TYPE_CHECKING:
+    from fracture.checkpoints.meta import CheckpointMeta
     from fracture.models.network import FractureModel
 
 logger = logging.getLogger(__name__)
@@ -170,6 +171,8 @@ def save_checkpoint(path: str | Path, model: FractureModel, meta: dict[str, Any]
         if not key.startswith(EXTRA_TENSOR_PREFIX) or key in tensors:
             raise CheckpointError(f"extra tensor {key!r}: names must start with {EXTRA_TENSOR_PREFIX!r}")
         tensors[key] = torch.as_tensor(tensor).detach().to("cpu", torch.float32).contiguous()
+    validate_meta(full_meta, where=f"{path} (being written)",
+                  tensor_shapes={k: list(t.shape) for k, t in tensors.items() if k.startswith(EXTRA_TENSOR_PREFIX)})
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
@@ -226,8 +229,21 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
     missing = [key for key in (*REQUIRED_META_KEYS, "format_version", "architecture", "in_chans") if key not in meta]
     if missing:
         raise CheckpointError(f"{path}: checkpoint metadata lacks required keys {missing}")
-    validate_meta(meta, where=str(path))
+    shapes = {key: list(entry.get("shape") or []) for key, entry in header.items()
+              if key.startswith(EXTRA_TENSOR_PREFIX) and isinstance(entry, dict)}
+    validate_meta(meta, where=str(path), tensor_shapes=shapes)
     return meta
+
+
+def read_meta(path: str | Path) -> "CheckpointMeta":
+    """The typed metadata of a checkpoint (:class:`fracture.checkpoints.meta.CheckpointMeta`), header only.
+
+    Raises:
+        CheckpointError: as :func:`read_checkpoint_meta`.
+    """
+    from fracture.checkpoints.meta import CheckpointMeta
+
+    return CheckpointMeta.from_dict(read_checkpoint_meta(path), where=str(path))
 
 
 # ------------------------------------------------------------ header parsing
@@ -287,12 +303,15 @@ def _parse_json(text: str, path: Path, what: str, *, prefix: str = "") -> Any:
 # ------------------------------------------------------------ field checks
 
 
-def validate_meta(meta: dict[str, Any], *, where: str = "checkpoint") -> None:
-    """Check the type and range of every field prediction relies on.
+def validate_meta(meta: dict[str, Any], *, where: str = "checkpoint",
+                  tensor_shapes: dict[str, list[int]] | None = None) -> None:
+    """Check the type and range of every field prediction relies on, and every optional block.
 
     Args:
         meta: checkpoint metadata.
         where: the file (or "checkpoint metadata") named in errors.
+        tensor_shapes: the file's ``ood.*`` tensor shapes, checked against the ``ood`` block
+            (:func:`fracture.checkpoints.meta.validate_blocks`).
 
     Raises:
         CheckpointError: ``<where>: field <name> ...`` with what was found and
@@ -363,6 +382,9 @@ def validate_meta(meta: dict[str, Any], *, where: str = "checkpoint") -> None:
     ):
         if key in meta and not isinstance(meta[key], kinds):
             raise bad(key, f"must be {expected}, got {_show(meta[key])}")
+    from fracture.checkpoints.meta import validate_blocks
+
+    validate_blocks(meta, where=where, tensor_shapes=tensor_shapes)
 
 
 def _check_normalization(norm: Any, in_chans: int, bad) -> None:
@@ -453,7 +475,93 @@ def load_checkpoint(path: str | Path, *, map_location: Any = "cpu") -> tuple[Fra
         if tensors[key].is_floating_point():
             tensors[key] = tensors[key].to(torch.float32)
     model.load_state_dict(tensors, strict=True)
+    if meta.get("ood") is not None:
+        from fracture.checkpoints.meta import OOD_TENSORS, check_ood_arrays
+
+        check_ood_arrays(*(extras[name].double().numpy() for name in OOD_TENSORS), where=str(path))
     model.checkpoint_extras = extras  # ood.* statistics (EXTRA_TENSOR_PREFIX), kept on re-save
     model.to(map_location)
     model.eval()
     return model, meta
+
+
+# ------------------------------------------------------------ the one metadata writer
+def read_ood_arrays(path: str | Path) -> dict[str, Any]:
+    """The ``ood.*`` statistics of a checkpoint as float64 numpy arrays, checked; without torch.
+
+    Raises:
+        CheckpointError: the file lacks them or they hold NaN/inf (see :func:`fracture.checkpoints.meta.check_ood_arrays`).
+    """
+    import numpy as np
+    from safetensors import safe_open
+
+    from fracture.checkpoints.meta import OOD_TENSORS, check_ood_arrays
+
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            arrays = {name: np.asarray(handle.get_tensor(name), dtype=np.float64) for name in OOD_TENSORS}
+    except (SafetensorError, OSError, KeyError) as exc:
+        raise CheckpointError(f"{path}: the OOD statistics (ood.* tensors) are unreadable ({exc}); "
+                              "run `python -m fracture calibrate` again") from exc
+    check_ood_arrays(*arrays.values(), where=str(path))
+    return arrays
+
+
+def update_checkpoint_meta(path: str | Path, meta: dict[str, Any], *,
+                           extra_tensors: dict[str, Any] | None = None) -> Path:
+    """Write new metadata (and optionally new ``ood.*`` tensors) into an existing checkpoint, atomically.
+
+    The one place that re-writes a checkpoint's metadata: calibration, heatmap
+    selection and ``evaluate --write-meta`` call it. The weights are copied as
+    stored (float16 stays float16, bit for bit; no model is rebuilt, torch is not
+    needed), the metadata is validated first (:func:`validate_meta`, the OOD
+    block against the tensors that will be in the file).
+
+    Args:
+        meta: the complete new metadata (``format_version``, ``architecture``... as read).
+        extra_tensors: replaces every ``ood.*`` tensor when given (float32 numpy or torch arrays).
+
+    Raises:
+        CheckpointError: invalid metadata, or the file is not a checkpoint.
+    """
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    path = Path(path)
+    old = read_checkpoint_meta(path)
+    for key in ("architecture", "in_chans", "num_body_parts", "multitask"):
+        if key in old and meta.get(key) != old[key]:
+            raise CheckpointError(f"{path}: new metadata says {key}={meta.get(key)!r} but the weights are "
+                                  f"{old[key]!r}; metadata cannot change the network")
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError, TypeError) as exc:
+        raise CheckpointError(f"{path}: tensors unreadable ({exc})") from exc
+    if extra_tensors is not None:
+        tensors = {k: v for k, v in tensors.items() if not k.startswith(EXTRA_TENSOR_PREFIX)}
+        for key, value in extra_tensors.items():
+            if not key.startswith(EXTRA_TENSOR_PREFIX):
+                raise CheckpointError(f"extra tensor {key!r}: names must start with {EXTRA_TENSOR_PREFIX!r}")
+            array = value.detach().cpu().numpy() if hasattr(value, "detach") else value
+            tensors[key] = np.ascontiguousarray(np.asarray(array, dtype=np.float32))
+    full = {**meta, "stored_half": bool(old.get("stored_half", False))}
+    shapes = {k: list(v.shape) for k, v in tensors.items() if k.startswith(EXTRA_TENSOR_PREFIX)}
+    validate_meta(full, where=f"{path} (new metadata)", tensor_shapes=shapes)
+    if full.get("ood") is not None:
+        from fracture.checkpoints.meta import OOD_TENSORS, check_ood_arrays
+
+        check_ood_arrays(*(tensors[name] for name in OOD_TENSORS), where=f"{path} (new metadata)")
+    handle_fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle_fd)
+    try:
+        save_file(tensors, tmp_name, metadata={META_KEY: _encode_meta(full)})
+        os.chmod(tmp_name, os.stat(path).st_mode & 0o777)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    logger.info("updated the metadata of %s", path)
+    return path

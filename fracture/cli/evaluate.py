@@ -94,17 +94,16 @@ def run(args: argparse.Namespace) -> int:
             return 2
         result = results[0]
         if args.write_meta:
-            from fracture.checkpoints.format import load_checkpoint, save_checkpoint
+            from fracture.checkpoints.format import read_checkpoint_meta, update_checkpoint_meta
 
-            model, meta = load_checkpoint(checkpoints[0])
-            half = bool(meta.get("stored_half") or (meta.get("train_config") or {}).get("checkpoint_half"))
+            meta = read_checkpoint_meta(checkpoints[0])
             metrics = dict(meta.get("metrics") or {})
             report = dict(result.report)
             report["command"] = "python -m fracture evaluate " + " ".join(
                 f"--checkpoint {c}" for c in args.checkpoint) + f" --data {args.data} --split {args.split}"
             metrics[args.split] = report
             meta["metrics"] = metrics
-            save_checkpoint(checkpoints[0], model, meta, half=half)
+            update_checkpoint_meta(checkpoints[0], meta)
             print(f"stored {args.split} metrics in {checkpoints[0]}")
         if args.card:
             from fracture.evaluate.card import write_model_card

@@ -202,28 +202,27 @@ def calibration_report(y_true: Any, probs_uncalibrated: Any, temperature: float 
 # ----------------------------------------------------------------- checkpoint metadata
 
 
+def _calibration(meta: dict[str, Any] | None):
+    """The checkpoint's validated calibration block (None: not calibrated); a bad block raises, never ignored."""
+    from fracture.checkpoints.meta import validate_blocks
+
+    return validate_blocks({"calibration": (meta or {}).get("calibration")}, where="checkpoint metadata")["calibration"]
+
+
 def temperature_of(meta: dict[str, Any] | None) -> float | None:
-    """The fitted temperature in a checkpoint's metadata, or None (not calibrated, or unusable)."""
-    block = (meta or {}).get("calibration")
-    if not isinstance(block, dict):
-        return None
-    value = block.get("temperature")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        if value is not None:
-            log.warning("ignoring calibration temperature %r: not a positive number", value)
-        return None
-    return float(value)
+    """The fitted temperature in a checkpoint's metadata, or None (not calibrated).
+
+    Raises:
+        CheckpointError: a calibration block out of range or of unknown method (fracture/checkpoints/meta.py).
+    """
+    block = _calibration(meta)
+    return None if block is None else block.temperature
 
 
 def bias_of(meta: dict[str, Any] | None) -> float:
-    """The fitted logit bias (0 when absent, unusable, or the checkpoint has no temperature)."""
-    if temperature_of(meta) is None:
-        return 0.0
-    value = (meta or {}).get("calibration", {}).get("bias", 0.0)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        log.warning("ignoring calibration bias %r: not a finite number", value)
-        return 0.0
-    return float(value)
+    """The fitted logit bias (0 when the checkpoint is not calibrated)."""
+    block = _calibration(meta)
+    return 0.0 if block is None else block.bias
 
 
 def calibrate_probabilities(meta: dict[str, Any] | None, probs: Any) -> np.ndarray:
@@ -237,10 +236,8 @@ def calibrated_threshold(meta: dict[str, Any] | None, threshold: float | None = 
     ``threshold`` defaults to ``meta["threshold"]``.
     """
     raw = float((meta or {}).get("threshold", 0.5) if threshold is None else threshold)
-    temperature = temperature_of(meta)
-    if temperature is None or raw <= 0.0 or raw >= 1.0:
-        return raw
-    return float(apply_temperature(np.array([raw]), temperature, bias_of(meta))[0])
+    block = _calibration(meta)
+    return raw if block is None else block.threshold(raw)
 
 
 def calibrate_predictions(preds: Any, meta: dict[str, Any] | None) -> tuple[Any, dict[str, Any]]:
@@ -267,21 +264,19 @@ def operating_point_choices(meta: dict[str, Any] | None) -> list[dict[str, Any]]
     """The operating points a page offers, thresholds on the calibrated (shown) scale.
 
     The stored default first; a checkpoint without ``operating_points`` offers
-    its one stored threshold. Each entry: ``name, label, threshold`` and, when
-    stored, the validation ``sensitivity, specificity, ppv, npv``.
+    its one stored threshold. Each entry: ``name, label, threshold`` (shown scale),
+    ``threshold_uncalibrated`` and, when stored, the validation ``sensitivity, specificity, ppv, npv``.
+
+    Raises:
+        CheckpointError: a bad ``operating_points`` or ``calibration`` block (fracture/checkpoints/meta.py).
     """
+    from fracture.checkpoints.meta import offered_points, validate_blocks
+
     meta = meta or {}
-    choices = []
-    for point in meta.get("operating_points") or []:
-        if not isinstance(point, dict) or not isinstance(point.get("threshold"), (int, float)):
-            continue
-        choices.append({**point, "threshold": calibrated_threshold(meta, point["threshold"]),
-                        "label": str(point.get("label") or point.get("name"))})
-    if not any(c.get("name") == "default" for c in choices):
-        rule = meta.get("threshold_rule") or "stored"
-        choices.insert(0, {"name": "default", "label": f"default ({rule}, stored in the checkpoint)",
-                           "threshold": calibrated_threshold(meta)})
-    return choices
+    blocks = validate_blocks({"operating_points": meta.get("operating_points"), "calibration": meta.get("calibration")},
+                             where="checkpoint metadata")
+    return offered_points(blocks["operating_points"], blocks["calibration"], float(meta.get("threshold", 0.5)),
+                          meta.get("threshold_rule"))
 
 
 # ----------------------------------------------------------------- fitting a checkpoint
@@ -354,7 +349,9 @@ def fit_calibration(
             most ``max_train_images`` is used); None fits them on the
             validation features (thresholded on the same images, so its flag
             rate on new in-distribution images will be somewhat higher).
-        half: store weights as float16; default: as the file was stored.
+        half: None (re-calibration): only the metadata and OOD tensors are rewritten, the weights
+            stay bit for bit as stored; True/False (the trainer's final write): ``model`` is saved,
+            float16 when True.
         target_sensitivity: the screening operating point's sensitivity.
         method: ``temperature+bias`` (default) or ``temperature`` (see the module notes).
         strict: False (the trainer's choice) turns a validation split that
@@ -378,7 +375,7 @@ def fit_calibration(
     import torch
 
     from fracture.gate import ood
-    from fracture.checkpoints.format import save_checkpoint
+    from fracture.checkpoints.format import save_checkpoint, update_checkpoint_meta
     from fracture.evaluate.metrics import operating_points
     from fracture.serve.inference import InputSpec
 
@@ -403,7 +400,10 @@ def fit_calibration(
     spec = InputSpec(in_chans=int(meta["in_chans"]), mean=tuple(norm["mean"]), std=tuple(norm["std"]))
     tta = bool(meta.get("tta_hflip"))
     report = (lambda what: (lambda done, total: progress(what, done, total))) if progress else (lambda what: None)
-    val_probs, val_features = ood.extract(model, val.fetch, val.n, spec, device=device, tta_hflip=tta,
+    from fracture.gate import radiograph
+
+    val_stats = radiograph.StatsRecorder(val.fetch)  # image statistics for the radiograph gate, same pass
+    val_probs, val_features = ood.extract(model, val_stats.fetch, val.n, spec, device=device, tta_hflip=tta,
                                           body_parts=val.body_parts, batch_size=batch_size,
                                           progress=report("validation images"))
     labels = np.asarray(val.labels).astype(np.int64)
@@ -418,19 +418,31 @@ def fit_calibration(
                               rule_used=meta.get("threshold_rule"), stored_threshold=float(meta["threshold"]))
     if train is not None and train.n > 0:
         train = train.subsample(max_train_images)
-        _, fit_features = ood.extract(model, train.fetch, train.n, spec, device=device, tta_hflip=False,
+        train_stats = radiograph.StatsRecorder(train.fetch)
+        _, fit_features = ood.extract(model, train_stats.fetch, train.n, spec, device=device, tta_hflip=False,
                                       body_parts=train.body_parts, batch_size=batch_size, with_probs=False,
                                       progress=report("training images"))
-        fitted_on = "train"
+        fit_stats, fitted_on = train_stats.array(), "train"
     else:
-        fit_features, fitted_on = val_features, "val"
+        fit_features, fit_stats, fitted_on = val_features, val_stats.array(), "val"
     detector = ood.fit_detector(fit_features, val_features, components=ood_components)
+    try:  # level (a): radiograph or not; a fit that cannot be made leaves the DICOM and colour checks alone
+        gate, gate_block = radiograph.fit_for_model(model, meta, fit_features, fit_stats, val_features=val_features,
+                                                    val_stats=val_stats.array(), device=device, batch_size=batch_size)
+    except radiograph.GateError as exc:
+        log.warning("%s: no radiograph gate fitted: %s", checkpoint, exc)
+        gate, gate_block = None, None
     measured: dict[str, Any] = {}
+    gate_measured: dict[str, Any] = {}
     if test is not None and test.n > 0:
-        _, test_features = ood.extract(model, test.fetch, test.n, spec, device=device, batch_size=batch_size,
+        test_stats = radiograph.StatsRecorder(test.fetch)
+        _, test_features = ood.extract(model, test_stats.fetch, test.n, spec, device=device, batch_size=batch_size,
                                        body_parts=test.body_parts, with_probs=False, progress=report("test images"))
         measured["test_flag_rate"] = float(detector.flags(detector.score(test_features)).mean())
         measured["n_test"] = int(test.n)
+        if gate is not None:
+            gated = int(gate.gated(test_features, test_stats.array()).sum())
+            gate_measured["test"] = {"n": int(test.n), "gated": gated, "rate": gated / max(1, int(test.n))}
     if probes:
         from fracture.preprocess.pipeline import Pipeline
 
@@ -441,6 +453,7 @@ def fit_calibration(
             _, features = ood.extract(model, lambda p: prepared[p], len(prepared), spec, device=device,
                                       batch_size=batch_size, with_probs=False)
             measured["probes"][group] = {"n": len(prepared), "flagged": int(detector.flags(detector.score(features)).sum())}
+        gate_measured["probes"] = radiograph.measure(gate, model, meta, probes, device=device, batch_size=batch_size)
     new_meta = dict(meta)
     new_meta["calibration"] = {
         "method": method,
@@ -459,10 +472,16 @@ def fit_calibration(
     new_meta["ood"] = {**detector.meta_block(), "fitted_on": fitted_on, "n_fit": int(len(fit_features))}
     if measured:
         new_meta["ood"]["measured"] = measured
-    if half is None:
-        half = bool(meta.get("stored_half"))
-    save_checkpoint(checkpoint, model, new_meta, half=half, extra_tensors=detector.tensors())
-    model.checkpoint_extras = detector.tensors()
+    new_meta.pop("radiograph_gate", None)
+    extras = detector.tensors()
+    if gate is not None:
+        new_meta["radiograph_gate"] = {**gate_block, **({"measured": gate_measured} if gate_measured else {})}
+        extras.update(gate.tensors())
+    if half is None:  # re-calibrating a checkpoint: its weights stay exactly as stored
+        update_checkpoint_meta(checkpoint, new_meta, extra_tensors=extras)
+    else:  # the trainer's first write of its final checkpoint, from the model in memory
+        save_checkpoint(checkpoint, model, new_meta, half=half, extra_tensors=extras)
+    model.checkpoint_extras = extras
     log.info("calibrated %s: T=%.3f, bias %.3f, val ECE %.3f -> %.3f; OOD threshold %.2f flags %.1f%% of val",
              checkpoint, temperature, bias, val_report["ece_uncalibrated"], val_report["ece"],
              detector.threshold, 100 * detector.val_flag_rate)
@@ -478,4 +497,5 @@ def fit_calibration(
         "val_brier": val_report["brier"],
         "operating_points": points,
         "ood": new_meta["ood"],
+        "radiograph_gate": new_meta.get("radiograph_gate"),
     }

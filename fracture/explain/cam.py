@@ -32,19 +32,7 @@ from torch import nn
 
 from fracture.errors import ModelError
 
-#: Method names and what the UI calls them. All are computed from one forward
-#: and one partial backward pass (EigenCAM needs no backward at all).
-METHODS = {
-    "gradcam": "Grad-CAM",
-    "hirescam": "HiResCAM",
-    "gradcam++": "Grad-CAM++",
-    "xgradcam": "XGrad-CAM",
-    "layercam": "LayerCAM",
-    "gradcamelementwise": "Grad-CAM (element-wise)",
-    "eigengradcam": "EigenGrad-CAM",
-    "eigencam": "EigenCAM (class-agnostic)",
-}
-GRADIENT_FREE = frozenset({"eigencam"})
+from fracture.explain.names import GRADIENT_FREE, METHODS  # noqa: E402,F401  (names live without torch)
 TARGETS = ("fracture", "body_part")
 _EPS_SCALE = 1e-7  # pytorch_grad_cam.utils.image.scale_cam_image
 

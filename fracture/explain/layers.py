@@ -22,8 +22,7 @@ from torch import nn
 
 from fracture.errors import ModelError
 
-FINAL = "final"
-LAYER_PRESETS = ("final", "stride16", "stride8", "fused")
+from fracture.explain.names import FINAL, LAYER_PRESETS  # noqa: E402,F401  (names live without torch)
 _FUSED = ("stride16", "final")
 _STRIDES = {"stride16": 16, "stride8": 8}
 

@@ -125,9 +125,8 @@ def select_heatmap(
 
 def store_selection(checkpoint: str | Path, selection: HeatmapSelection) -> Path:
     """Re-save ``checkpoint`` with ``meta["explain"]`` set, every other field kept."""
-    from fracture.checkpoints.format import load_checkpoint, save_checkpoint
+    from fracture.checkpoints.format import read_checkpoint_meta, update_checkpoint_meta
 
-    model, meta = load_checkpoint(checkpoint)
+    meta = read_checkpoint_meta(checkpoint)
     meta["explain"] = selection.meta_entry()
-    half = bool(meta.get("stored_half") or (meta.get("train_config") or {}).get("checkpoint_half"))
-    return save_checkpoint(checkpoint, model, meta, half=half)
+    return update_checkpoint_meta(checkpoint, meta)

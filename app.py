@@ -2,23 +2,14 @@
 
 Run with ``streamlit run app.py`` (or ``make run``). This script draws the
 sidebar every page shares (active dataset and model), then hands over to the
-page chosen in the navigation.
-
-The page scripts live in ``pages/``. Streamlit serves a fresh server's first
-request from such a folder in its older directory mode (a nameless "app"
-page, no shared sidebar); :func:`~fracture.ui.context.leave_directory_mode`,
-called here and by every page, turns that off and reruns through this script.
+page chosen in the navigation: ``st.navigation`` over the scripts in
+``pages/`` (:mod:`fracture.ui.navigation`), Streamlit's supported API.
 """
 from __future__ import annotations
 
 from importlib.machinery import ModuleSpec
-from pathlib import Path
 
 import streamlit as st
-
-from fracture.ui.directory_mode import leave_directory_mode
-
-leave_directory_mode()  # before the heavier imports: a fresh server's first request reruns at once
 
 # Streamlit runs this file as the module "__main__", and worker processes (image-cache builds,
 # header scans) start by re-importing the main script: each ran the whole app in bare mode,
@@ -28,27 +19,10 @@ __spec__ = ModuleSpec("__main__", None)  # noqa: A001
 
 from fracture.errors import FractureError  # noqa: E402
 from fracture.ui.context import active_context, checkpoint_label, forget_context, render_sidebar  # noqa: E402
+from fracture.ui.navigation import declare_navigation, page_specs  # noqa: E402
 from fracture.ui.xray_gallery import ATTRIBUTION, PARAM, gallery_items, gallery_strip, home_selection  # noqa: E402
 
 st.set_page_config(page_title="Fracture Lab", page_icon="🦴", layout="wide")
-
-APP_DIR = Path(__file__).resolve().parent
-PAGES = {
-    "pages/1_Dataset_Explorer.py": ("Dataset Explorer", "🗂️",
-                                    "Counts, label balance, image sizes and a study gallery."),
-    "pages/2_Preprocessing_Lab.py": ("Preprocessing Lab", "🧪",
-                                     "CLAHE, Canny and diffusion side by side, with the model's "
-                                     "probability and Grad-CAM for each."),
-    "pages/3_Train.py": ("Train", "🏋️",
-                         "Train a model in the background and watch it learn live."),
-    "pages/4_Predict.py": ("Predict", "🔍",
-                           "Drop X-rays, get a probability, a body part and a Grad-CAM overlay."),
-    "pages/5_Compare.py": ("Compare", "📊",
-                           "Metrics, ROC curves and confusion matrices of several models "
-                           "and their ensemble."),
-    "pages/6_Reader_Study.py": ("Reader Study", "👩‍🏫",
-                                "A class reads X-rays, then sees the truth, the model and its heatmap."),
-}
 
 
 def home() -> None:
@@ -89,13 +63,14 @@ def home() -> None:
     try_real_xrays()
     st.subheader("Pages")
     per_row = 3  # page names stay whole on a laptop screen
-    for start in range(0, len(page_objects), per_row):
+    specs = page_specs()
+    for start in range(0, len(specs), per_row):
         columns = st.columns(per_row)
-        for column, page, (_, _, blurb) in zip(columns, page_objects[start:start + per_row],
-                                               list(PAGES.values())[start:start + per_row]):
+        for column, spec in zip(columns, specs[start:start + per_row]):
             with column, st.container(border=True, height="stretch"):
-                st.page_link(page)
-                st.caption(blurb)
+                st.page_link(spec.page())
+                if spec.blurb:
+                    st.caption(spec.blurb)
 
 
 def try_real_xrays() -> None:
@@ -106,15 +81,13 @@ def try_real_xrays() -> None:
         st.caption(f"No gallery of real X-rays: {exc}")
         return
     st.subheader("Try it on real X-rays")
-    predict = page_objects[list(PAGES).index("pages/4_Predict.py")]
+    predict = next(spec.page() for spec in page_specs() if spec.file == "4_Predict.py")
     gallery_strip(items, per_row=6, link=lambda item: st.page_link(
         predict, label="Predict", icon="🔍", width="stretch", query_params={"input": "Sample", PARAM: item.key}))
     st.caption(ATTRIBUTION + " More on the Predict page's *Sample* input.")
 
 
-# Absolute paths: the pages resolve the same whichever folder Streamlit was started from.
-page_objects = [st.Page(APP_DIR / path, title=title, icon=icon) for path, (title, icon, _) in PAGES.items()]
-navigation = st.navigation([st.Page(home, title="Home", icon="🏠", default=True), *page_objects])
+navigation = declare_navigation(home)
 render_sidebar()
 try:
     navigation.run()

@@ -72,14 +72,16 @@ with tab_charts:
 with tab_gallery:
     gallery_section(manifest.frame, tuple(manifest.class_names), manifest.body_parts, key="explorer")
 
+WHOLE_TABLE_ROWS = 200  # up to this many problems are listed whole; more go in a scrolling table and the CSV
+
 with tab_problems:
     if unreadable.empty:
         st.success("Every listed file was found and its header read.")
     else:
-        st.dataframe(unreadable, hide_index=True, width="stretch", column_config={
-            "stage": st.column_config.TextColumn(width="small", help="scan: the listing; header or decode: the file"),
-            "reason": st.column_config.TextColumn(width="small"),
-            "message": st.column_config.TextColumn(width="large"),
-            "detail": st.column_config.TextColumn(width="medium"),
-            "path": st.column_config.TextColumn(width="medium"),
-        })
+        ordered = unreadable[[c for c in ("path", "stage", "reason", "message", "detail") if c in unreadable]]
+        if len(ordered) <= WHOLE_TABLE_ROWS:  # a table wraps its cells: every path is read whole
+            st.table(ordered.set_index("path"))
+        else:
+            st.dataframe(ordered, hide_index=True, width="stretch")
+        st.download_button("⬇ Problems (CSV)", ordered.to_csv(index=False), file_name="problems.csv",
+                           mime="text/csv", key="explorer-problems-csv")

@@ -8,7 +8,7 @@ from fracture.errors import FractureError
 from fracture.evaluate.calibration import calibrated_threshold
 from fracture.gate.ood import WARNING as OOD_WARNING
 from fracture.ui import loaders
-from fracture.ui.context import active_context, checkpoint_label
+from fracture.ui.context import active_context, checkpoint_label, dataset_root
 from fracture.ui.lab import DEFAULT_VARIANTS, LAB_MAX_SIDE, apply_spec, fit_image, lab_variants
 from fracture.ui.samples import load_study_images, study_picker
 from fracture.ui.uploads import UPLOAD_TYPES, read_uploads
@@ -51,10 +51,10 @@ elif sample_source() == "Gallery":
     if item is not None:
         image, name = gallery_image(item), item.source_id
         boxes = item.boxes
-elif context.dataset_root is None:
+elif dataset_root(context) is None:
     st.info(context.dataset_error or "Pick a dataset in the sidebar, or upload an image.")
 else:
-    manifest = loaders.load_manifest(context.dataset_root)
+    manifest = loaders.load_manifest(dataset_root(context))
     mismatch = describe_mismatch(context.checkpoint.meta, manifest) if context.checkpoint is not None else None
     if mismatch:
         st.warning(mismatch)

@@ -6,7 +6,7 @@ import streamlit as st
 from fracture.errors import FractureError
 from fracture.train.launcher import list_runs
 from fracture.ui import loaders
-from fracture.ui.context import active_context
+from fracture.ui.context import active_context, dataset_root
 from fracture.ui.job_viewer import is_live, newest_run, show_run
 from fracture.train.run_table import launch_from_form, past_runs_table, promote_run
 from fracture.ui.train_form import RUN_NAME_KEY, train_form
@@ -26,10 +26,11 @@ runs = list_runs(settings.runs_dir)
 live_runs = [r.run_dir.name for r in runs if is_live(r.run_dir)]
 top = st.container()  # a live run is drawn here, above the form: Start shows it without scrolling
 with st.expander("Start a new run", expanded=not runs):
-    if context.dataset_root is None:
+    root = dataset_root(context)
+    if root is None:
         st.info(context.dataset_error or "Pick a dataset in the sidebar first.")
     else:
-        config = train_form(context.dataset_root)
+        config = train_form(root)
         if config is not None:
             try:
                 run_dir = launch_from_form(config, settings, st.session_state.get(RUN_NAME_KEY))

@@ -14,7 +14,7 @@ from fracture.evaluate.calibration import operating_point_choices
 from fracture.gate.ood import WARNING as OOD_WARNING
 from fracture.ui import loaders
 from fracture.ui.batch_view import many_files_view, mode_picker
-from fracture.ui.context import active_context, checkpoint_label, require_checkpoint
+from fracture.ui.context import active_context, checkpoint_label, dataset_root, require_checkpoint
 from fracture.ui.samples import load_study_images, study_picker
 from fracture.ui.uploads import UPLOAD_TYPES, read_uploads
 from fracture.ui.kept_uploads import uploader_files
@@ -83,11 +83,11 @@ with inputs:
             truth = {item.source_id: item.boxes}
             st.caption(f"FracAtlas label: **{item.label_name}**"
                        + (f", {len(item.boxes)} annotated box(es)" if item.boxes else ""))
-    elif context.dataset_root is None:
+    elif dataset_root(context) is None:
         st.info(context.dataset_error or "Pick a dataset in the sidebar to use its samples.")
     else:
         try:
-            manifest = loaders.load_manifest(context.dataset_root)
+            manifest = loaders.load_manifest(dataset_root(context))
             mismatch = describe_mismatch(meta, manifest)
             if mismatch:
                 st.warning(mismatch)

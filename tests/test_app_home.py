@@ -17,7 +17,7 @@ from app_support import (  # noqa: F401  (fixtures)
 PAGES = tuple(sorted(f"pages/{p.name}" for p in (REPO_ROOT / "pages").glob("[0-9]*_*.py")))
 
 
-def test_home_generates_the_demo_set_and_links_every_page(fresh_app_home):
+def test_home_is_usable_at_once_while_the_demo_set_is_built_in_the_background(fresh_app_home):
     from fracture.data import open_dataset
     from fracture.ui.demo import READY_FLAG
 
@@ -25,17 +25,22 @@ def test_home_generates_the_demo_set_and_links_every_page(fresh_app_home):
     assert not (app_home / "demo").exists()
     at = run_page()
     assert_no_exception(at)
-    assert (app_home / "demo" / READY_FLAG).is_file()
-    assert "Fracture Lab" in at.title[0].value
+    assert "Fracture Lab" in at.title[0].value, "Home draws without waiting for the demo set"
     assert any("not a medical device" in w.value for w in at.warning)
+    assert any("being generated in the background" in c.value for c in at.sidebar.caption)
+    links = {link.proto.page.rsplit("/", 1)[-1] for link in at.get("page_link")}
+    expected = {page.split("/")[1].removesuffix(".py").split("_", 1)[1] for page in PAGES}
+    assert expected <= links
+    assert any("No model yet" in i.value for i in at.info)
+    switch_to(at, "pages/1_Dataset_Explorer.py").run()  # the first page that needs the set waits for it
+    assert_no_exception(at)
+    assert (app_home / "demo" / READY_FLAG).is_file()
+    assert at.metric, "the Explorer shows the demo set's numbers"
+    at.run()
     manifest = open_dataset(app_home / "demo")
     captions = " ".join(c.value for c in at.sidebar.caption)
     assert f"{len(manifest.frame):,} images" in captions
     assert f"{manifest.frame['study_id'].nunique():,} studies" in captions
-    links = {link.proto.page.rsplit("/", 1)[-1] for link in at.get("page_link")}
-    expected = {page.split("/")[1].removesuffix(".py").split("_", 1)[1] for page in PAGES}
-    assert expected == links
-    assert any("No model yet" in i.value for i in at.info)
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -72,19 +77,26 @@ def test_a_folder_under_an_allowed_root_becomes_the_active_dataset(app_home):
 
 
 def test_pages_live_in_pages_and_a_directory_mode_run_goes_through_app_py(app_home):
-    """AppTest starts every run in Streamlit's old ``pages/`` directory mode (as a fresh
-    server's first request does); the app must still draw its own sidebar and navigation.
-    The real first request is checked in a browser by tests/test_first_request.py."""
+    """Without steady_state_navigation, AppTest starts every run in Streamlit's old ``pages/``
+    directory mode (as a fresh server's first request does): Home and a page run directly by it
+    still end under app.py's navigation, with the shared sidebar, and no Streamlit internals are
+    patched for it. The real first request is checked in a browser by tests/test_first_request.py."""
+    from streamlit.testing.v1 import AppTest
+
+    from app_support import APP, TIMEOUT
+
     assert all((REPO_ROOT / page).is_file() for page in PAGES)
     assert not (REPO_ROOT / "app_pages").exists()
-    from streamlit.runtime.pages_manager import PagesManager
-
-    at = switch_to(run_page(), "pages/3_Train.py")
-    PagesManager.uses_pages_directory = True  # as Streamlit sets it for a fresh server's first session
+    assert not (REPO_ROOT / "fracture" / "ui" / "directory_mode.py").exists()
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     at.run()
     assert_no_exception(at)
-    assert PagesManager.uses_pages_directory is False, "the run ended under app.py's st.navigation"
+    assert [t.value for t in at.title][:1] == ["🦴 Fracture Lab"]
     assert any(h.value == "Model" for h in at.sidebar.subheader), "the shared sidebar"
+    switch_to(at, "pages/3_Train.py").run()  # the page script itself, as directory mode runs it
+    assert_no_exception(at)
+    assert any("Train" in t.value for t in at.title)
+    assert [h.value for h in at.sidebar.subheader].count("Model") == 1, "app.py's sidebar, drawn once"
 
 
 def test_home_links_real_xrays_to_the_predict_page(app_home):
@@ -120,3 +132,22 @@ def test_the_dataset_choice_lives_in_the_url_so_a_reload_keeps_it(app_home):
     assert reloaded.radio(key="sidebar_dataset_source").value == "Folder path"
     assert reloaded.text_input(key="sidebar_dataset_path").value == str(app_home / "demo")
     assert not reloaded.sidebar.error
+
+
+def test_the_sidebar_lists_datasets_found_under_the_allowed_roots(app_home, demo_template, tmp_path, monkeypatch):
+    import shutil
+
+    roots = tmp_path / "data"
+    shutil.copytree(demo_template, roots / "class" / "wrist-study")  # two levels down
+    (roots / "empty").mkdir()
+    monkeypatch.setenv("FRACTURE_DATA_ROOTS", str(roots))
+    at = run_page()
+    at.radio(key="sidebar_dataset_source").set_value("Folder path").run()
+    assert_no_exception(at)
+    found = at.sidebar.selectbox(key="sidebar_dataset_found")
+    assert "wrist-study (mura)" in found.options and not any("empty" in o for o in found.options)
+    found.set_value(str((roots / "class" / "wrist-study").resolve())).run()
+    assert_no_exception(at)
+    assert at.text_input(key="sidebar_dataset_path").value == str((roots / "class" / "wrist-study").resolve())
+    assert not at.sidebar.error
+    assert any("images" in c.value and "studies" in c.value for c in at.sidebar.caption)

@@ -16,8 +16,8 @@ import streamlit as st
 from fracture.errors import FractureError
 from fracture.settings import Settings, check_data_path, get_settings, settings_problems
 from fracture.ui import loaders
-from fracture.ui.demo import demo_studies
-from fracture.ui.directory_mode import leave_directory_mode
+from fracture.ui.demo import demo_studies, ensure_demo_dataset, start_demo_build
+from fracture.ui.navigation import run_under_app
 
 if TYPE_CHECKING:
     from fracture.data.manifest import Manifest
@@ -26,8 +26,12 @@ CONTEXT_KEY = "fracture_active_context"
 DATASET_SOURCE_KEY = "sidebar_dataset_source"
 DATASET_PATH_KEY = "sidebar_dataset_path"
 MODEL_KEY = "sidebar_model"
+FOUND_KEY = "sidebar_dataset_found"
 DEMO_SOURCE = "Built-in demo"
 FOLDER_SOURCE = "Folder path"
+DEMO_LABEL = "demo (synthetic)"
+DEMO_PENDING = ("The built-in demo set is being generated in the background (first start only, "
+                "about 15 s); a page that needs it waits for it.")
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,13 @@ class ActiveContext:
         return Path(self.checkpoint.path) if self.checkpoint is not None else None
 
 
+def _use_found_dataset() -> None:
+    """The dropdown's choice becomes the typed folder (the text box stays free to edit)."""
+    chosen = st.session_state.get(FOUND_KEY)
+    if chosen:
+        st.session_state[DATASET_PATH_KEY] = chosen
+
+
 def _dataset_sidebar(settings: Settings) -> tuple[Path | None, str, str | None]:
     st.sidebar.subheader("Dataset")
     source = st.sidebar.radio(  # in the URL: a reload (or a shared link) keeps the dataset
@@ -66,15 +77,30 @@ def _dataset_sidebar(settings: Settings) -> tuple[Path | None, str, str | None]:
              "a MURA-v1.1, FracAtlas or class-folder dataset under an allowed data root.",
     )
     if source == DEMO_SOURCE:
+        if start_demo_build(settings.demo_dir, studies=demo_studies()):  # Home does not wait for it
+            st.sidebar.caption("⏳ " + DEMO_PENDING)
+            return None, DEMO_LABEL, DEMO_PENDING
         root = Path(loaders.demo_dataset_root(str(settings.demo_dir), demo_studies()))
-        return root, "demo (synthetic)", None
+        return root, DEMO_LABEL, None
+    found = {str(d.path): d for d in loaders.found_datasets(tuple(str(r) for r in settings.data_roots),
+                                                             str(settings.demo_dir))}
+    if found:
+        typed_now = str(st.session_state.get(DATASET_PATH_KEY) or "").strip()
+        st.session_state[FOUND_KEY] = typed_now if typed_now in found else None
+        st.sidebar.selectbox(
+            "Datasets found", [None, *found], key=FOUND_KEY, on_change=_use_found_dataset,
+            format_func=lambda p: "— pick one, or type a folder below —" if p is None
+            else f"{found[p].path.name} ({found[p].layout})",
+            help="Dataset folders under the allowed data roots: "
+                 + ", ".join(str(r) for r in settings.data_roots))
     typed = st.sidebar.text_input(
         "Dataset folder", key=DATASET_PATH_KEY, bind="query-params",
         placeholder=str(settings.data_roots[0]) if settings.data_roots else "",
         help="Allowed roots: " + ", ".join(str(r) for r in settings.data_roots),
     ).strip()
     if not typed:
-        message = "Type a dataset folder in the sidebar (or switch to the built-in demo)."
+        message = ("Pick a dataset found under the allowed roots, or type a folder, in the sidebar "
+                   "(or switch to the built-in demo).")
         st.sidebar.info(message)
         return None, "", message
     try:
@@ -173,12 +199,13 @@ def render_sidebar(*, remember: bool = True) -> ActiveContext:
 def active_context() -> ActiveContext:
     """The sidebar's choice for this run (drawn now if the page runs on its own).
 
-    A page runs on its own when Streamlit serves it without the entry script,
-    as ``AppTest.switch_page`` does.
+    A page runs on its own when Streamlit serves it without the entry script
+    (a fresh server's first request in directory mode): it reruns under
+    ``app.py`` (:func:`fracture.ui.navigation.run_under_app`).
     """
     context = st.session_state.get(CONTEXT_KEY)
     if context is None:
-        leave_directory_mode()
+        run_under_app()
         context = render_sidebar(remember=False)
     return context
 
@@ -188,8 +215,20 @@ def forget_context() -> None:
     st.session_state.pop(CONTEXT_KEY, None)
 
 
+def dataset_root(context: ActiveContext) -> Path | None:
+    """The active dataset folder, waiting for a demo set still being generated (the first page that
+    needs it waits, Home never does); None when no dataset is active."""
+    if context.dataset_root is None and context.dataset_error == DEMO_PENDING:
+        with st.spinner("Generating the built-in demo dataset (first start only)…"):
+            return Path(ensure_demo_dataset(context.settings.demo_dir, studies=demo_studies()))
+    return context.dataset_root
+
+
 def require_manifest(context: ActiveContext) -> "Manifest":
     """The active dataset's manifest, or an info box and a stop of this page run."""
+    root = dataset_root(context)
+    if root is not None:
+        return loaders.load_manifest(root)
     if context.dataset_root is None:
         st.info(context.dataset_error or "No dataset is active: pick one in the sidebar.")
         st.stop()

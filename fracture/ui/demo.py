@@ -11,6 +11,7 @@ import fcntl
 import logging
 import os
 import shutil
+import threading
 from pathlib import Path
 
 # One default size for the app, the CLI and the quick-demo bench.
@@ -79,3 +80,35 @@ def ensure_demo_dataset(demo_dir: str | Path, *, studies: int | None = None, see
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return demo_dir
+
+
+_builds: dict[str, threading.Thread] = {}
+_builds_lock = threading.Lock()
+
+
+def start_demo_build(demo_dir: str | Path, *, studies: int | None = None) -> bool:
+    """Generate the demo set in a background thread unless it is ready or already being built.
+
+    Why: Home and the real-X-ray gallery need no demo set, so the first page a
+    person opens must not wait ~15 s for it; a page that reads the dataset
+    calls :func:`ensure_demo_dataset`, which waits for this build (file lock).
+
+    Returns:
+        True while a build is running (or was just started), False when the set is ready.
+    """
+    if demo_ready(demo_dir):
+        return False
+    key = str(Path(demo_dir).resolve())
+    with _builds_lock:
+        thread = _builds.get(key)
+        if thread is None or not thread.is_alive():
+            def build() -> None:
+                try:
+                    ensure_demo_dataset(demo_dir, studies=studies)
+                except Exception:  # noqa: BLE001 - a page that needs the set retries and shows the error
+                    log.exception("background demo generation in %s failed", demo_dir)
+
+            thread = threading.Thread(target=build, name="fracture-demo-build", daemon=True)
+            _builds[key] = thread
+            thread.start()
+    return True

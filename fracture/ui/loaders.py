@@ -57,6 +57,14 @@ def demo_dataset_root(demo_dir: str, studies: int) -> str:
     return str(ensure_demo_dataset(demo_dir, studies=studies))
 
 
+@st.cache_data(ttl=60, show_spinner=False)
+def found_datasets(roots: tuple[str, ...], demo_dir: str) -> list[Any]:
+    """Dataset folders under the allowed roots (the demo folder left out), re-listed once a minute."""
+    from fracture.data.discover import find_datasets
+
+    return find_datasets([Path(r) for r in roots], skip=[Path(demo_dir)])
+
+
 @st.cache_resource(show_spinner="Scanning the dataset…", max_entries=4)
 def _open_dataset(root: str, signature: str) -> "Manifest":
     from fracture.data import open_dataset

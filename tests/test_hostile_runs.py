@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fracture.errors import TrainingError
+from fracture.errors import FractureError, TrainingError
 from fracture.train import TrainConfig, read_events, run_status
 from fracture.train import append_log as append_log_module
 from fracture.train.events import EVENTS_FILE, PID_FILE, EventLog, record_failure
@@ -534,8 +534,8 @@ def test_a_fifo_named_events_jsonl_is_refused_not_waited_on(demo_root, tmp_path)
     os.mkfifo(run_dir / EVENTS_FILE)
     with pytest.raises(NotRegularFileError, match="FIFO"):
         EventLog(run_dir)
-    with pytest.raises(NotRegularFileError):  # a typed error, the CLI's one line
-        train(tiny_config(demo_root, tmp_path), run_dir)
+    with pytest.raises(FractureError, match="events.jsonl"):  # a typed error, the CLI's one line
+        train(tiny_config(demo_root, tmp_path), run_dir)  # (refused as a file this run did not write)
     assert not (run_dir / LOCK_FILE).exists()
 
 

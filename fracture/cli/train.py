@@ -126,7 +126,7 @@ def _install_stop_handlers(stop: threading.Event) -> None:
 def run(args: argparse.Namespace) -> int:
     from fracture.util.files import atomic_write_text
     from fracture.util.allocator import keep_freed_memory
-    from fracture.train.events import PID_FILE
+    from fracture.train.events import CONFIG_FILE, PID_FILE
     from fracture.train.run_lock import claim_run_dir
     from fracture.train.trainer import train
 
@@ -163,10 +163,19 @@ def run(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0") or 0) != 0:
         train(config, run_dir, stop_event=stop, resume=resume)
         return 0
-    with claim_run_dir(run_dir, resume=resume):
+    # The launcher writes the run's config.json into the folder and passes it as --config: ours.
+    own = {CONFIG_FILE} if args.config and _same_file(Path(args.config), run_dir / CONFIG_FILE) else set()
+    with claim_run_dir(run_dir, resume=resume, own_files=own):
         atomic_write_text(run_dir / PID_FILE, str(os.getpid()))
         train(config, run_dir, callback=echo, stop_event=stop, resume=resume)
     return 0  # a stop on request is a clean end: the run's last event says "cancelled"
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except (OSError, RuntimeError):
+        return False
 
 
 def _fmt(value) -> str:

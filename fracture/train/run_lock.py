@@ -30,13 +30,18 @@ from pathlib import Path
 
 from fracture.util.files import read_pid
 from fracture.errors import TrainingError
-from fracture.train.events import EVENTS_FILE, run_status
+from fracture.train.events import EVENTS_FILE, PID_FILE, run_status
 
 log = logging.getLogger(__name__)
 
 LOCK_FILE = "train.lock"
 #: Environment variable through which a launcher passes its locked descriptor to the child.
 INHERIT_ENV = "FRACTURE_RUN_LOCK_FD"
+#: What may already lie in a folder a new run starts in: the lock, and what the launcher writes
+#: before the process starts (its pid and ``launcher.STDOUT_FILE``; the launcher imports this module).
+#: Anything else (a ``config.json``, ``metrics.json`` or ``predictions_test.csv`` from elsewhere) would
+#: be overwritten by the run, so the folder is refused.
+START_FILES = frozenset({LOCK_FILE, PID_FILE, "stdout.log"})
 
 _held: dict[str, "_Held"] = {}  # lock path -> this process's hold (re-entrant)
 _guard = threading.Lock()
@@ -105,17 +110,30 @@ class RunClaim:
         self.release()
 
 
-def claim_run_dir(run_dir: str | Path, *, resume: bool = False) -> RunClaim:
+def claim_run_dir(run_dir: str | Path, *, resume: bool = False, own_files: frozenset[str] | set[str] = frozenset()
+                  ) -> RunClaim:
     """Take the folder's run lock; refuse a folder that already holds a run unless resuming.
 
     Re-entrant within a thread (the CLI claims, then ``train()`` claims again).
 
+    Args:
+        own_files: names this run wrote itself before claiming (the launcher's
+            ``config.json``), accepted beside :data:`START_FILES` in a new run's folder.
+
     Raises:
-        TrainingError: another live process trains there (its pid is named), or
-            the folder holds a run (finished, failed, cancelled) and ``resume`` is False.
+        TrainingError: ``run_dir`` is a file (or cannot be made), another live
+            process trains there (its pid is named), the folder holds a run
+            (finished, failed, cancelled) and ``resume`` is False, or a new run's
+            folder holds files the run did not write (named; nothing is touched).
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise TrainingError(f"{run_dir}: exists and is not a folder; give a new folder as --out")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a parent is a file, read-only, ...
+        raise TrainingError(f"{run_dir}: cannot create the run folder ({exc.strerror or exc}); "
+                            "give a new folder as --out") from None
     path = run_dir / LOCK_FILE
     key = os.path.realpath(path)  # one folder, however it is spelled
     with _guard:
@@ -125,6 +143,7 @@ def claim_run_dir(run_dir: str | Path, *, resume: bool = False) -> RunClaim:
                 f"{run_dir}: a training is already running in this folder (this process {os.getpid()}, "
                 "another thread); wait for it, or choose another --out"
             )
+        reentrant = held is not None
         if held is not None:
             held.depth += 1
         else:
@@ -138,6 +157,8 @@ def claim_run_dir(run_dir: str | Path, *, resume: bool = False) -> RunClaim:
     if not resume:
         try:
             _refuse_existing_run(run_dir)
+            if not reentrant:  # the outer claim checked the folder; files written since are ours
+                _refuse_foreign_files(run_dir, START_FILES | set(own_files))
         except BaseException:
             claim.release()
             raise
@@ -223,3 +244,16 @@ def _refuse_existing_run(run_dir: Path) -> None:
     hint = "resume it (--resume) or choose another --out" if status.state in ("cancelled", "stale", "running") \
         else "choose another --out, or delete the folder to train there again"
     raise TrainingError(f"{run_dir}: already holds a {status.state} run; {hint}")
+
+
+def _refuse_foreign_files(run_dir: Path, allowed: frozenset[str] | set[str]) -> None:
+    """A new run writes ``config.json``, ``metrics.json``, ``predictions_*.csv``...: refuse a folder
+    where such files (or any others) already lie, rather than overwrite what this run did not create."""
+    foreign = sorted(p.name for p in run_dir.iterdir()
+                     if p.name not in allowed and not p.name.startswith(".") and not p.name.endswith(".tmp"))
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise TrainingError(
+            f"{run_dir}: holds files this run did not write ({shown}); a new run would overwrite them. "
+            "Choose a new or empty folder as --out"
+        )

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from fracture.serve.batch import CSV_COLUMNS, _ood_flag, predict_files, predict_folder, write_report
+from fracture.serve.batch import CSV_COLUMNS, predict_files, predict_folder, write_report
 from fracture.checkpoints.format import save_checkpoint
 from fracture.cli import main
 from fracture.errors import ConfigError
@@ -151,14 +151,6 @@ def test_cli_batch(folder, checkpoint, tmp_path, capsys):
     assert (out / "predictions.csv").is_file() and (out / "report.html").is_file()
     assert main(["batch", str(folder), "--out", str(out), "--checkpoint", str(checkpoint)]) == 2
     assert "--overwrite" in capsys.readouterr().err
-
-
-def test_ood_flag_reads_the_predictor_output():
-    assert _ood_flag(None) is None
-    assert _ood_flag(True) is True
-    assert _ood_flag({"score": 3.1, "threshold": 2.0, "flagged": True}) is True  # fracture.gate.ood's result
-    assert _ood_flag({"score": 0.2, "threshold": 2.0, "flagged": False}) is False
-    assert _ood_flag(type("Ood", (), {"is_ood": True})()) is True
 
 
 def test_a_calibrated_model_reports_calibrated_probabilities_and_threshold(folder, checkpoint, tmp_path):

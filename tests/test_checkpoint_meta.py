@@ -16,7 +16,7 @@ from fracture.checkpoints.format import (
     load_checkpoint,
     read_checkpoint_meta,
     read_meta,
-    read_ood_arrays,
+    read_extra_arrays,
     save_checkpoint,
     update_checkpoint_meta,
 )
@@ -147,7 +147,7 @@ def test_nan_inf_or_zero_ood_statistics_are_refused(good, tmp_path, tensor, valu
     with pytest.raises(CheckpointError, match=r"ood"):
         load_checkpoint(path)
     with pytest.raises(CheckpointError, match=r"ood"):
-        read_ood_arrays(path)
+        read_extra_arrays(path)
 
 
 def test_a_bad_block_is_listed_with_its_error_and_never_offered(good, tmp_path):

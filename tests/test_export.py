@@ -59,7 +59,12 @@ def test_export_carries_the_metadata_and_is_written_atomically(tmp_path):
     assert out.is_file()
     assert [p.name for p in out.parent.iterdir()] == ["m.onnx"]  # no temporary file left behind
     props = read_onnx_metadata(out)
-    assert json.loads(props["threshold"]) == pytest.approx(0.37)
+    # Thresholds are named with their scale; "threshold" is the one predict uses (calibrated).
+    decision = json.loads(props["decision"])
+    assert decision["threshold_uncalibrated"] == pytest.approx(0.37)
+    calibrated = 1 / (1 + np.exp(-np.log(0.37 / 0.63) / 1.5))
+    assert decision["threshold_calibrated"] == pytest.approx(calibrated)
+    assert json.loads(props["threshold"]) == pytest.approx(calibrated)
     assert json.loads(props["preprocess"])[0]["op"] == "clahe"
     assert json.loads(props["class_names"]) == ["normal", "abnormal"]
     assert json.loads(props["normalization"])["std"] == [0.229, 0.224, 0.225]
@@ -143,7 +148,9 @@ def test_backend_choice_from_flag_and_environment(monkeypatch):
         onnx_backend.select_backend("fast")
 
 
-def test_predict_images_on_both_backends_and_the_export_cache(tmp_path, monkeypatch, demo_images):
+def test_the_scorer_on_both_backends_and_the_export_cache(tmp_path, monkeypatch, demo_images):
+    from fracture.serve.scorer import Scorer
+
     monkeypatch.setenv("FRACTURE_CACHE_DIR", str(tmp_path / "cache"))
     ckpt = _checkpoint(tmp_path / "m.safetensors")
     from fracture.preprocess.pipeline import Pipeline
@@ -153,20 +160,22 @@ def test_predict_images_on_both_backends_and_the_export_cache(tmp_path, monkeypa
     seen = []
     probs = {}
     for backend in ("torch", "onnx"):
-        p, body, used = onnx_backend.predict_images(ckpt, lambda q: images[q], len(images), backend=backend,
-                                                   device="cpu", batch_size=4, progress=seen.append)
-        assert used == backend and body is None
-        probs[backend] = p
+        scorer = Scorer.from_checkpoint(ckpt, backend=backend, device="cpu")
+        scores = scorer.score_fetch(lambda q: images[q], len(images), chunk=4, progress=seen.append)
+        assert scorer.backend == backend and scores.body_probs is None
+        probs[backend] = scores.probs
     assert np.abs(probs["torch"] - probs["onnx"]).max() <= PARITY_TOLERANCE
     assert [(e.done, e.total) for e in seen] == [(4, 6), (6, 6)] * 2
     cached = onnx_backend.cached_onnx_path(ckpt)
     stamp = cached.stat().st_mtime_ns
-    onnx_backend.load_runner(ckpt, backend="onnx")  # the second load reuses the export
+    Scorer.from_checkpoint(ckpt, backend="onnx")  # the second load reuses the export
     assert cached.stat().st_mtime_ns == stamp
 
 
 def test_cancel_stops_between_chunks(tmp_path, monkeypatch):
     import threading
+
+    from fracture.serve.scorer import Scorer
 
     monkeypatch.setenv("FRACTURE_CACHE_DIR", str(tmp_path / "cache"))
     ckpt = _checkpoint(tmp_path / "m.safetensors")
@@ -178,9 +187,9 @@ def test_cancel_stops_between_chunks(tmp_path, monkeypatch):
         done.append(event.done)
         cancel.set()
 
+    scorer = Scorer.from_checkpoint(ckpt, backend="torch", device="cpu")
     with pytest.raises(onnx_backend.InferenceCancelled):
-        onnx_backend.predict_images(ckpt, lambda q: images[q], 10, backend="torch", device="cpu", batch_size=4,
-                                   progress=progress, cancel=cancel)
+        scorer.score_fetch(lambda q: images[q], 10, chunk=4, progress=progress, cancel=cancel)
     assert done == [4]
 
 

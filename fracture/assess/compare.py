@@ -82,7 +82,8 @@ def predict_split(
     from fracture.checkpoints.format import read_checkpoint_meta
     from fracture.data import SPLITS, open_dataset
     from fracture.serve.inference import body_part_indices
-    from fracture.serve.onnx_backend import predict_images, preparation_progress
+    from fracture.serve.onnx_backend import preparation_progress
+    from fracture.serve.scorer import Scorer
 
     checkpoint = Path(checkpoint)
     if split not in (*SPLITS, "all"):
@@ -113,10 +114,10 @@ def predict_split(
     body = None
     if meta.get("multitask"):
         body = body_part_indices(frame["body_part"].iloc[positions].tolist(), meta.get("body_parts") or [])
-    probs, _, used = predict_images(
-        checkpoint, lambda p: cache.get_batch(positions[p]), len(positions), backend=backend, device=device,
-        body_parts=body, tta_hflip=bool(meta.get("tta_hflip")), progress=on_progress, cancel=cancel,
-    )
+    scorer = Scorer.from_checkpoint(checkpoint, backend=backend, device=device)
+    scores = scorer.score_fetch(lambda p: cache.get_batch(positions[p]), len(positions), body_parts=body,
+                                progress=on_progress, cancel=cancel, features=False)
+    probs, used = scores.probs_uncalibrated, scorer.backend  # cached uncalibrated; evaluate_checkpoint calibrates
     log.info("%s: %d images predicted with %s", checkpoint.name, len(positions), used)
     out = frame.iloc[positions][PREDICTION_COLUMNS[:-1]].copy()
     out["prob"] = probs

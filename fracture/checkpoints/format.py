@@ -486,24 +486,30 @@ def load_checkpoint(path: str | Path, *, map_location: Any = "cpu") -> tuple[Fra
 
 
 # ------------------------------------------------------------ the one metadata writer
-def read_ood_arrays(path: str | Path) -> dict[str, Any]:
-    """The ``ood.*`` statistics of a checkpoint as float64 numpy arrays, checked; without torch.
+def read_extra_arrays(path: str | Path) -> dict[str, Any]:
+    """Every ``ood.*`` tensor of a checkpoint (OOD statistics, radiograph gate) as float64 numpy, without torch.
+
+    The OOD statistics are checked (:func:`fracture.checkpoints.meta.check_ood_arrays`) when the
+    metadata has an ``ood`` block.
 
     Raises:
-        CheckpointError: the file lacks them or they hold NaN/inf (see :func:`fracture.checkpoints.meta.check_ood_arrays`).
+        CheckpointError: unreadable tensors, or OOD statistics that are missing or hold NaN/inf.
     """
     import numpy as np
     from safetensors import safe_open
 
     from fracture.checkpoints.meta import OOD_TENSORS, check_ood_arrays
 
+    meta = read_checkpoint_meta(path)
     try:
         with safe_open(str(path), framework="numpy") as handle:
-            arrays = {name: np.asarray(handle.get_tensor(name), dtype=np.float64) for name in OOD_TENSORS}
-    except (SafetensorError, OSError, KeyError) as exc:
-        raise CheckpointError(f"{path}: the OOD statistics (ood.* tensors) are unreadable ({exc}); "
+            arrays = {name: np.asarray(handle.get_tensor(name), dtype=np.float64)
+                      for name in handle.keys() if name.startswith(EXTRA_TENSOR_PREFIX)}
+    except (SafetensorError, OSError, TypeError) as exc:
+        raise CheckpointError(f"{path}: the ood.* tensors are unreadable ({exc}); "
                               "run `python -m fracture calibrate` again") from exc
-    check_ood_arrays(*arrays.values(), where=str(path))
+    if meta.get("ood") is not None:
+        check_ood_arrays(*(arrays[name] for name in OOD_TENSORS), where=str(path))
     return arrays
 
 

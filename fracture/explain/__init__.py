@@ -7,18 +7,24 @@ pytorch-grad-cam's computation of the same map.
 """
 from __future__ import annotations
 
-from fracture.explain.annotate import draw_boxes
-from fracture.explain.cam import METHODS
-from fracture.explain.forward import CamChoice, forward_with_cam, stored_choice
-from fracture.explain.gradcam import (
-    CAM_METHODS,
-    COLORMAPS,
-    gradcam,
-    heatmap_to_original,
-    overlay_heatmap,
-    reference_gradcam,
-)
-from fracture.explain.layers import LAYER_PRESETS, available_layers
+import importlib
+from typing import Any
+
+# Lazy re-exports (PEP 562): importing a submodule that needs no torch (names.py,
+# for checkpoint validation) must not import torch through this package.
+_HOMES = {
+    "draw_boxes": "annotate", "METHODS": "names", "LAYER_PRESETS": "names", "CamChoice": "forward",
+    "forward_with_cam": "forward", "stored_choice": "forward", "CAM_METHODS": "gradcam", "COLORMAPS": "gradcam",
+    "gradcam": "gradcam", "heatmap_to_original": "gradcam", "overlay_heatmap": "gradcam",
+    "reference_gradcam": "gradcam", "available_layers": "layers",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'fracture.explain' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"fracture.explain.{_HOMES[name]}"), name)
+
 
 __all__ = [
     "CAM_METHODS", "COLORMAPS", "LAYER_PRESETS", "METHODS", "CamChoice", "available_layers", "draw_boxes",

@@ -3,10 +3,9 @@
 Why: researchers and teachers run a model over whole folders, and nothing
 else turns that into a table or a page a person can send. Every file gets a
 row: an unreadable one has its ``error`` filled in, never dropped. The
-probabilities come from :func:`fracture.serve.onnx_backend.load_runner` (onnxruntime
-on a CPU); Grad-CAM heatmaps and the out-of-distribution flag need the torch
-:class:`fracture.serve.predictor.Predictor`, which is used instead when either is
-asked for or the checkpoint has an OOD detector (``meta["ood"]``).
+probabilities, labels and out-of-distribution flags come from the one scorer
+(:class:`fracture.serve.scorer.Scorer`): onnxruntime on a CPU unless ``backend``
+says otherwise; Grad-CAM heatmaps need torch, which is used when they are asked for.
 
 ``predictions.csv`` columns: :data:`CSV_COLUMNS` (``study`` added with
 study grouping). ``report.html`` is one self-contained file: summary counts, a
@@ -211,17 +210,6 @@ def _error_text(exc: Exception) -> str:
     return str(exc)
 
 
-def _ood_flag(value: Any) -> bool | None:
-    """The Predictor's ``ood`` output as a flag: a bool, or a dict/object with ``flagged`` (``fracture.gate.ood``)."""
-    if value is None or isinstance(value, (bool, np.bool_)):
-        return None if value is None else bool(value)
-    for key in ("flagged", "flag", "is_ood", "ood"):
-        inner = value.get(key) if isinstance(value, dict) else getattr(value, key, None)
-        if inner is not None:
-            return bool(inner)
-    return None
-
-
 def predict_files(
     items: Sequence[tuple[str, Source]],
     checkpoint: str | Path | None = None,
@@ -248,27 +236,21 @@ def predict_files(
         CheckpointError: no or an invalid checkpoint.
         InferenceCancelled: ``cancel`` was set.
     """
-    from fracture.checkpoints.format import read_checkpoint_meta
     from fracture.errors import CheckpointError
     from fracture.serve.predictor import default_checkpoint
+    from fracture.serve.scorer import Scorer
 
     checkpoint = checkpoint or default_checkpoint()
     if checkpoint is None:
         raise CheckpointError("no checkpoint given and no default model in weights/")
-    from fracture.evaluate.calibration import calibrated_threshold
-
-    meta = read_checkpoint_meta(checkpoint)
-    threshold = calibrated_threshold(meta)  # probabilities are shown calibrated when the model has a temperature
-    class_names = (str(meta["class_names"][0]), str(meta["class_names"][1]))
-    has_ood = bool(meta.get("ood"))
+    scorer = Scorer.from_checkpoint(checkpoint, backend=backend, device=device, need_heatmaps=cam)
+    threshold = scorer.threshold  # probabilities and threshold on the calibrated scale when the model has one
+    class_names = scorer.meta.class_names
+    has_ood = scorer.ood is not None
     started = time.monotonic()
     rows = [BatchRow(path=name, study=study_of(name) if studies else None) for name, _ in items]
     report = _reporter(len(items), started, progress)
-    if cam or has_ood:
-        used = _predict_with_predictor(items, rows, checkpoint, cam, class_names, threshold, device, report, cancel)
-    else:
-        used = _predict_with_runner(items, rows, checkpoint, meta, class_names, threshold, backend, device,
-                                    batch_size, report, cancel)
+    used = _predict_with_scorer(items, rows, scorer, cam, batch_size, report, cancel)
     result = BatchResult(
         rows=rows, checkpoint=Path(checkpoint).name, threshold=threshold, class_names=class_names, backend=used,
         seconds=time.monotonic() - started, source=source, has_ood=has_ood, cam=cam,
@@ -314,65 +296,40 @@ def _load(name: str, source: Source) -> np.ndarray:
     return load_image(source, name=name)
 
 
-def _predict_with_runner(items, rows, checkpoint, meta, class_names, threshold, backend, device, batch_size,
-                         report, cancel) -> str:
-    from fracture.evaluate.calibration import calibrate_probabilities
-    from fracture.serve.onnx_backend import load_runner
-    from fracture.preprocess.pipeline import Pipeline
+def _predict_with_scorer(items, rows, scorer, cam, batch_size, report, cancel) -> str:
+    """Load and prepare a chunk of files, score them in one batch, fill their rows (errors per file)."""
+    cam_choice = None
+    if cam:
+        from fracture.explain.gradcam import heatmap_to_original, overlay_heatmap
 
-    runner = load_runner(checkpoint, backend=backend, device=device)
-    pipeline = Pipeline.from_spec(meta["preprocess"])
-    multitask = bool(meta.get("multitask"))
+        cam_choice = scorer.stored_cam()
     for start in range(0, len(items), batch_size):
         _check_cancel(cancel, start, len(items))
-        ready, where = [], []
+        ready, shown, where = [], [], []
         for i in range(start, min(start + batch_size, len(items))):
             name, source = items[i]
             try:
                 image = _load(name, source)
-                ready.append(pipeline(image))
+                ready.append(scorer.prepare(image))
             except (FractureError, ValueError) as exc:
                 rows[i].error = _error_text(exc)
                 continue
             where.append(i)
+            shown.append(image if cam else None)
             if i < MAX_PICTURES:
                 rows[i].thumbnail = _jpeg(image)
         if ready:
-            stacked = np.stack(ready)
-            body = np.full(len(ready), -1, dtype=np.int64) if multitask else None
-            probs, _ = runner.predict(lambda p: stacked[p], len(ready), body_parts=body, batch_size=len(ready))
-            probs = calibrate_probabilities(meta, probs)
-            for i, p in zip(where, probs):
-                rows[i].probability = float(p)
-                rows[i].label = class_names[int(p >= threshold)]
+            scores = scorer.score(np.stack(ready), body_parts=scorer.body_indices(None, len(ready)), cam=cam_choice)
+            for j, i in enumerate(where):
+                rows[i].probability = float(scores.probs[j])
+                rows[i].label = scores.labels[j]
+                rows[i].ood = None if scores.ood is None else bool(scores.ood[j]["flagged"])
+                if cam_choice is not None and i < MAX_PICTURES:
+                    heatmap = heatmap_to_original(scores.heatmaps[j].cpu().numpy(), shown[j].shape[:2],
+                                                  scorer.pipeline.resize_mode)
+                    rows[i].heatmap = _jpeg(overlay_heatmap(shown[j], heatmap))
         report(min(start + batch_size, len(items)))
-    return runner.backend
-
-
-def _predict_with_predictor(items, rows, checkpoint, cam, class_names, threshold, device, report, cancel) -> str:
-    from fracture.explain.gradcam import overlay_heatmap
-    from fracture.serve.inference import resolve_device
-    from fracture.serve.predictor import Predictor
-
-    predictor = Predictor.from_checkpoint(checkpoint, device=str(resolve_device(device)))
-    for i, (name, source) in enumerate(items):
-        _check_cancel(cancel, i, len(items))
-        try:
-            image = _load(name, source)
-            prediction = predictor.predict([image], names=[name], with_cam=cam)
-        except (FractureError, ValueError) as exc:
-            rows[i].error = _error_text(exc)
-        else:
-            item = prediction.images[0]
-            rows[i].probability = float(item.prob)  # calibrated by the Predictor when the model has a temperature
-            rows[i].label = class_names[int(item.prob >= threshold)]
-            rows[i].ood = _ood_flag(getattr(item, "ood", None))
-            if i < MAX_PICTURES:
-                rows[i].thumbnail = _jpeg(item.image)
-                if item.heatmap is not None:
-                    rows[i].heatmap = _jpeg(overlay_heatmap(item.image, item.heatmap))
-        report(i + 1)
-    return "torch"
+    return scorer.backend
 
 
 def _group_studies(rows: Iterable[BatchRow], threshold: float, class_names: tuple[str, str]) -> list[StudyRow]:

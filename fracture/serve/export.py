@@ -13,14 +13,20 @@ preprocessing pipeline and normalisation stay data (in the file's
   the model's own guess is embedded, as in torch);
 - outputs ``probability`` ``(batch,)`` (flip TTA averaged in when the export
   has it; no temperature applied), ``logit`` ``(batch,)`` (the unmirrored
-  image's) and, multi-task, ``body_probability`` ``(batch, P)``.
+  image's), ``features`` ``(batch, F)`` (the unmirrored image's pooled
+  features: what the out-of-distribution score reads) and, multi-task,
+  ``body_probability`` ``(batch, P)``.
 
-``metadata_props`` carries ``fracture`` (the checkpoint's metadata as JSON)
-and the keys a consumer needs one by one: threshold, preprocess,
-class_names, normalization, image_size, in_chans, body_parts, tta_hflip,
-calibration, temperature and bias (when the checkpoint has them: calibrated
-probability = ``sigmoid(logit(probability) / temperature + bias)``, applied by the consumer, as
-fracture applies it after the forward pass), the source file's sha256.
+Self-describing: from the file alone (``metadata_props``, JSON values) a third
+party reproduces ``python -m fracture predict --json`` -- probability, label and
+OOD flag -- with any ONNX runtime (``tests/test_onnx_reproduce.py`` does it with
+OpenCV's DNN module): ``reproduce`` says every step in order (decode to 8-bit
+gray, the checkpoint's pipeline with the resize rule and its interpolation,
+normalisation, graph, calibration, threshold, OOD score); ``decision`` holds
+the thresholds named with their scale (``threshold_calibrated`` is the one
+``predict`` uses) and the operating points; ``ood`` the OOD statistics
+(base64 float32 little-endian) and threshold. ``fracture`` is the checkpoint's
+whole metadata. ``source_sha256`` is the checkpoint's digest.
 """
 from __future__ import annotations
 
@@ -43,13 +49,14 @@ from fracture.errors import CheckpointError, FractureError
 log = logging.getLogger(__name__)
 
 #: Bumped when the graph's inputs/outputs change (part of the export cache key).
-ONNX_EXPORT_VERSION = 1
+ONNX_EXPORT_VERSION = 2
 OPSET = 17
 INPUT_IMAGE = "image"
 INPUT_BODY = "body_part"
 OUTPUT_PROB = "probability"
 OUTPUT_LOGIT = "logit"
 OUTPUT_BODY = "body_probability"
+OUTPUT_FEATURES = "features"
 #: The issue's parity bar: max |torch - onnxruntime| probability difference.
 PARITY_TOLERANCE = 1e-4
 #: metadata_props keys copied one by one from the checkpoint metadata (JSON-encoded values).
@@ -94,38 +101,113 @@ def _graph_module(model, tta_hflip: bool):
             self.model = model
 
         def forward(self, image, body_part=None):
-            logit, body_logits = self.model(image, body_part=body_part)
+            features = self.model.forward_features(image)
+            logit, body_logits = self.model.forward_head(features, body_part=body_part)
             prob = torch.sigmoid(logit)
             if tta_hflip:
                 mirrored, _ = self.model(torch.flip(image, dims=[3]), body_part=body_part)
                 prob = (prob + torch.sigmoid(mirrored)) / 2
             if body_logits is None:
-                return prob, logit
-            return prob, logit, torch.softmax(body_logits, dim=1)
+                return prob, logit, features
+            return prob, logit, features, torch.softmax(body_logits, dim=1)
 
     return _Graph().eval()
 
 
-def _metadata_props(meta: dict[str, Any], tta_hflip: bool, source_sha256: str, source_name: str) -> dict[str, str]:
+def _b64_float32(array: Any) -> str:
+    import base64
+
+    return base64.b64encode(np.ascontiguousarray(np.asarray(array, dtype="<f4")).tobytes()).decode("ascii")
+
+
+def _metadata_props(checkpoint: Path, meta: dict[str, Any], tta_hflip: bool) -> dict[str, str]:
+    """Everything a consumer needs beside the graph, as ``metadata_props`` (JSON values where noted)."""
+    from fracture.checkpoints.format import read_extra_arrays
+    from fracture.checkpoints.meta import Calibration, CheckpointMeta
+
+    typed = CheckpointMeta.from_dict(meta, where=str(checkpoint))
+    size, mode = typed.image_size, typed.resize_mode
+    dump = lambda value: json.dumps(value, default=json_default)  # noqa: E731
+    decision = {
+        "threshold_calibrated": typed.shown_threshold(),
+        "threshold_uncalibrated": typed.threshold,
+        "rule": f"label = {typed.class_names[1]!r} when the calibrated probability >= threshold_calibrated, "
+                f"else {typed.class_names[0]!r} (the same as uncalibrated probability >= threshold_uncalibrated)",
+        "operating_points": [{"name": p["name"], "label": p["label"], "threshold_calibrated": p["threshold"],
+                              "threshold_uncalibrated": p["threshold_uncalibrated"]}
+                             for p in typed.operating_point_choices()],
+    }
+    calibration = None if typed.calibration is None else {
+        "method": typed.calibration.method, "temperature": typed.calibration.temperature,
+        "bias": typed.calibration.bias, "rule": Calibration.RULE.replace("p =", "p = output 'probability' =")}
+    ood = None
+    if typed.ood is not None:
+        arrays = read_extra_arrays(checkpoint)
+        ood = {
+            "method": typed.ood.method, "threshold": typed.ood.threshold, "flagged": "score > threshold",
+            "features": f"output {OUTPUT_FEATURES!r} (the unmirrored image), L2-normalised: x = f / max(||f||, 1e-12)",
+            "score": "c = x - mean; q = components @ c; r = max(||c||^2 - ||q||^2, 0); "
+                     "score = sqrt((sum(q^2 / variances[:k]) + r / variances[k]) / feature_dim)",
+            "feature_dim": typed.ood.feature_dim, "components": typed.ood.components,
+            "encoding": "base64 of float32 little-endian, row-major",
+            "mean": _b64_float32(arrays["ood.mean"]), "mean_shape": [typed.ood.feature_dim],
+            "components_matrix": _b64_float32(arrays["ood.components"]),
+            "components_shape": [typed.ood.components, typed.ood.feature_dim],
+            "variances": _b64_float32(arrays["ood.variances"]), "variances_shape": [typed.ood.components + 1],
+        }
+    reproduce = [
+        "1. decode the file to 8-bit gray (H, W): 8-bit gray/palette/RGB: ITU-R 601 luma (Pillow 'L'); 1-bit: 0 and "
+        "255; 16-bit, 32-bit and float images: linearly from the image's own min..max to 0..255, "
+        "uint8 = clip(rint((v - min) * 255 / (max - min)), 0, 255) (a constant image: all 0); alpha composited on "
+        "black; EXIF orientation applied; DICOM: modality LUT, VOI LUT or window, then min..max to 0..255 as above, "
+        "MONOCHROME1 inverted (255 - v); first frame of several",
+        "2. run the steps of 'preprocess' in order on the uint8 image (fracture.preprocess.pipeline); "
+        f"the resize step: {mode} to {size} x {size}: " + (
+            "scale = size / max(H, W), new_w = min(size, max(1, round(W * scale))), new_h likewise, "
+            "resize to (new_w, new_h), paste at top = (size - new_h) // 2, left = (size - new_w) // 2 on black"
+            if mode == "letterbox" else "each axis scaled to size on its own")
+        + "; interpolation: cv2.INTER_AREA on an axis that shrinks, cv2.INTER_LINEAR on one that grows (one "
+        "cv2.resize when both axes go the same way, else width first then height), Python round() is half to even",
+        f"3. x = (uint8 / 255 - mean) / std per channel (normalization); gray repeated to in_chans="
+        f"{typed.in_chans}; layout (batch, C, {size}, {size}) float32, input {INPUT_IMAGE!r}",
+        f"4. run the graph; output {OUTPUT_PROB!r} is the probability"
+        + (" averaged with the mirrored image's (tta_hflip, inside the graph)" if tta_hflip else ""),
+        "5. calibrated probability = sigmoid(logit(probability) / temperature + bias) with 'calibration' "
+        "(probability clipped to [1e-7, 1 - 1e-7] first); none: unchanged",
+        "6. label: see 'decision' (threshold_calibrated on the calibrated probability)",
+        "7. OOD flag: see 'ood' (score from output 'features')",
+        "8. a study: the mean of its images' calibrated probabilities against the same threshold",
+    ]
     props = {
-        "fracture": json.dumps(meta, default=json_default),
+        "fracture": dump(meta),
         "fracture_onnx_version": str(ONNX_EXPORT_VERSION),
-        "source_checkpoint": source_name,
-        "source_sha256": source_sha256,
-        "tta_hflip": json.dumps(bool(tta_hflip)),
+        "source_checkpoint": checkpoint.name,
+        "source_sha256": file_sha256(checkpoint),
+        "tta_hflip": dump(bool(tta_hflip)),
         "probability_rule": "sigmoid(logit)" + (", mean with the mirrored image" if tta_hflip else "")
-        + "; temperature (if any) not applied",
-        "inputs": json.dumps({INPUT_IMAGE: "float32 (batch, C, S, S), (x/255 - mean) / std",
-                              **({INPUT_BODY: "int64 (batch,), -1 = unknown"} if meta.get("multitask") else {})}),
+        + "; calibration not applied in the graph (see 'calibration')",
+        "inputs": dump({INPUT_IMAGE: "float32 (batch, C, S, S), (x/255 - mean) / std",
+                        **({INPUT_BODY: "int64 (batch,), -1 = unknown"} if meta.get("multitask") else {})}),
+        "reproduce": dump(reproduce),
+        "decision": dump(decision),
+        "threshold": dump(decision["threshold_calibrated"]),
+        "threshold_scale": "calibrated probability (threshold_uncalibrated in 'decision')",
+        "resize": dump({"size": size, "mode": mode, "interpolation_shrink": "INTER_AREA",
+                        "interpolation_enlarge": "INTER_LINEAR", "pad_value": 0}),
+        "input_mapping": dump({"bit_depth_16_32_float": "linear min..max of the image to 0..255",
+                               "bit_depth_1": "0 and 255", "monochrome1": "inverted", "colour": "ITU-R 601 luma",
+                               "alpha": "composited on black"}),
     }
     for key in CARRIED_KEYS:
-        if key in meta and meta[key] is not None:
-            props[key] = json.dumps(meta[key], default=json_default)
-    temperature = (meta.get("calibration") or {}).get("temperature") if isinstance(meta.get("calibration"), dict) else None
-    if temperature is not None:  # sigmoid(logit(probability) / T + bias); not applied in the graph
-        props["temperature"] = json.dumps(temperature)
-        props["bias"] = json.dumps(float((meta.get("calibration") or {}).get("bias") or 0.0))
+        if key in meta and meta[key] is not None and key not in ("threshold", "calibration"):
+            props[key] = dump(meta[key])
+    if calibration is not None:
+        props["calibration"] = dump(calibration)
+        props["temperature"] = dump(calibration["temperature"])
+        props["bias"] = dump(calibration["bias"])
         props["calibration_rule"] = "calibrated probability = sigmoid(logit(probability) / temperature + bias)"
+    if ood is not None:
+        props["ood"] = dump(ood)
     return props
 
 
@@ -155,7 +237,7 @@ def export_bytes(checkpoint: str | Path, *, tta_hflip: bool | None = None, opset
     multitask = bool(getattr(model, "num_body_parts", 0))
     args: tuple = (dummy, torch.full((2,), -1, dtype=torch.long)) if multitask else (dummy,)
     inputs = [INPUT_IMAGE, INPUT_BODY] if multitask else [INPUT_IMAGE]
-    outputs = [OUTPUT_PROB, OUTPUT_LOGIT, OUTPUT_BODY] if multitask else [OUTPUT_PROB, OUTPUT_LOGIT]
+    outputs = [OUTPUT_PROB, OUTPUT_LOGIT, OUTPUT_FEATURES] + ([OUTPUT_BODY] if multitask else [])
     buffer = io.BytesIO()
     try:
         with warnings.catch_warnings():
@@ -174,7 +256,7 @@ def export_bytes(checkpoint: str | Path, *, tta_hflip: bool | None = None, opset
         ) from exc
     proto = onnx.load_from_string(buffer.getvalue())
     del proto.metadata_props[:]
-    for key, value in _metadata_props(meta, tta, file_sha256(checkpoint), checkpoint.name).items():
+    for key, value in _metadata_props(checkpoint, meta, tta).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     proto.producer_name = "fracture-lab"

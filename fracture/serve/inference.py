@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import queue
-import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -118,55 +116,7 @@ def prepare_batch(images: np.ndarray, spec: InputSpec, device: torch.device) -> 
 
 
 # ----------------------------------------------------------------- batching
-def iterate_batches(
-    order: np.ndarray,
-    batch_size: int,
-    fetch: Callable[[np.ndarray], Any],
-    *,
-    prefetch: bool = True,
-) -> Iterator[Any]:
-    """Yield ``fetch(batch_positions)`` for consecutive slices of ``order``.
-
-    With ``prefetch`` the next batch is fetched on a background thread while
-    the caller works on the current one. Callers keep torch kernels off that
-    thread: on a CPU a second thread's kernels start a second OpenMP team that
-    fights the step's threads for the same cores.
-    """
-    slices = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    if not prefetch or len(slices) < 2:
-        for positions in slices:
-            yield fetch(positions)
-        return
-    results: queue.Queue = queue.Queue(maxsize=2)
-    stop = threading.Event()
-
-    def producer() -> None:
-        try:
-            for positions in slices:
-                if stop.is_set():
-                    return
-                results.put(("ok", fetch(positions)))
-            results.put(("done", None))
-        except BaseException as exc:  # re-raised in the consumer thread
-            results.put(("error", exc))
-
-    thread = threading.Thread(target=producer, daemon=True, name="batch-prefetch")
-    thread.start()
-    try:
-        while True:
-            kind, value = results.get()
-            if kind == "done":
-                return
-            if kind == "error":
-                raise value
-            yield value
-    finally:
-        stop.set()
-        while thread.is_alive():
-            try:
-                results.get_nowait()
-            except queue.Empty:
-                thread.join(timeout=0.05)
+from fracture.serve.batching import iterate_batches  # noqa: E402,F401  (torch-free, shared with onnxruntime)
 
 
 # --------------------------------------------------------------- forwarding

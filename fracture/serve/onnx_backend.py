@@ -22,6 +22,7 @@ of the torch module.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -126,11 +127,28 @@ def onnxruntime_available() -> bool:
     return True
 
 
+def cuda_present() -> bool:
+    """Whether a CUDA GPU is usable, without importing torch when it is not loaded yet.
+
+    With torch already imported its answer is used; otherwise the NVIDIA driver's
+    device list (``/proc/driver/nvidia/gpus``) and ``CUDA_VISIBLE_DEVICES`` decide, so the
+    onnxruntime path on a CPU machine never pays for importing torch.
+    """
+    if "torch" in sys.modules:
+        return bool(sys.modules["torch"].cuda.is_available())
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return False
+    gpus = Path("/proc/driver/nvidia/gpus")
+    try:
+        return gpus.is_dir() and any(gpus.iterdir())
+    except OSError:
+        return False
+
+
 def _device_is_cpu(device: str) -> bool:
     if device == "auto":
-        import torch
-
-        return not torch.cuda.is_available()
+        return not cuda_present()
     return str(device).split(":")[0] == "cpu"
 
 
@@ -250,7 +268,7 @@ def predict_batches(
     Conversion and normalisation run on the prefetch thread (numpy only), the
     session on the calling thread.
     """
-    from fracture.serve.inference import iterate_batches  # torch: imported when inference runs, not on import
+    from fracture.serve.batching import iterate_batches
 
     def prepared(positions: np.ndarray):
         return positions, normalize_uint8(fetch(positions), spec.in_chans, spec.mean, spec.std)
@@ -277,141 +295,82 @@ def predict_batches(
     return all_probs.astype(np.float64), (np.concatenate(body_probs) if body_probs else None)
 
 
-def cached_onnx_path(checkpoint: str | Path, cache_dir: str | Path | None = None) -> Path:
+def cached_onnx_path(checkpoint: str | Path, cache_dir: str | Path | None = None,
+                     source_sha256: str | None = None) -> Path:
     """Where the export of this checkpoint's content lives (it may not exist yet)."""
     from fracture.serve.export import ONNX_EXPORT_VERSION, file_sha256
     from fracture.settings import get_settings
 
     root = Path(cache_dir) if cache_dir else get_settings().cache_dir
-    return root / "onnx" / f"{file_sha256(checkpoint)[:32]}-v{ONNX_EXPORT_VERSION}.onnx"
+    digest = source_sha256 or file_sha256(checkpoint)
+    return root / "onnx" / f"{digest[:32]}-v{ONNX_EXPORT_VERSION}.onnx"
+
+
+def _cache_record(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def _verify_cached(path: Path, source_sha256: str) -> str | None:
+    """Why the cached export at ``path`` cannot be used for a checkpoint of ``source_sha256`` (None: it can).
+
+    Checked: the record beside it names that checkpoint digest and the file's own
+    sha256, and the file's metadata names the same checkpoint digest -- so a cut,
+    garbled or substituted graph is never run.
+    """
+    from fracture.errors import CheckpointError
+    from fracture.serve.export import file_sha256, read_onnx_metadata
+    from fracture.util.jsonio import read_json
+
+    if not path.is_file():
+        return "not exported yet"
+    try:
+        record = read_json(_cache_record(path), max_bytes=4096, error=CheckpointError)
+    except (FractureError, OSError) as exc:
+        return f"its record is missing or unreadable ({exc})"
+    if not isinstance(record, dict) or record.get("source_sha256") != source_sha256:
+        return "its record names another checkpoint"
+    if file_sha256(path) != record.get("onnx_sha256"):
+        return "the file's digest differs from the one recorded when it was exported (changed or substituted)"
+    try:
+        metadata = read_onnx_metadata(path)
+    except FractureError as exc:
+        return str(exc)
+    if metadata.get("source_sha256") != source_sha256:
+        return "its metadata names another checkpoint"
+    return None
 
 
 def load_onnx_model(checkpoint: str | Path, *, cache_dir: str | Path | None = None,
                     threads: int | None = None) -> OrtModel:
     """The checkpoint as an :class:`OrtModel`, exported on first use and cached on disk.
 
+    The cache is verified on every load (:func:`_verify_cached`: the checkpoint's digest
+    and the export's own); an export that fails the check is logged and made again.
+
     Raises:
-        CheckpointError: an invalid checkpoint.
+        CheckpointError: an invalid checkpoint, or an export onnxruntime cannot load
+            (the message names the cached file and how to clear it).
         ExportError: torch cannot export the network.
     """
-    from fracture.serve.export import export_onnx
+    from fracture.serve.export import export_onnx, file_sha256
+    from fracture.util.files import atomic_write_bytes
 
-    path = cached_onnx_path(checkpoint, cache_dir)
+    source = file_sha256(checkpoint)
+    path = cached_onnx_path(checkpoint, cache_dir, source)
     with _EXPORT_LOCK:
-        if not path.is_file():
-            log.info("exporting %s to ONNX for onnxruntime (once per checkpoint): %s", Path(checkpoint).name, path)
+        problem = _verify_cached(path, source)
+        if problem is not None:
+            if path.exists():
+                log.warning("cached ONNX export %s is not used (%s); exporting %s again", path, problem,
+                            Path(checkpoint).name)
+            else:
+                log.info("exporting %s to ONNX for onnxruntime (once per checkpoint): %s", Path(checkpoint).name, path)
+            _cache_record(path).unlink(missing_ok=True)
             export_onnx(checkpoint, path)
-    return OrtModel.from_file(path, threads=threads)
-
-
-# ------------------------------------------------------------- the dispatch point
-class Runner:
-    """A loaded model on one backend; ``predict`` has the meaning of ``inference.predict_batches``."""
-
-    def __init__(self, backend: str, model: Any, meta: dict[str, Any], device: Any) -> None:
-        from fracture.serve.inference import InputSpec
-
-        self.backend = backend
-        self.model = model
-        self.meta = meta
-        self.device = device
-        self.spec = InputSpec.from_meta(meta)
-
-    def predict(
-        self,
-        fetch: Callable[[np.ndarray], np.ndarray],
-        n_items: int,
-        *,
-        body_parts: np.ndarray | None = None,
-        tta_hflip: bool | None = None,
-        batch_size: int = DEFAULT_BATCH,
-        progress: Callable[[InferenceProgress], None] | None = None,
-        cancel: threading.Event | None = None,
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Probabilities (N,) and body-part probabilities or None, in chunks of ``batch_size``.
-
-        Progress is reported and ``cancel`` checked between chunks, on the
-        calling thread (so a page may draw from the callback).
-
-        Raises:
-            InferenceCancelled: ``cancel`` was set.
-        """
-        from fracture.serve import inference
-
-        tta = bool(self.meta.get("tta_hflip")) if tta_hflip is None else bool(tta_hflip)
-        forward = predict_batches if self.backend == "onnx" else inference.predict_batches
-        started = time.monotonic()
-        probs: list[np.ndarray] = []
-        bodies: list[np.ndarray] = []
-        for start in range(0, n_items, batch_size):
-            if cancel is not None and cancel.is_set():
-                raise InferenceCancelled(f"cancelled after {start} of {n_items} images; nothing was saved")
-            positions = np.arange(start, min(start + batch_size, n_items))
-            chunk_body = None if body_parts is None else np.asarray(body_parts)[positions]
-            p, b = forward(self.model, lambda q: fetch(positions[q]), len(positions), self.spec,
-                           device=self.device, batch_size=batch_size, body_parts=chunk_body, tta_hflip=tta)
-            probs.append(p)
-            if b is not None:
-                bodies.append(b)
-            if progress is not None:
-                progress(InferenceProgress("predicting", int(positions[-1]) + 1, n_items, time.monotonic() - started))
-        all_probs = np.concatenate(probs) if probs else np.zeros(0, dtype=np.float64)
-        return all_probs, (np.concatenate(bodies) if bodies else None)
-
-
-def load_runner(checkpoint: str | Path, *, backend: str | None = None, device: str = "auto",
-                cache_dir: str | Path | None = None) -> Runner:
-    """Load ``checkpoint`` on the backend :func:`select_backend` picks.
-
-    Under ``auto`` a network that does not export is logged once and run by
-    torch; a forced ``onnx`` raises instead.
-
-    Raises:
-        ConfigError: a bad backend name, or onnx forced without onnxruntime.
-        CheckpointError: an invalid checkpoint.
-        ExportError: onnx forced and the network does not export.
-    """
-    from fracture.checkpoints.format import read_checkpoint_meta
-    from fracture.serve.export import ExportError
-
-    chosen = select_backend(backend, device)
-    key = str(Path(checkpoint).resolve())
-    if chosen == "onnx" and not (requested_backend(backend) == "auto" and key in _FAILED_EXPORTS):
-        meta = read_checkpoint_meta(checkpoint)
-        try:
-            return Runner("onnx", load_onnx_model(checkpoint, cache_dir=cache_dir), meta, None)
-        except ExportError as exc:
-            if requested_backend(backend) == "onnx":
-                raise
-            _FAILED_EXPORTS[key] = str(exc)
-            log.warning("%s; running it with torch", exc)
-    from fracture.checkpoints.format import load_checkpoint
-    from fracture.serve.inference import resolve_device
-
-    dev = resolve_device("cpu" if device == "auto" and chosen == "onnx" else device)
-    model, meta = load_checkpoint(checkpoint, map_location=str(dev))
-    return Runner("torch", model.to(dev).eval(), meta, dev)
-
-
-def predict_images(
-    checkpoint: str | Path,
-    fetch: Callable[[np.ndarray], np.ndarray],
-    n_items: int,
-    *,
-    backend: str | None = None,
-    device: str = "auto",
-    body_parts: np.ndarray | None = None,
-    tta_hflip: bool | None = None,
-    batch_size: int = DEFAULT_BATCH,
-    progress: Callable[[InferenceProgress], None] | None = None,
-    cancel: threading.Event | None = None,
-    cache_dir: str | Path | None = None,
-) -> tuple[np.ndarray, np.ndarray | None, str]:
-    """Probabilities of preprocessed uint8 images on the chosen backend: ``(probs, body_probs, backend)``.
-
-    ``tta_hflip`` None follows the checkpoint. See :meth:`Runner.predict`.
-    """
-    runner = load_runner(checkpoint, backend=backend, device=device, cache_dir=cache_dir)
-    probs, body = runner.predict(fetch, n_items, body_parts=body_parts, tta_hflip=tta_hflip,
-                                 batch_size=batch_size, progress=progress, cancel=cancel)
-    return probs, body, runner.backend
+            record = {"source_sha256": source, "onnx_sha256": file_sha256(path), "source": Path(checkpoint).name}
+            atomic_write_bytes(_cache_record(path), json.dumps(record).encode("utf-8"))
+    try:
+        return OrtModel.from_file(path, threads=threads)
+    except FractureError as exc:
+        raise type(exc)(f"{exc}. This is the cached export of {checkpoint}: delete {path} to have it made again, "
+                        f"or run with --backend torch") from exc

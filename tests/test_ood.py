@@ -158,9 +158,14 @@ def test_predictor_reports_ood_per_image_and_calibrated_probabilities(tmp_path):
     payload = result.to_dict()
     for image in payload["images"]:
         assert set(image["ood"]) == {"score", "threshold", "flagged"}
-        assert image["probability"] == pytest.approx(float(apply_temperature(
-            [image["probability_uncalibrated"]], summary["temperature"], summary["bias"])[0]))
+    blob = payload["images"][0]
+    assert blob["gate"]["radiograph"] is True
+    assert blob["probability"] == pytest.approx(float(apply_temperature(
+        [blob["probability_uncalibrated"]], summary["temperature"], summary["bias"])[0]))
     assert payload["images"][1]["ood"]["flagged"] is True
+    # Noise is not a radiograph at all (the gate fitted beside the OOD score): no probability, no label.
+    assert payload["images"][1]["gate"]["radiograph"] is False and payload["images"][1]["label"] is None
+    assert payload["study_probability"] == pytest.approx(blob["probability"])
     assert payload["calibration"]["temperature"] == pytest.approx(summary["temperature"])
     assert payload["calibration"]["bias"] == pytest.approx(summary["bias"])
     json.dumps(payload)

@@ -20,6 +20,9 @@ def register(subparsers) -> None:
     parser.add_argument("--cam-method", help="heatmap method, e.g. gradcam, layercam, hirescam, gradcam++, eigencam "
                         "(default: the one the checkpoint stores, chosen on its validation split)")
     parser.add_argument("--cam-layer", help="heatmap layer: final, stride16, stride8 or fused (default: the stored one)")
+    parser.add_argument("--backend", choices=("auto", "torch", "onnx", "onnxruntime"),
+                        help="inference backend (default: $FRACTURE_INFERENCE_BACKEND, else auto: onnxruntime on a "
+                        "CPU, torch with --cam/--cam-out or on CUDA)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(func=run)
 
@@ -43,8 +46,13 @@ def run(args: argparse.Namespace) -> int:
         for note in item.notes:
             print(f"note: {note}", file=sys.stderr)
     images = [item.image for item in decoded]
+    from fracture.gate.radiograph import SourceFacts
+
+    sources = [SourceFacts.of(item) for item in decoded]  # DICOM modality, colour, bit depth for the gate
     del decoded
-    predictor = Predictor.from_checkpoint(checkpoint)
+    want_cam = bool(args.cam or args.cam_out)
+    backend = args.backend or ("torch" if want_cam else None)  # None: the environment, else auto
+    predictor = Predictor.from_checkpoint(checkpoint, backend=backend, need_heatmaps=want_cam)
     extra = None
     if args.preprocess:
         from fracture.preprocess.pipeline import Pipeline
@@ -52,10 +60,9 @@ def run(args: argparse.Namespace) -> int:
         extra = Pipeline.from_spec(args.preprocess).to_spec()
     elif args.clahe:
         extra = [{"op": "clahe"}]
-    want_cam = bool(args.cam or args.cam_out)
     result = predictor.predict(images, names=[Path(p).name for p in args.images], body_part=args.body_part,
                                extra_steps=extra, with_cam=want_cam, cam_method=args.cam_method,
-                               cam_layer=args.cam_layer)
+                               cam_layer=args.cam_layer, sources=sources)
     if want_cam:
         from fracture.explain.gradcam import overlay_heatmap
 
@@ -76,11 +83,19 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0
+    from fracture.gate.ood import unfamiliar_warning
+    from fracture.gate.radiograph import NOT_RADIOGRAPH
+
     for pred in result.images:
+        if not pred.is_radiograph:
+            print(f"{pred.name}: {NOT_RADIOGRAPH.format(reason=pred.gate['reason'])}")
+            continue
         print(f"{pred.name}: p={pred.prob:.3f} -> {pred.label}")
-        if pred.ood and pred.ood["flagged"]:
-            print(f"  warning: out of distribution (score {pred.ood['score']:.2f} > {pred.ood['threshold']:.2f}); "
-                  "this does not look like the radiographs the model was trained on, its probability is unreliable")
+        if (pred.gate or {}).get("unfamiliar"):
+            print(f"  note: {unfamiliar_warning(pred.gate['differences'])}")
+    if result.study_prob is None:
+        print(f"study: no prediction, none of the images is a radiograph (model {result.checkpoint})")
+        return 0
     print(f"study: p={result.study_prob:.3f} -> {result.study_label} (threshold {result.threshold:.3f}, "
           f"model {result.checkpoint})")
     if result.body_part:

@@ -46,7 +46,17 @@ METHOD = "mahalanobis-ppca"
 DEFAULT_COMPONENTS = 64
 TARGET_VAL_FLAG_RATE = 0.05
 TENSOR_NAMES = ("ood.mean", "ood.components", "ood.variances")
-WARNING = "This does not look like the radiographs this model was trained on; its probability is unreliable."
+WARNING = ("A radiograph unlike the ones this model was trained on; the prediction is shown, but treat it with "
+           "caution.")
+"""Level (b) wording (milder than level (a), :data:`fracture.gate.radiograph.NOT_RADIOGRAPH`): a label is still given."""
+
+
+def unfamiliar_warning(differences: list[str] | tuple[str, ...] = ()) -> str:
+    """The level (b) warning, saying how the radiograph differs when that is known."""
+    if not differences:
+        return WARNING
+    return (f"A radiograph unlike the ones this model was trained on: {'; '.join(differences)}. The prediction is "
+            "shown, but treat it with caution.")
 
 
 class OodError(FractureError):

@@ -26,32 +26,42 @@ log = logging.getLogger(__name__)
 @dataclass
 class ImagePrediction:
     name: str
-    prob: float
-    label: str
-    positive: bool
+    prob: float  # kept for measurement (the shortcut lab); never shown for a refused image
+    label: str | None  # None: the gate refused the image (not a radiograph)
+    positive: bool | None
     body_part: str | None
     body_part_prob: float | None
     image: np.ndarray = field(repr=False)
     heatmap: np.ndarray | None = field(default=None, repr=False)
     prob_uncalibrated: float | None = None  # before temperature scaling (None: the checkpoint has none)
     ood: dict[str, Any] | None = None  # {"score", "threshold", "flagged"}; None: no OOD data in the checkpoint
+    # Both levels of "is this something the model knows?" (fracture.gate.radiograph.check + differences):
+    # {"radiograph", "reason", "checked_by", "score", "threshold", "unfamiliar", "differences"}.
+    gate: dict[str, Any] | None = None
+
+    @property
+    def is_radiograph(self) -> bool:
+        """False when the gate refused the image (level a): it then has no label anywhere."""
+        return bool((self.gate or {}).get("radiograph", True))
 
     def to_dict(self) -> dict[str, Any]:
+        shown = self.is_radiograph  # a refused image gets no probability and no label
         return {
-            "name": self.name, "probability": self.prob, "label": self.label, "positive": self.positive,
-            "probability_uncalibrated": self.prob_uncalibrated,
+            "name": self.name, "probability": self.prob if shown else None, "label": self.label if shown else None,
+            "positive": self.positive if shown else None,
+            "probability_uncalibrated": self.prob_uncalibrated if shown else None,
             "body_part": self.body_part, "body_part_probability": self.body_part_prob,
             "height": int(self.image.shape[0]), "width": int(self.image.shape[1]),
-            "ood": self.ood,
+            "ood": self.ood, "gate": self.gate,
         }
 
 
 @dataclass
 class StudyPrediction:
     images: list[ImagePrediction]
-    study_prob: float
-    study_label: str
-    positive: bool
+    study_prob: float | None  # None (and no label) when the gate refused every image
+    study_label: str | None
+    positive: bool | None
     threshold: float
     class_names: tuple[str, str]
     body_part: str | None
@@ -68,14 +78,25 @@ class StudyPrediction:
         """Whether any image looks unlike the model's training radiographs."""
         return any(bool((p.ood or {}).get("flagged")) for p in self.images)
 
+    @property
+    def refused(self) -> list[ImagePrediction]:
+        """The images the gate found not to be radiographs (level a)."""
+        return [p for p in self.images if not p.is_radiograph]
+
+    @property
+    def unfamiliar(self) -> list[ImagePrediction]:
+        """Radiographs unlike the training data (level b), with their ``gate["differences"]``."""
+        return [p for p in self.images if p.is_radiograph and (p.gate or {}).get("unfamiliar")]
+
     def with_threshold(self, threshold: float, operating_point: str) -> "StudyPrediction":
         """The same probabilities labelled at another threshold (an operating point); no model run."""
         from dataclasses import replace
 
         images = [replace(p, positive=bool(p.prob >= threshold), label=self.class_names[int(p.prob >= threshold)])
-                  for p in self.images]
-        positive = bool(self.study_prob >= threshold)
-        return replace(self, images=images, positive=positive, study_label=self.class_names[int(positive)],
+                  if p.is_radiograph else p for p in self.images]
+        positive = None if self.study_prob is None else bool(self.study_prob >= threshold)
+        return replace(self, images=images, positive=positive,
+                       study_label=None if positive is None else self.class_names[int(positive)],
                        threshold=float(threshold), operating_point=operating_point)
 
     def to_dict(self) -> dict[str, Any]:
@@ -95,6 +116,10 @@ class StudyPrediction:
             "calibration": {"calibrated": self.temperature is not None, "temperature": self.temperature,
                             "bias": self.bias, "rule": "probability = sigmoid(logit(uncalibrated) / temperature + bias)"},
             "ood_flagged": self.ood_flagged,
+            "gate": {"radiograph": not self.refused or len(self.refused) < len(self.images),
+                     "refused": [p.name for p in self.refused], "unfamiliar": [p.name for p in self.unfamiliar],
+                     "reason": "; ".join(f"{p.name}: {p.gate['reason']}" for p in self.refused) or None,
+                     "rule": "images that are not radiographs get no label and are left out of the study mean"},
             "preprocess": self.preprocess,
             "images": [p.to_dict() for p in self.images],
         }
@@ -123,6 +148,9 @@ class Predictor:
         self.temperature, self.bias = temperature_of(meta), bias_of(meta)
         self.threshold = calibrated_threshold(meta)
         self.ood = OodDetector.from_checkpoint(meta, getattr(model, "checkpoint_extras", None))
+        from fracture.gate.radiograph import RadiographGate
+
+        self.gate = RadiographGate.from_checkpoint(meta, getattr(model, "checkpoint_extras", None), where=str(path))
         self.class_names = tuple(meta["class_names"])
         self.body_parts = list(meta.get("body_parts") or [])
         self.resize_mode = self.pipeline.resize_mode
@@ -166,6 +194,7 @@ class Predictor:
         with_cam: bool = True,
         cam_method: str | None = None,
         cam_layer: str | Sequence[str] | None = None,
+        sources: Sequence[Any] | None = None,
     ) -> StudyPrediction:
         """Predict one study: each image's probability, the study mean, label and body part.
 
@@ -177,6 +206,9 @@ class Predictor:
             cam_method, cam_layer: the heatmap (each None: the checkpoint's
                 stored choice, :attr:`cam_choice`); it comes from the same forward pass
                 as the probability (:func:`fracture.explain.forward.forward_with_cam`).
+            sources: per image what its file said (a ``DecodedImage`` or
+                :class:`fracture.gate.radiograph.SourceFacts`, or None): DICOM modality,
+                colour, bit depth, for the radiograph gate and the level (b) warning.
         Raises:
             PreprocessError: bad ``extra_steps``.
             ValueError: no images.
@@ -212,7 +244,7 @@ class Predictor:
         )
         raw_probs = probs_np
         probs_np = apply_temperature(raw_probs, self.temperature, self.bias)
-        ood = self.ood_results(batch)
+        ood, gates = self.gate_results(batch, np.stack([p[1] for p in prepared]), sources)
         results = []
         for i, (shown, _) in enumerate(prepared):
             heatmap = None
@@ -224,15 +256,17 @@ class Predictor:
             if body_probs is not None:
                 j = int(body_probs[i].argmax())
                 part, part_prob = self.body_parts[j], float(body_probs[i, j])
-            positive = bool(probs_np[i] >= self.threshold)
+            positive = bool(probs_np[i] >= self.threshold) if gates[i]["radiograph"] else None  # refused: no label
             results.append(ImagePrediction(
-                name=names[i], prob=float(probs_np[i]), label=self.class_names[int(positive)], positive=positive,
+                name=names[i], prob=float(probs_np[i]), positive=positive,
+                label=None if positive is None else self.class_names[int(positive)],
                 body_part=part, body_part_prob=part_prob, image=shown, heatmap=heatmap,
                 prob_uncalibrated=None if self.temperature is None else float(raw_probs[i]),
-                ood=None if ood is None else ood[i],
+                ood=None if ood is None else ood[i], gate=gates[i],
             ))
-        study_prob = float(np.mean(probs_np))
-        positive = study_prob >= self.threshold
+        kept = [p.prob for p in results if p.is_radiograph]  # refused images are left out of the study
+        study_prob = float(np.mean(kept)) if kept else None
+        positive = None if study_prob is None else bool(study_prob >= self.threshold)
         if body_part is not None:
             part, part_prob, source = body_part, None, "given"
         elif body_probs is not None:
@@ -242,7 +276,8 @@ class Predictor:
         else:
             part, part_prob, source = None, None, "none"
         return StudyPrediction(
-            images=results, study_prob=study_prob, study_label=self.class_names[int(positive)], positive=positive,
+            images=results, study_prob=study_prob, positive=positive,
+            study_label=None if positive is None else self.class_names[int(positive)],
             threshold=self.threshold, class_names=self.class_names, body_part=part, body_part_prob=part_prob,
             body_part_source=source, checkpoint=self.path.name, preprocess=list(extra_steps or []) + self.meta["preprocess"],
             temperature=self.temperature, bias=self.bias,
@@ -250,13 +285,34 @@ class Predictor:
 
     def ood_results(self, batch) -> list[dict[str, Any]] | None:
         """Per image ``{"score", "threshold", "flagged"}`` from the pooled features, or None without OOD data."""
+        return self.gate_results(batch, None, None)[0]
+
+    def gate_results(self, batch, prepared: np.ndarray | None, sources: Sequence[Any] | None
+                     ) -> tuple[list[dict[str, Any]] | None, list[dict[str, Any]]]:
+        """Per image the OOD block and the gate block (both levels), from one pass of pooled features.
+
+        ``prepared`` are the uint8 model inputs (for the gate's image statistics; None skips the pixel check).
+        """
         import torch
 
-        if self.ood is None:
-            return None
-        with torch.no_grad():
-            features = self.model.forward_features(batch).float().cpu().numpy()
-        return [self.ood.result(score) for score in self.ood.score(features)]
+        from fracture.gate.radiograph import SourceFacts, check, differences, image_statistics
+
+        n = int(batch.shape[0])
+        features = None
+        if self.ood is not None or (self.gate is not None and prepared is not None):
+            with torch.no_grad():
+                features = self.model.forward_features(batch).float().cpu().numpy()
+        ood = None if self.ood is None else [self.ood.result(score) for score in self.ood.score(features)]
+        scores = [None] * n
+        if self.gate is not None and prepared is not None:
+            scores = [float(v) for v in self.gate.probability(features, image_statistics(prepared))]
+        facts = [SourceFacts.of(s) for s in (sources or [None] * n)]
+        gates = []
+        for i in range(n):
+            verdict = check(facts[i], scores[i], self.gate)
+            how = differences(facts[i], None if ood is None else ood[i], self.body_parts) if verdict["radiograph"] else []
+            gates.append({**verdict, "unfamiliar": bool(how), "differences": how})
+        return ood, gates
 
     def explain(self, tensor, original_shape: tuple[int, int], body_part=None, method: str | None = None,
                 layer: str | Sequence[str] | None = None) -> np.ndarray:

@@ -20,8 +20,10 @@ class ImageLoadError(FractureError):
     Attributes:
         path: the file (or upload name) that failed.
         reason: a short machine-readable reason: ``empty``, ``not_an_image``,
-            ``truncated``, ``too_many_pixels``, ``too_large`` (file bytes),
-            ``unsupported``, ``no_pixels``, ``unreadable`` (also a FIFO,
+            ``truncated`` (data cut short), ``invalid`` (a header value is
+            invalid, or the decoder failed on the file), ``too_many_pixels``,
+            ``too_large`` (file bytes), ``unsupported`` (valid, but not a kind
+            this loader decodes), ``no_pixels``, ``unreadable`` (also a FIFO,
             device or folder: only regular files are opened).
     """
 

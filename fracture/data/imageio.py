@@ -51,6 +51,7 @@ import io
 import logging
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,16 +139,6 @@ class DecodedImage:
     format: str
     reduction: int = 1
     notes: tuple[str, ...] = ()
-    # What the file says about its source, for the "is this a radiograph?" gate (fracture.gate):
-    # bits per sample as stored, the colourfulness of the colour pixels before the gray conversion
-    # (Hasler & Suesstrunk; 0 for gray files) and a few DICOM tags (DICOM_SOURCE_TAGS) when present.
-    bit_depth: int = 8
-    colourfulness: float = 0.0
-    dicom: tuple[tuple[str, str], ...] = ()
-
-
-#: DICOM elements kept in :attr:`DecodedImage.dicom` (what the modality gate and the level-(b) warning read).
-DICOM_SOURCE_TAGS = ("Modality", "SOPClassUID", "BodyPartExamined", "PatientAge", "ImageType")
 
 
 def has_image_extension(path: str | os.PathLike[str]) -> bool:
@@ -196,7 +187,10 @@ def load_image(
 
     Raises:
         ImageLoadError: with ``reason`` one of ``empty``, ``not_an_image``,
-            ``truncated``, ``too_many_pixels``, ``too_large``, ``unsupported``,
+            ``truncated`` (data cut short), ``invalid`` (a header value is
+            invalid, or the decoder failed on the file: never a traceback),
+            ``too_many_pixels``, ``too_large``, ``unsupported`` (a valid file
+            this loader cannot decode, e.g. a float64 RGB TIFF),
             ``no_pixels``, ``unreadable`` (missing, no permission, or not a
             regular file: a FIFO, a device, a folder).
     """
@@ -227,13 +221,19 @@ def decode_image(
         ImageLoadError: as :func:`load_image`.
     """
     data, label, suffix = _read_source(source, name, max_bytes)
-    if _is_dicom(data, suffix):
-        decoded = _load_dicom(data, label, max_pixels, pixel_budget)
-    else:
-        decoded = _load_pillow(data, label, max_pixels, pixel_budget)
+    try:
+        if _is_dicom(data, suffix):
+            decoded = _load_dicom(data, label, max_pixels, pixel_budget)
+        else:
+            decoded = _load_pillow(data, label, max_pixels, pixel_budget)
+    except (ImageLoadError, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a parser of hostile bytes may raise anything: one typed reason
+        logger.debug("%s: the decoder failed", label, exc_info=True)  # the traceback goes to the log only
+        raise ImageLoadError(label, "invalid", f"the decoder failed on this file ({type(exc).__name__}: {exc})") \
+            from exc
     image = np.ascontiguousarray(decoded.image, dtype=np.uint8)
-    return DecodedImage(image, decoded.width, decoded.height, decoded.format, decoded.reduction, decoded.notes,
-                        decoded.bit_depth, decoded.colourfulness, decoded.dicom)
+    return DecodedImage(image, decoded.width, decoded.height, decoded.format, decoded.reduction, decoded.notes)
 
 
 def read_image_header(
@@ -290,7 +290,7 @@ def read_image_header(
                 header = ImageHeader(width, height, img.mode, img.format or "", _bit_depth(img))
                 fmt = img.format
         except UnidentifiedImageError as exc:
-            raise _unidentified(label, head, exc) from exc
+            raise _unidentified(label, _prefix(handle, head), exc) from exc
         except Image.DecompressionBombError as exc:
             raise ImageLoadError(label, "too_many_pixels", str(exc)) from exc
         except OSError as exc:
@@ -367,12 +367,49 @@ def _known_signature(data: bytes) -> str | None:
 
 def _unidentified(label: str, data: bytes, exc: Exception) -> ImageLoadError:
     fmt = _known_signature(data)
+    if fmt == "TIFF":
+        layout = _tiff_layout(data)
+        if layout is not None:
+            return ImageLoadError(label, "unsupported", f"{layout}, which Pillow cannot decode; save it as an 8- "
+                                  "or 16-bit grayscale or 8-bit RGB PNG or TIFF")
     if fmt is not None:
         return ImageLoadError(label, "truncated", f"starts like a {fmt} file but its header is incomplete")
     return ImageLoadError(
         label, "not_an_image",
         "not a PNG, JPEG, BMP, TIFF, GIF, WebP or DICOM file (is it a renamed document?)",
     )
+
+
+def _prefix(handle, head: bytes) -> bytes:
+    """The file's first :data:`_JPEG_HEADER_PROBE` bytes (enough for a TIFF's first directory), else ``head``."""
+    try:
+        handle.seek(0)
+        return handle.read(_JPEG_HEADER_PROBE) or head
+    except (OSError, ValueError):
+        return head
+
+
+def _tiff_layout(data: bytes) -> str | None:
+    """What a TIFF's first directory says (size, samples, bits, number kind) when the header is whole."""
+    from PIL import TiffImagePlugin
+
+    try:
+        with warnings.catch_warnings():  # Pillow warns about the cut directories this is asked about
+            warnings.simplefilter("ignore")
+            ifd = TiffImagePlugin.ImageFileDirectory_v2(data[:8])
+            handle = io.BytesIO(data)
+            handle.seek(ifd.next)
+            ifd.load(handle)
+            width, height = int(ifd[256]), int(ifd[257])
+    except Exception:  # noqa: BLE001 - a cut or garbled header: the caller says truncated
+        return None
+    bits = ifd.get(258, (1,))
+    bits = bits if isinstance(bits, tuple) else (bits,)
+    samples = int(ifd.get(277, len(bits)) or 1)
+    sample_format = ifd.get(339, 1)
+    code = sample_format[0] if isinstance(sample_format, tuple) and sample_format else sample_format
+    kind = {1: "unsigned integer", 2: "signed integer", 3: "floating point"}.get(int(code or 1), "other")
+    return f"a valid {width}x{height} TIFF with {samples} sample(s) of {bits[0]}-bit {kind} per pixel"
 
 
 def _open_failed(label: str, data: bytes, exc: OSError) -> ImageLoadError:
@@ -443,7 +480,6 @@ def _load_pillow(data: bytes, label: str, max_pixels: int, pixel_budget: int | N
             _check_jpeg_fill(img, data, jpeg, draft, label)
         swapped = _exif_swaps_axes(img)
         ImageOps.exif_transpose(img, in_place=True)
-        bits, colour = _bit_depth(img), _colourfulness_pil(img)
         gray = _to_gray(img, label)
     if factor > 1:
         target = (target_h, target_w) if not swapped else (target_w, target_h)
@@ -452,24 +488,7 @@ def _load_pillow(data: bytes, label: str, max_pixels: int, pixel_budget: int | N
             f"{label}: {width}x{height} is over the {pixel_budget:,}-pixel limit per image; "
             f"reduced by {factor} to {gray.shape[1]}x{gray.shape[0]}"
         )
-    return DecodedImage(gray, width, height, fmt, factor, tuple(notes), bits, colour)
-
-
-def colourfulness(rgb: np.ndarray) -> float:
-    """Hasler & Suesstrunk's colourfulness of an (H, W, 3) image: ~0 for gray, > 15 for most photos."""
-    rgb = np.asarray(rgb, dtype=np.float64)[..., :3]
-    rg = rgb[..., 0] - rgb[..., 1]
-    yb = 0.5 * (rgb[..., 0] + rgb[..., 1]) - rgb[..., 2]
-    return float(math.hypot(rg.std(), yb.std()) + 0.3 * math.hypot(rg.mean(), yb.mean()))
-
-
-def _colourfulness_pil(img: Image.Image) -> float:
-    """Colourfulness of a 8-bit colour image from a small thumbnail (0 for gray modes)."""
-    if img.mode not in ("RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "P", "PA", "LAB", "HSV"):
-        return 0.0
-    thumb = img.convert("RGB")
-    thumb.thumbnail((128, 128))
-    return colourfulness(np.asarray(thumb))
+    return DecodedImage(gray, width, height, fmt, factor, tuple(notes))
 
 
 def _frame_count(img: Image.Image) -> int:
@@ -782,8 +801,10 @@ def _read_dicom(source, label: str, *, stop_before_pixels: bool):
         ds = pydicom.dcmread(source, force=True, stop_before_pixels=stop_before_pixels)
     except InvalidDicomError as exc:
         raise ImageLoadError(label, "not_an_image", f"not a DICOM file: {exc}") from exc
-    except (EOFError, ValueError, KeyError) as exc:
-        raise ImageLoadError(label, "truncated", f"DICOM header is cut short or corrupt: {exc}") from exc
+    except EOFError as exc:
+        raise ImageLoadError(label, "truncated", f"DICOM header is cut short: {exc}") from exc
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+        raise ImageLoadError(label, "invalid", f"DICOM header is corrupt or holds an invalid value: {exc}") from exc
     except OSError as exc:
         raise ImageLoadError(label, "unreadable", _os_error_detail(exc)) from exc
     file_meta = getattr(ds, "file_meta", None)
@@ -792,6 +813,25 @@ def _read_dicom(source, label: str, *, stop_before_pixels: bool):
         # a forced parse of something that is not DICOM at all
         raise ImageLoadError(label, "not_an_image", "no DICOM elements found (named .dcm but not DICOM?)")
     return ds
+
+
+def _default_transfer_syntax(ds) -> None:
+    """A file without file meta (no Transfer Syntax UID) is uncompressed, in the encoding it was read
+    with; say so, as pydicom's reader does for the data set, so its pixel decoder can run."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and "TransferSyntaxUID" in meta:
+        return
+    implicit, little = getattr(ds, "original_encoding", (None, None))
+    if little is False:
+        syntax = ExplicitVRBigEndian
+    else:
+        syntax = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+    if meta is None:
+        ds.file_meta = meta = FileMetaDataset()
+    meta.TransferSyntaxUID = syntax
 
 
 def _dicom_size(ds, label: str) -> tuple[int, int]:
@@ -822,16 +862,25 @@ def _load_dicom(data: bytes, label: str, max_pixels: int, pixel_budget: int | No
             label, "too_many_pixels",
             f"{width}x{height} = {width * height:,} pixels, limit {max_pixels:,}",
         )
+    _default_transfer_syntax(ds)
     try:
         frame = pixel_array(ds, index=0)  # decodes the first frame only
+        photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+        if photometric == "PALETTE COLOR" and frame.ndim == 2:  # indices -> the colours they stand for
+            from pydicom.pixels import apply_color_lut
+
+            frame = apply_color_lut(frame, ds)
     except (NotImplementedError, RuntimeError) as exc:
         syntax = getattr(ds, "file_meta", {}).get("TransferSyntaxUID", "?")
         raise ImageLoadError(
             label, "unsupported",
             f"cannot decode transfer syntax {syntax} (install its pydicom decoder plugin): {exc}",
         ) from exc
-    except (ValueError, EOFError) as exc:
+    except EOFError as exc:
         raise ImageLoadError(label, "truncated", f"DICOM pixel data: {exc}") from exc
+    except (ValueError, AttributeError, KeyError, TypeError, IndexError) as exc:
+        cut = "less than expected" in str(exc)  # pydicom's words for pixel data shorter than the header says
+        raise ImageLoadError(label, "truncated" if cut else "invalid", f"DICOM pixel data: {exc}") from exc
 
     notes = []
     frames = int(ds.get("NumberOfFrames", 1) or 1)
@@ -848,23 +897,24 @@ def _load_dicom(data: bytes, label: str, max_pixels: int, pixel_budget: int | No
             f"{label}: {width}x{height} is over the {pixel_budget:,}-pixel limit per image; "
             f"reduced by {factor} to {target_w}x{target_h}"
         )
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     rows = lambda start, stop: frame[start:stop]  # noqa: E731
-    if frame.ndim == 3:  # colour (RGB after pydicom's YBR conversion): luma
-        luma = np.array([0.299, 0.587, 0.114])
-        gray = _rescale_rows(rows, frame.shape[0], frame.shape[1] * frame.shape[2],
-                             lambda part: part[..., :3].astype(np.float64) @ luma)
-    else:
-        gray = _rescale_rows(rows, frame.shape[0], frame.shape[1],
-                             lambda part: apply_voi_lut(apply_modality_lut(part, ds), ds))
+    try:
+        if frame.ndim == 3:  # colour (RGB after pydicom's YBR conversion, or a palette applied): luma
+            luma = np.array([0.299, 0.587, 0.114])
+            gray = _rescale_rows(rows, frame.shape[0], frame.shape[1] * frame.shape[2],
+                                 lambda part: part[..., :3].astype(np.float64) @ luma)
+        else:
+            gray = _rescale_rows(rows, frame.shape[0], frame.shape[1],
+                                 lambda part: apply_voi_lut(apply_modality_lut(part, ds), ds))
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:  # numpy's UFuncTypeError too
+        raise ImageLoadError(
+            label, "invalid",
+            f"a DICOM rescale or window value is invalid (RescaleSlope/Intercept, WindowCenter/Width, LUTs): {exc}",
+        ) from exc
     inverse = photometric == "MONOCHROME1"
     if str(ds.get("PresentationLUTShape", "")).upper() == "INVERSE":
         inverse = not inverse
     if inverse:
         gray = 255 - gray
     logger.debug("%s: DICOM %s %dx%d", label, photometric, width, height)
-    colour = colourfulness(frame[::max(1, frame.shape[0] // 128), ::max(1, frame.shape[1] // 128)]) \
-        if frame.ndim == 3 and frame.shape[-1] >= 3 else 0.0
-    tags = tuple((key, str(ds.get(key))) for key in DICOM_SOURCE_TAGS if ds.get(key) not in (None, ""))
-    bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 8)) or 8)
-    return DecodedImage(gray, width, height, "DICOM", factor, tuple(notes), bits, colour, tags)
+    return DecodedImage(gray, width, height, "DICOM", factor, tuple(notes))

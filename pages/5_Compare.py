@@ -6,14 +6,15 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from fracture.checkpoints.compatibility import describe_mismatch
+from fracture.checkpoints.compatibility import DATA_NAMES, dataset_kind, describe_mismatch, model_data_kind
+from fracture.data.discover import FoundDataset, data_kind, dataset_for_models, fracatlas_root
 from fracture.errors import FractureError
 from fracture.evaluate import body_part_metric, metrics_table, report_curves
 from fracture.evaluate.localisation import localisation_table
 from fracture.train.events import read_events, run_status
 from fracture.ui import loaders
 from fracture.ui.context import active_context, checkpoint_label, require_manifest
-from fracture.ui.progress import prepare_predictions, was_cancelled
+from fracture.ui.progress import evaluate_with_progress, prepare_predictions, was_cancelled
 from fracture.viz.charts import (
     body_part_auc_chart,
     confusion_matrix_chart,
@@ -35,18 +36,17 @@ def body_part_counts(report: dict, level: str) -> dict[str, str]:
 context = active_context()
 st.title("📊 Compare")
 st.caption(
-    "Every number is computed here by the project's own code on the chosen split of the active "
-    "dataset, at each checkpoint's stored threshold (chosen on validation data). Results are cached."
+    "Every number is computed here by the project's own code on the chosen split of the dataset named "
+    "below, at each checkpoint's stored threshold (chosen on validation data). Results are cached."
 )
 if not context.checkpoints:
     st.info("No models to compare yet: train one on the Train page or place checkpoints in weights/.")
     st.stop()
-manifest = require_manifest(context)
+active_manifest = require_manifest(context)
 
 labels = [checkpoint_label(e) for e in context.checkpoints]
 by_label = dict(zip(labels, context.checkpoints))
 default = [checkpoint_label(context.checkpoint)] if context.checkpoint is not None else labels[:1]
-splits = [s for s in ("test", "val", "train") if (manifest.frame["split"] == s).any()]
 # A selection carried in the URL was made for some dataset: on another one, start from the active model.
 dataset_key = str(context.dataset_root)
 previous = st.session_state.get("compare-dataset")
@@ -57,32 +57,69 @@ if previous is not None and previous != dataset_key and st.session_state.get("mo
 st.session_state["compare-dataset"] = dataset_key
 chosen = st.multiselect("Models", labels, default=[label for label in default if label in labels],
                         key="models", bind="query-params",
-                        help="Two or more add their ensemble (mean of probabilities) as a row.")
-c2, c3, _ = st.columns([1, 1, 2])
+                        help="Two or more with the same class names add their ensemble (mean of probabilities).")
+if not chosen:
+    st.info("Pick at least one model.")
+    st.stop()
+
+# The data the models are evaluated on: by default the kind they were trained on (FracAtlas models on
+# FracAtlas when it is here), else the sidebar's dataset.
+active_root = Path(active_manifest.root)
+found = [d for d in loaders.found_datasets(tuple(str(r) for r in context.settings.data_roots),
+                                           str(context.settings.demo_dir)) if d.path != active_root.resolve()]
+fracatlas = fracatlas_root()
+if fracatlas is not None and fracatlas != active_root.resolve() and all(d.path != fracatlas for d in found):
+    found.append(FoundDataset(fracatlas, "fracatlas"))
+kinds = [model_data_kind(by_label[label].meta or {}) for label in chosen]
+matching = dataset_for_models(kinds, dataset_kind(active_manifest), found)
+roots = {str(active_root): f"{context.dataset_label or active_root.name} (sidebar)",
+         **{str(d.path): f"{d.path.name} ({data_kind(d)}) — {d.path}" for d in found}}
+data_key = "compare-data-" + "|".join(sorted(chosen))  # a new model selection gets its own default
+c1, c2, c3 = st.columns([2, 1, 1])
+data_root = c1.selectbox(
+    "Evaluate on", list(roots), index=list(roots).index(str(matching.path) if matching else str(active_root)),
+    key=data_key, format_func=roots.get,
+    help="Defaults to the data the chosen models were trained on when it is here "
+         "(FRACTURE_FRACATLAS or ../shared/data/fracatlas for FracAtlas), else the sidebar's dataset.")
+if matching is not None and data_root == str(matching.path):
+    c1.caption(f"The chosen models were trained on {DATA_NAMES.get(data_kind(matching), data_kind(matching))}, "
+               "so they are evaluated on it (the sidebar's dataset is another kind).")
+try:
+    manifest = active_manifest if data_root == str(active_root) else loaders.load_manifest(data_root)
+except FractureError as exc:
+    st.error(str(exc))
+    st.stop()
+splits = [s for s in ("test", "val", "train") if (manifest.frame["split"] == s).any()]
 split = c2.selectbox("Split", splits, key="split", bind="query-params",
                      help="Use test for final numbers, val while choosing.")
 level = c3.radio("Level", ("image", "study"), key="level", bind="query-params",
                  help="Study level: a study's probability is the mean of its images' probabilities.")
-if not chosen:
-    st.info("Pick at least one model.")
-    st.stop()
 for label in chosen:
     mismatch = describe_mismatch(by_label[label].meta, manifest)
     if mismatch:
         st.warning(f"{label}: {mismatch}")
 
+# An ensemble averages probabilities of the same question: only models with the same class names.
+model_classes = {label: tuple((by_label[label].meta or {}).get("class_names") or ()) for label in chosen}
+reference = tuple(manifest.class_names) if tuple(manifest.class_names) in model_classes.values() \
+    else model_classes[chosen[0]]
+members = [label for label in chosen if model_classes[label] == reference]
+for label in chosen:
+    if label not in members and len(chosen) >= 2:
+        st.info(f"{label} is left out of the ensemble: it predicts '{' vs '.join(reversed(model_classes[label]))}', "
+                f"the ensemble '{' vs '.join(reversed(reference))}'; averaging them would mix two questions.")
+
 paths = tuple(str(by_label[label].path) for label in chosen)
+ensemble_paths = tuple(str(by_label[label].path) for label in members) if len(members) >= 2 else ()
 if was_cancelled("compare"):
     st.info("Evaluation cancelled; nothing was saved.")
     st.button("Evaluate again", key="compare-again")
     st.stop()
 try:
     signatures = tuple(loaders.path_signature(p) for p in paths)
-    prepare_predictions(paths, signatures, str(context.dataset_root), split, manifest.fingerprint())
-    results = loaders.evaluate_checkpoints(
-        paths, signatures, str(context.dataset_root), split,
-        manifest.fingerprint(),
-    )
+    prepare_predictions(paths, signatures, data_root, split, manifest.fingerprint())
+    results = evaluate_with_progress(paths, signatures, data_root, split, manifest.fingerprint(),
+                                     ensemble=ensemble_paths)
 except FractureError as exc:
     st.error(str(exc))
     st.stop()
@@ -90,7 +127,7 @@ except FractureError as exc:
 names = {str(by_label[label].path): label for label in chosen}
 reports = {names[path]: result.report for path, result in results.items() if path != ENSEMBLE}
 if ENSEMBLE in results:
-    reports[f"ensemble of {len(chosen)} (mean)"] = results[ENSEMBLE].report
+    reports[f"ensemble of {len(ensemble_paths)} (mean)"] = results[ENSEMBLE].report
 problems = {p["path"]: p for r in results.values() for p in (r.problems or [])}
 if problems:
     with st.expander(f"{len(problems)} image(s) could not be read and were left out"):
@@ -119,7 +156,7 @@ if calibrations:
 
 st.subheader("Confusion matrices")
 class_names = tuple(manifest.class_names)
-columns = st.columns(min(len(reports), 3))
+columns = st.columns(min(len(reports), 2))  # two to a row: cells wide enough for "1,234 / 81.1%"
 for index, (name, report) in enumerate(reports.items()):
     with columns[index % len(columns)]:
         st.plotly_chart(

@@ -68,7 +68,7 @@ def test_uploaded_pngs_give_probabilities_an_overlay_and_downloads(model_run):
     from fracture.serve.predictor import Predictor
 
     images = [png_bytes(96, seed=1), png_bytes(80, seed=2)]
-    at = run_page(PAGE, model=f"{RUN} (run)")
+    at = run_page(PAGE, model=RUN)
     assert_no_exception(at)
     _upload(at, [("a.png", images[0], "image/png"), ("b.png", images[1], "image/png")])
     assert_no_exception(at)
@@ -101,7 +101,7 @@ def test_bad_uploads_each_show_an_error_and_the_good_file_is_still_predicted(mod
         ("report.dcm", _dicom_without_pixels(), "application/dicom"),
         ("good.png", good, "image/png"),
     ]
-    at = _upload(run_page(PAGE, model=f"{RUN} (run)"), files)
+    at = _upload(run_page(PAGE, model=RUN), files)
     assert_no_exception(at)
     errors = " | ".join(e.value for e in at.error)
     for name, reason in (("notes.png", "not an image"), ("cut.png", "truncated"),
@@ -116,7 +116,7 @@ def test_bad_uploads_each_show_an_error_and_the_good_file_is_still_predicted(mod
 
 
 def test_only_bad_uploads_leave_an_error_and_a_hint(model_run):
-    at = _upload(run_page(PAGE, model=f"{RUN} (run)"), [("x.png", b"not an image", "image/png")])
+    at = _upload(run_page(PAGE, model=RUN), [("x.png", b"not an image", "image/png")])
     assert_no_exception(at)
     assert at.error
     assert "Study P(abnormal)" not in metric_values(at)
@@ -124,7 +124,7 @@ def test_only_bad_uploads_leave_an_error_and_a_hint(model_run):
 
 
 def test_sample_study_and_clahe_toggle_change_the_processed_image(model_run):
-    at = run_page(PAGE, model=f"{RUN} (run)", query={"input": "Sample"})
+    at = run_page(PAGE, model=RUN, query={"input": "Sample"})
     assert_no_exception(at)
     assert "Study P(abnormal)" in metric_values(at)
     before = _image_urls(at)
@@ -138,7 +138,7 @@ def test_sample_study_and_clahe_toggle_change_the_processed_image(model_run):
 
 def test_a_multitask_model_predicts_the_body_part_and_accepts_a_given_one(app_home):
     write_tiny_run(app_home / "runs", RUN, multitask=True)
-    at = run_page(PAGE, model=f"{RUN} (run)", query={"input": "Sample"})
+    at = run_page(PAGE, model=RUN, query={"input": "Sample"})
     assert_no_exception(at)
     predicted = metric_values(at)["Body part"]
     assert predicted.split(" (")[0] in BODY_PARTS and predicted.endswith("%)")
@@ -157,7 +157,7 @@ def test_a_model_from_other_data_warns_on_samples_and_flags_out_of_distribution_
     from fracture.serve.predictor import Predictor
 
     make_foreign_and_calibrated(model_run)
-    at = run_page(PAGE, model=f"{RUN} (run)", query={"input": "Sample", "samples": "Dataset"})
+    at = run_page(PAGE, model=RUN, query={"input": "Sample", "samples": "Dataset"})
     assert_no_exception(at)
     warnings = _warnings(at)
     assert "trained on FracAtlas; the demo dataset is synthetic: expect meaningless numbers" in warnings, warnings
@@ -178,7 +178,7 @@ def test_operating_points_are_selectable(model_run):
     from fracture.evaluate.calibration import calibrated_threshold
 
     make_foreign_and_calibrated(model_run, flag_everything=False)
-    at = _upload(run_page(PAGE, model=f"{RUN} (run)"), [("a.png", png_bytes(96, seed=1), "image/png")])
+    at = _upload(run_page(PAGE, model=RUN), [("a.png", png_bytes(96, seed=1), "image/png")])
     assert_no_exception(at)
     meta = {"threshold": 0.5, "calibration": {"temperature": 2.0}}
     assert metric_values(at)["Threshold"] == f"{calibrated_threshold(meta, 0.5):.3f}"
@@ -191,7 +191,7 @@ def test_operating_points_are_selectable(model_run):
 
 
 def test_a_model_trained_on_this_data_gets_no_mismatch_warning(model_run):
-    at = run_page(PAGE, model=f"{RUN} (run)", query={"input": "Sample", "samples": "Dataset"})
+    at = run_page(PAGE, model=RUN, query={"input": "Sample", "samples": "Dataset"})
     assert_no_exception(at)
     assert "trained on" not in _warnings(at)
     assert "does not look like" not in _warnings(at)

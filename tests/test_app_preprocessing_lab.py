@@ -34,7 +34,7 @@ def test_every_variant_shows_image_histogram_probability_and_gradcam(app_home):
     from fracture.ui.lab import DEFAULT_VARIANTS
 
     write_tiny_run(app_home / "runs", RUN)
-    at = run_page(PAGE, model=f"{RUN} (run)")
+    at = run_page(PAGE, model=RUN)
     assert_no_exception(at)
     n = len(DEFAULT_VARIANTS)
     probabilities = [m for m in at.metric if m.label in DEFAULT_VARIANTS]
@@ -74,7 +74,7 @@ def test_a_model_from_other_data_and_out_of_distribution_images_are_warned_about
     from fracture.ui.lab import DEFAULT_VARIANTS
 
     make_foreign_and_calibrated(write_tiny_run(app_home / "runs", RUN))
-    at = run_page(PAGE, model=f"{RUN} (run)", query={"samples": "Dataset"})
+    at = run_page(PAGE, model=RUN, query={"samples": "Dataset"})
     assert_no_exception(at)
     warnings = [w.value for w in at.warning]
     assert any("trained on FracAtlas; the demo dataset is synthetic: expect meaningless numbers" in w
@@ -85,6 +85,6 @@ def test_a_model_from_other_data_and_out_of_distribution_images_are_warned_about
 
 def test_no_warning_when_the_model_was_trained_on_this_data(app_home):
     write_tiny_run(app_home / "runs", RUN)
-    at = run_page(PAGE, model=f"{RUN} (run)", query={"samples": "Dataset"})
+    at = run_page(PAGE, model=RUN, query={"samples": "Dataset"})
     assert_no_exception(at)
     assert not any("trained on" in w.value or "does not look like" in w.value for w in at.warning)

@@ -16,7 +16,7 @@ RUN = "20260101-000000-small_cnn"
 
 def test_the_same_upload_twice_counts_once_and_the_heading_says_how_many_files(app_home):
     write_tiny_run(app_home / "runs", RUN)
-    at = run_page("pages/4_Predict.py", model=f"{RUN} (run)")
+    at = run_page("pages/4_Predict.py", model=RUN)
     same = png_bytes(80, seed=7)
     at.file_uploader(key="predict-upload").set_value(
         [("a.png", same, "image/png"), ("copy.png", same, "image/png"), ("bad.png", b"no image", "image/png")]
@@ -66,7 +66,7 @@ def test_uploads_survive_a_page_switch_until_forgotten(app_home):
     from app_support import metric_values, switch_to
 
     write_tiny_run(app_home / "runs", RUN)
-    at = run_page("pages/4_Predict.py", model=f"{RUN} (run)")
+    at = run_page("pages/4_Predict.py", model=RUN)
     at.file_uploader(key="predict-upload").set_value([("a.png", png_bytes(80, seed=5), "image/png")]).run()
     assert "Study P(abnormal)" in metric_values(at)
     switch_to(at, "pages/1_Dataset_Explorer.py").run()

@@ -265,8 +265,11 @@ def test_confusion_matrix_counts_and_row_percentages():
     heat = fig.data[0]
     assert np.allclose(heat.z, [[0.8, 0.2], [0.25, 0.75]])
     assert heat.text[0][0] == "40<br>80.0%" and heat.text[1][1] == "15<br>75.0%"
-    assert list(heat.x) == ["predicted normal", "predicted abnormal"]
+    assert list(heat.x) == ["predicted<br>normal", "predicted<br>abnormal"]
     assert fig.layout.xaxis.title.text == "prediction"
+    # every number drawn whole as an annotation (heatmap text is cut to its cell: "81.1%" read "31.1%")
+    assert sorted(a.text for a in fig.layout.annotations) == sorted(
+        ["<b>40</b><br>80.0%", "<b>10</b><br>20.0%", "<b>5</b><br>25.0%", "<b>15</b><br>75.0%"])
     with pytest.raises(ChartDataError, match="tp"):
         confusion_matrix_chart({"tn": 1, "fp": 1, "fn": 1}, "t")
 

@@ -12,10 +12,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from fracture.data.demo import DEMO_MARKER
 from fracture.data.detect import detect_layout
 from fracture.errors import DatasetError
 
 logger = logging.getLogger(__name__)
+
 
 #: How deep below a root a dataset folder may lie (root/fracatlas, root/class/mura).
 MAX_DEPTH = 2
@@ -76,3 +78,46 @@ def find_datasets(roots: Iterable[Path], *, max_depth: int = MAX_DEPTH,
                     continue
                 queue.extend((child, depth + 1) for child in children)
     return sorted(found.values(), key=lambda d: str(d.path))
+
+
+def fracatlas_root() -> Path | None:
+    """FracAtlas where this project keeps it: ``FRACTURE_FRACATLAS``, else ``../shared/data/fracatlas``
+    beside the checkout; None when neither holds a FracAtlas dataset."""
+    import os
+
+    from fracture.settings import REPO_ROOT
+
+    configured = os.environ.get("FRACTURE_FRACATLAS")  # when set, the only place looked at
+    candidates = [Path(configured).expanduser()] if configured else [REPO_ROOT.parent / "shared" / "data" / "fracatlas"]
+    for candidate in candidates:
+        try:
+            layout, folder = detect_layout(candidate)
+        except (DatasetError, OSError):
+            continue
+        if layout == "fracatlas":
+            return Path(folder).resolve()
+    return None
+
+
+def data_kind(dataset: FoundDataset) -> str:
+    """What a found folder holds, named as checkpoints name their training data
+    (:func:`fracture.checkpoints.compatibility.model_data_kind`): the demo set's marker wins over its layout."""
+    return "demo" if (dataset.path / DEMO_MARKER).is_file() else dataset.layout
+
+
+def dataset_for_models(model_kinds: Iterable[str | None], active_kind: str,
+                       candidates: Iterable[FoundDataset]) -> FoundDataset | None:
+    """The dataset to evaluate models on when the active one is of another kind.
+
+    When every model was trained on the same kind of data (``fracatlas``) and the
+    active dataset is of another kind (the synthetic demo), the first candidate of
+    the models' kind; None keeps the active dataset (it matches, or the models
+    disagree, or nothing of their kind is here).
+    """
+    kinds = set(model_kinds)
+    if len(kinds) != 1 or None in kinds:
+        return None
+    (kind,) = kinds
+    if kind == active_kind:
+        return None
+    return next((d for d in candidates if data_kind(d) == kind), None)

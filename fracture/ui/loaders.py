@@ -250,25 +250,18 @@ def predict_study(
     return prediction
 
 
-@st.cache_data(max_entries=32, show_spinner="Evaluating (cached after the first time)…")
-def evaluate_checkpoints(
-    checkpoints: tuple[str, ...],
-    signatures: tuple[int, ...],
-    data_root: str,
-    split: str,
-    fingerprint: str,
-) -> dict[str, Any]:
-    """Evaluate checkpoints on one split; the core also caches each result on disk.
+@st.cache_data(max_entries=64, show_spinner=False)
+def evaluate_one(checkpoint: str, signature: int, data_root: str, split: str, fingerprint: str) -> Any:
+    """One checkpoint's ``EvaluationResult`` on a split (the core also caches its predictions on disk)."""
+    from fracture.assess.compare import evaluate_checkpoint
 
-    Returns:
-        ``{checkpoint path: EvaluationResult}`` and, with two or more
-        checkpoints, the ensemble under the key ``"ensemble"``.
-    """
-    from fracture.assess.compare import evaluate_checkpoint, evaluate_ensemble
+    return evaluate_checkpoint(checkpoint, data_root, split)
 
-    results: dict[str, Any] = {
-        path: evaluate_checkpoint(path, data_root, split) for path in checkpoints
-    }
-    if len(checkpoints) >= 2:
-        results["ensemble"] = evaluate_ensemble(list(checkpoints), data_root, split)
-    return results
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def evaluate_ensemble(checkpoints: tuple[str, ...], signatures: tuple[int, ...], data_root: str, split: str,
+                      fingerprint: str) -> Any:
+    """The mean-probability ensemble of two or more checkpoints on a split."""
+    from fracture.assess.compare import evaluate_ensemble as ensemble
+
+    return ensemble(list(checkpoints), data_root, split)

@@ -49,6 +49,12 @@ class ProgressPanel:
         self.slot.empty()
 
 
+def model_name(checkpoint: str) -> str:
+    """A checkpoint's short name: its file stem, or its run folder for a run's ``best.safetensors``."""
+    path = Path(checkpoint)
+    return path.parent.name if path.name == "best.safetensors" else path.stem
+
+
 def prepare_predictions(checkpoints: Sequence[str], signatures: Sequence[int], data_root: str, split: str,
                         fingerprint: str, *, key: str = "compare") -> None:
     """Run (or find on disk) each checkpoint's predictions for a split, with the panel, once per session.
@@ -67,9 +73,43 @@ def prepare_predictions(checkpoints: Sequence[str], signatures: Sequence[int], d
         return
     panel = ProgressPanel(key)
     try:
-        for checkpoint, signature in todo:
-            panel.label = Path(checkpoint).stem if Path(checkpoint).name != "best.safetensors" else Path(checkpoint).parent.name
+        for number, (checkpoint, signature) in enumerate(todo, start=1):
+            panel.label = f"Predicting, model {number} of {len(todo)} ({model_name(checkpoint)})"
             predict_split(checkpoint, data_root, split, on_progress=panel)
             done.add((checkpoint, signature, data_root, split, fingerprint))
     finally:
         panel.clear()
+
+
+def evaluate_with_progress(checkpoints: Sequence[str], signatures: Sequence[int], data_root: str, split: str,
+                           fingerprint: str, *, ensemble: Sequence[str] = ()) -> dict:
+    """Metrics of each checkpoint (and of the ``ensemble`` members' mean), saying "model k of n" meanwhile.
+
+    Why: after the predictions, metrics with bootstrap intervals, calibration and
+    localisation take a while per model; a spinner without a count looked hung.
+
+    Returns:
+        ``{checkpoint: EvaluationResult}`` plus ``"ensemble"`` when ``ensemble`` has two or more paths.
+
+    Raises:
+        FractureError: as :func:`fracture.assess.compare.evaluate_checkpoint`.
+    """
+    from fracture.ui import loaders
+
+    steps = len(checkpoints) + (1 if len(ensemble) >= 2 else 0)
+    bar = st.empty()
+    results: dict = {}
+    try:
+        for number, (checkpoint, signature) in enumerate(zip(checkpoints, signatures), start=1):
+            bar.progress((number - 1) / steps,
+                         text=f"Metrics, model {number} of {len(checkpoints)} ({model_name(checkpoint)})…")
+            results[checkpoint] = loaders.evaluate_one(checkpoint, signature, data_root, split, fingerprint)
+        if len(ensemble) >= 2:
+            bar.progress((steps - 1) / steps, text=f"Metrics, the ensemble of {len(ensemble)} models…")
+            members = tuple(ensemble)
+            member_signatures = tuple(signatures[list(checkpoints).index(p)] for p in members)
+            results["ensemble"] = loaders.evaluate_ensemble(members, member_signatures, data_root, split,
+                                                            fingerprint)
+    finally:
+        bar.empty()
+    return results

@@ -161,16 +161,23 @@ def confusion_matrix_chart(
     row_totals = counts.sum(axis=1, keepdims=True)
     share = np.divide(counts, row_totals, out=np.zeros_like(counts), where=row_totals > 0)
     text = [[f"{int(counts[r, c])}<br>{share[r, c]:.1%}" for c in range(2)] for r in range(2)]
-    predicted = [f"predicted {name}" for name in class_names]
-    actual = [f"true {name}" for name in class_names]
+    predicted = [f"predicted<br>{name}" for name in class_names]
+    actual = [f"true<br>{name}" for name in class_names]
     fig = go.Figure(go.Heatmap(
-        z=share, x=predicted, y=actual, text=text, texttemplate="%{text}",
-        textfont={"size": 16}, colorscale="Blues", zmin=0, zmax=1, showscale=False,
-        hovertemplate="%{y}, %{x}<br>%{text}<extra></extra>",
+        z=share, x=predicted, y=actual, text=text, colorscale="Blues", zmin=0, zmax=1, showscale=False,
+        hovertemplate="%{y}, %{x}<br>%{text}<extra></extra>", xgap=2, ygap=2,
     ))
-    fig.update_xaxes(title_text="prediction", side="bottom")
-    fig.update_yaxes(title_text="truth (row % of each true class)", autorange="reversed")
-    return style_figure(fig, title, height=360)
+    # Numbers as annotations, not heatmap text: plotly cuts a heatmap's text to its cell ("81.1%" read
+    # "31.1%" in a narrow column); an annotation is drawn whole, in white on dark cells.
+    for r in range(2):
+        for c in range(2):
+            fig.add_annotation(x=predicted[c], y=actual[r], text=f"<b>{int(counts[r, c]):,}</b><br>{share[r, c]:.1%}",
+                               showarrow=False, font={"size": 17, "color": "white" if share[r, c] > 0.55 else "black"})
+    fig.update_xaxes(title_text="prediction", side="bottom", tickfont={"size": 12})
+    fig.update_yaxes(title_text="truth (row %)", autorange="reversed", tickfont={"size": 12})
+    fig = style_figure(fig, title, height=380)
+    fig.update_layout(margin={"l": 100, "r": 10, "t": 96, "b": 60})
+    return fig
 
 
 def _model_names(table_df: pd.DataFrame) -> list[str]:
@@ -224,18 +231,18 @@ def metrics_bar_chart(
                              hovertemplate="%{x}: %{y:.3f}<extra>%{fullData.name}</extra>"))
     fig.update_layout(barmode="group")
     fig.update_xaxes(title_text="metric")
-    fig.update_yaxes(title_text="value", range=[0, 1.1 if len(table_df) == 1 else 1.25])
+    fig.update_yaxes(title_text="value", range=[0, 1], dtick=0.2)
     return style_figure(fig, title or chart_title("Model comparison", split=split, level=level))
 
 
 def _bar_text(values: np.ndarray, n_series: int) -> dict[str, Any]:
-    """Value labels on bars: level with one series, upright inside narrow grouped bars
-    (side by side they ran into each other: "0.7690.769")."""
+    """Value labels inside the bars, from their foot: above the bar they ran past an axis that ends at 1,
+    at its top an interval's whisker crossed them; grouped bars get them upright ("0.7690.769" side by side)."""
     text = [_fmt(v) for v in values]
-    if n_series == 1:  # inside the bar's top: outside, an interval's whisker crossed the number
-        return {"text": text, "textposition": "inside", "insidetextanchor": "end"}
-    return {"text": text, "textposition": "outside", "textangle": -90, "cliponaxis": False,
-            "textfont": {"size": 11}}
+    label = {"text": text, "textposition": "inside", "insidetextanchor": "start", "constraintext": "none"}
+    if n_series == 1:
+        return label
+    return {**label, "textangle": -90, "textfont": {"size": 11}}
 
 
 def body_part_auc_chart(
@@ -273,7 +280,7 @@ def body_part_auc_chart(
     if counts:
         fig.update_xaxes(tickmode="array", tickvals=parts,
                          ticktext=[f"{p}<br>{counts[p]}" if p in counts else p for p in parts])
-    fig.update_yaxes(title_text="ROC AUC", range=[0, 1.1 if len(aucs) == 1 else 1.25])
+    fig.update_yaxes(title_text="ROC AUC", range=[0, 1], dtick=0.2)
     return style_figure(fig, title or chart_title("ROC AUC by body part", split=split, level=level))
 
 
@@ -331,5 +338,7 @@ def reliability_chart(
         if show_uncalibrated and raw and block.get("temperature") is not None:
             add(f"{name} uncalibrated (ECE {_fmt(block.get('ece_uncalibrated'))})", raw, index, dotted=True)
     fig.update_xaxes(title_text="mean predicted probability (bin)", range=[0, 1], constrain="domain")
-    fig.update_yaxes(title_text="fraction positive", range=[0, 1.02], scaleanchor="x", scaleratio=1)
-    return style_figure(fig, title or chart_title("Reliability diagram", split=split, level=level))
+    fig.update_yaxes(title_text="fraction positive", range=[0, 1], scaleanchor="x", scaleratio=1)
+    # The legend goes under the plot: with a model and its uncalibrated twin it ran over the title.
+    return style_figure(fig, title or chart_title("Reliability diagram", split=split, level=level),
+                        height=560, legend_below=True)

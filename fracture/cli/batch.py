@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 
@@ -51,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size {args.batch_size}: give 1 or more")
+    logging.captureWarnings(True)  # Pillow/pydicom warnings about a bad file: log lines, not raw stderr
     check_output_dir(args.out, studies=args.studies, overwrite=args.overwrite)  # before any work
     result = predict_folder(args.folder, args.checkpoint, cam=args.cam, studies=args.studies, backend=args.backend,
                             device=args.device, batch_size=args.batch_size, progress=ProgressBar())
@@ -59,6 +61,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"{counts['files']} files: {counts['predicted']} predicted ({counts['positive']} {result.class_names[1]}, "
           f"{counts['negative']} {result.class_names[0]}), {counts['unreadable']} unreadable "
           f"(threshold {result.threshold:.3f}, {result.seconds:.1f} s on {result.backend})")
+    if result.skipped:
+        print(f"{len(result.skipped)} file(s) that are not images skipped (e.g. {result.skipped[0]})")
+    if result.hidden:
+        print(f"{len(result.hidden)} hidden file(s)/folder(s) not read (names starting with '.', e.g. "
+              f"{result.hidden[0]})")
     for path in written:
         print(f"wrote {path}")
     return 0

@@ -89,6 +89,7 @@ class BatchResult:
     cam: bool = False
     studies: list[StudyRow] | None = None
     skipped: list[str] = field(default_factory=list)
+    hidden: list[str] = field(default_factory=list)  # names starting with "." (folders end in "/"): not read
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     # -- counts ------------------------------------------------------------
@@ -103,6 +104,7 @@ class BatchResult:
             "unreadable": len(self.rows) - len(predicted),
             "ood": sum(1 for r in predicted if r.ood),
             "skipped_not_images": len(self.skipped),
+            "skipped_hidden": len(self.hidden),
         }
 
     # -- files -------------------------------------------------------------
@@ -130,11 +132,14 @@ class BatchResult:
 
 
 # ------------------------------------------------------------------ inputs
-def list_folder(folder: str | Path) -> tuple[list[Path], list[Path]]:
-    """``(candidate images, other files)`` under ``folder``, sorted; hidden entries are ignored.
+def list_folder(folder: str | Path) -> tuple[list[Path], list[Path], list[Path]]:
+    """``(candidate images, other files, hidden entries)`` under ``folder``, sorted.
 
     A candidate has an image extension or none (DICOM); whether it really is
-    an image is for the loader to say, in its row.
+    an image is for the loader to say, in its row. Hidden entries (names
+    starting with ``.``: ``.DS_Store``, macOS ``._x.png`` forks, ``.git/``) are
+    not read, and hidden folders not walked, but they are returned so that the
+    report can count them: nothing is dropped silently.
 
     Raises:
         ConfigError: ``folder`` is not a folder.
@@ -142,15 +147,17 @@ def list_folder(folder: str | Path) -> tuple[list[Path], list[Path]]:
     folder = Path(folder)
     if not folder.is_dir():
         raise ConfigError(f"{folder}: not a folder; give the folder that holds the images")
-    images, others = [], []
+    images, others, hidden = [], [], []
     for dirpath, dirnames, filenames in os.walk(folder):
+        hidden.extend(Path(dirpath) / d for d in sorted(dirnames) if d.startswith("."))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
-            if name.startswith("."):
-                continue
             path = Path(dirpath) / name
+            if name.startswith("."):
+                hidden.append(path)
+                continue
             (images if path.suffix.lower() in CANDIDATE_SUFFIXES else others).append(path)
-    return images, others
+    return images, others, sorted(hidden)
 
 
 def study_of(name: str) -> str:
@@ -203,11 +210,23 @@ def _jpeg(image: np.ndarray, side: int = THUMBNAIL_SIDE) -> bytes:
     return data.tobytes() if ok else b""
 
 
-def _error_text(exc: Exception) -> str:
-    """The reason without the file name (the row already has it)."""
+def _error_text(exc: BaseException) -> str:
+    """The reason without the file name (the row already has it); an unexpected error names its type."""
     if isinstance(exc, ImageLoadError):
         return exc.reason.replace("_", " ") + (f" ({exc.detail})" if exc.detail else "")
-    return str(exc)
+    if isinstance(exc, FractureError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _row_error(row: BatchRow, exc: Exception, stage: str) -> None:
+    """One file's failure becomes its row's reason; the traceback goes to the log, never to stderr."""
+    row.error = _error_text(exc) if stage == "reading" else f"{stage} failed: {_error_text(exc)}"
+    row.probability, row.label, row.ood = None, "", None
+    expected = isinstance(exc, FractureError)
+    log.log(logging.INFO if expected else logging.WARNING, "batch: %s: %s", row.path, row.error)
+    if not expected:  # a bug or a library's surprise: the traceback for -v / the log file, not the console
+        log.debug("batch: %s failed while %s", row.path, stage, exc_info=exc)
 
 
 def predict_files(
@@ -223,6 +242,7 @@ def predict_files(
     cancel: threading.Event | None = None,
     source: str = "uploads",
     skipped: Sequence[str] = (),
+    max_files: int | None = None,
 ) -> BatchResult:
     """Predict each ``(name, path or bytes)`` as its own image; unreadable ones get an error row.
 
@@ -231,11 +251,22 @@ def predict_files(
         cam: Grad-CAM heatmaps (torch; slower).
         studies: group rows by folder and add study probabilities (mean of the images').
         progress: an :class:`InferenceProgress` after every chunk.
+        max_files: refuse more files than this (the web upload's
+            ``FRACTURE_MAX_UPLOAD_FILES``); ``None``: no limit (the CLI).
+
+    Every file gets its row: an error while reading, preparing or scoring one
+    file, whatever its Python type, becomes that row's ``error`` (the others
+    are scored). Images are kept at ``FRACTURE_MAX_IMAGE_MEGAPIXELS`` (a larger
+    one is reduced while decoded, as on the Predict page).
 
     Raises:
         CheckpointError: no or an invalid checkpoint.
+        ConfigError: more than ``max_files`` files.
         InferenceCancelled: ``cancel`` was set.
     """
+    if max_files is not None and len(items) > max_files:
+        raise ConfigError(f"{len(items)} files: at most {max_files} at once (FRACTURE_MAX_UPLOAD_FILES); "
+                          "predict fewer at a time, or use `python -m fracture batch FOLDER`")
     from fracture.errors import CheckpointError
     from fracture.serve.predictor import default_checkpoint
     from fracture.serve.scorer import Scorer
@@ -269,12 +300,17 @@ def predict_folder(folder: str | Path, checkpoint: str | Path | None = None, **k
     ``result.skipped``, not predicted.
     """
     folder = Path(folder)
-    images, others = list_folder(folder)
+    images, others, hidden_paths = list_folder(folder)
     items = [(p.relative_to(folder).as_posix(), p) for p in images]
     skipped = [p.relative_to(folder).as_posix() for p in others]
+    hidden = [p.relative_to(folder).as_posix() + ("/" if p.is_dir() else "") for p in hidden_paths]
     if skipped:
         log.info("batch: %d files that are not images skipped (first: %s)", len(skipped), skipped[0])
-    return predict_files(items, checkpoint, source=str(folder), skipped=skipped, **kwargs)
+    if hidden:
+        log.info("batch: %d hidden entries not read (first: %s)", len(hidden), hidden[0])
+    result = predict_files(items, checkpoint, source=str(folder), skipped=skipped, **kwargs)
+    result.hidden = hidden
+    return result
 
 
 def _reporter(total: int, started: float, progress: Callable[[InferenceProgress], None] | None):
@@ -292,17 +328,15 @@ def _check_cancel(cancel: threading.Event | None, done: int, total: int) -> None
 
 def _load(name: str, source: Source) -> np.ndarray:
     from fracture.data import load_image
+    from fracture.settings import get_settings
 
-    return load_image(source, name=name)
+    # The megapixel limit of the app: a 63 MP PNG is decoded reduced, not at full size (and then with --cam).
+    return load_image(source, name=name, pixel_budget=get_settings().max_image_pixels)
 
 
 def _predict_with_scorer(items, rows, scorer, cam, batch_size, report, cancel) -> str:
     """Load and prepare a chunk of files, score them in one batch, fill their rows (errors per file)."""
-    cam_choice = None
-    if cam:
-        from fracture.explain.gradcam import heatmap_to_original, overlay_heatmap
-
-        cam_choice = scorer.stored_cam()
+    cam_choice = scorer.stored_cam() if cam else None
     for start in range(0, len(items), batch_size):
         _check_cancel(cancel, start, len(items))
         ready, shown, where = [], [], []
@@ -310,26 +344,53 @@ def _predict_with_scorer(items, rows, scorer, cam, batch_size, report, cancel) -
             name, source = items[i]
             try:
                 image = _load(name, source)
+            except Exception as exc:  # noqa: BLE001 - any failure is this file's row, never the batch's end
+                _row_error(rows[i], exc, "reading")
+                continue
+            try:
                 ready.append(scorer.prepare(image))
-            except (FractureError, ValueError) as exc:
-                rows[i].error = _error_text(exc)
+            except Exception as exc:  # noqa: BLE001
+                _row_error(rows[i], exc, "preparing")
                 continue
             where.append(i)
             shown.append(image if cam else None)
             if i < MAX_PICTURES:
                 rows[i].thumbnail = _jpeg(image)
         if ready:
-            scores = scorer.score(np.stack(ready), body_parts=scorer.body_indices(None, len(ready)), cam=cam_choice)
-            for j, i in enumerate(where):
-                rows[i].probability = float(scores.probs[j])
-                rows[i].label = scores.labels[j]
-                rows[i].ood = None if scores.ood is None else bool(scores.ood[j]["flagged"])
-                if cam_choice is not None and i < MAX_PICTURES:
-                    heatmap = heatmap_to_original(scores.heatmaps[j].cpu().numpy(), shown[j].shape[:2],
-                                                  scorer.pipeline.resize_mode)
-                    rows[i].heatmap = _jpeg(overlay_heatmap(shown[j], heatmap))
+            _score_chunk(scorer, ready, shown, where, rows, cam_choice)
         report(min(start + batch_size, len(items)))
     return scorer.backend
+
+
+def _score_chunk(scorer, ready, shown, where, rows, cam_choice) -> None:
+    """Score a chunk in one batch; if that fails, score its files one by one so only the bad one fails."""
+    try:
+        _fill_rows(scorer, ready, shown, where, rows, cam_choice)
+    except Exception as exc:  # noqa: BLE001 - find the file that fails, keep the others
+        if len(where) == 1:
+            _row_error(rows[where[0]], exc, "scoring")
+            return
+        log.info("batch: scoring a chunk of %d failed (%s); scoring its files one by one", len(where), exc)
+        for j, i in enumerate(where):
+            try:
+                _fill_rows(scorer, ready[j:j + 1], shown[j:j + 1], [i], rows, cam_choice)
+            except Exception as one:  # noqa: BLE001
+                _row_error(rows[i], one, "scoring")
+
+
+def _fill_rows(scorer, ready, shown, where, rows, cam_choice) -> None:
+    """Score the prepared images ``ready`` (rows ``where``) in one batch and fill their rows."""
+    scores = scorer.score(np.stack(ready), body_parts=scorer.body_indices(None, len(ready)), cam=cam_choice)
+    for j, i in enumerate(where):
+        rows[i].probability = float(scores.probs[j])
+        rows[i].label = scores.labels[j]
+        rows[i].ood = None if scores.ood is None else bool(scores.ood[j]["flagged"])
+        if cam_choice is not None and i < MAX_PICTURES:
+            from fracture.explain.gradcam import heatmap_to_original, overlay_heatmap  # torch: only with --cam
+
+            heatmap = heatmap_to_original(scores.heatmaps[j].cpu().numpy(), shown[j].shape[:2],
+                                          scorer.pipeline.resize_mode)
+            rows[i].heatmap = _jpeg(overlay_heatmap(shown[j], heatmap))
 
 
 def _group_studies(rows: Iterable[BatchRow], threshold: float, class_names: tuple[str, str]) -> list[StudyRow]:
@@ -440,6 +501,8 @@ def render_html(result: BatchResult) -> str:
                      if len(result.rows) > MAX_PICTURES else "")
     skipped_note = (f"<p class=note>{len(result.skipped):,} file(s) that are not images were skipped, "
                     f"e.g. {e(result.skipped[0])}.</p>" if result.skipped else "")
+    skipped_note += (f"<p class=note>{len(result.hidden):,} hidden file(s) or folder(s) (names starting with "
+                     f"'.') were not read, e.g. {e(result.hidden[0])}.</p>" if result.hidden else "")
     csp = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'")
     return (
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"

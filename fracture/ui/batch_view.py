@@ -29,6 +29,7 @@ def mode_picker() -> str:
 def many_files_view(entry: Any, max_mb: int) -> None:
     """Uploads -> predictions table, counts, and the two downloads."""
     from fracture.serve.batch import predict_files
+    from fracture.settings import get_settings
 
     files = st.file_uploader(
         f"X-ray images, as many as you like (PNG, JPEG, DICOM; up to {max_mb} MB each)",
@@ -52,7 +53,8 @@ def many_files_view(entry: Any, max_mb: int) -> None:
         panel = ProgressPanel(KEY)
         try:
             result = predict_files([(f.name, f.getvalue()) for f in files], entry.path, cam=cam, progress=panel,
-                                   source=f"{len(files)} uploaded file(s)")
+                                   source=f"{len(files)} uploaded file(s)",
+                                   max_files=get_settings().max_upload_files)  # the documented upload limit
         except FractureError as exc:
             st.error(str(exc))
             return

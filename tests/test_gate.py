@@ -253,3 +253,23 @@ def test_a_refused_image_is_left_out_of_the_study(gated_checkpoint, demo_root, c
     relabelled = both.with_threshold(0.0, "everything positive")
     assert relabelled.images[1].label is None and relabelled.images[1].positive is None
     assert relabelled.to_dict()["images"][1]["label"] is None
+
+
+def test_held_out_rates_and_the_card_section(gated_checkpoint):
+    """The tiny demo model's gate on the held-out probes, and the card's "What is this image?" section."""
+    from fracture.checkpoints.format import load_checkpoint
+    from fracture.evaluate.card import gate_card_lines
+    from fracture.gate.probes import probe_sets
+    from fracture.gate.radiograph import measure
+
+    model, meta = load_checkpoint(gated_checkpoint)
+    gate = RadiographGate.from_checkpoint(meta, model.checkpoint_extras)
+    groups = probe_sets()
+    rates = measure(gate, model, meta, groups)
+    for name in ("documents and screen shots", "synthetic noise", "CT/MR-like slices"):
+        assert rates[name]["n"] == len(groups[name]) and rates[name]["rate"] >= 0.9, (name, rates[name])
+    photos = rates["natural photos"]
+    assert photos["gated_as_files"] >= photos["gated"] and photos["gated_as_files"] >= photos["n"] - 1
+    card = "\n".join(gate_card_lines({**meta, "radiograph_gate": {**meta["radiograph_gate"],
+                                                                  "measured": {"probes": rates}}}))
+    assert "## What is this image?" in card and "| synthetic noise |" in card and "as colour files" in card

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "calibrate",
     "predict",
     "explain",
+    "shortcuts",
     "batch",
     "export",
     "runs",

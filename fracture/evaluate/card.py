@@ -37,6 +37,9 @@ LIMITS = [
     "FracAtlas has no patient ids: splits are by image, with known duplicate pictures kept on one side, so images of "
     "one patient may still appear in train and test and the test figures may be optimistic.",
     "The Grad-CAM map shows where the network's evidence is, not where the fracture is.",
+    "It must not be used on anything but projection radiographs of the body parts it was trained on: CT, MR, "
+    "ultrasound and nuclear-medicine images, photos and screen shots are refused where it can tell (see "
+    "'What is this image?'), but the check is not perfect, and a refusal is no statement about the patient.",
 ]
 
 
@@ -115,6 +118,8 @@ def render_model_card(meta: dict[str, Any], *, checkpoint_name: str) -> str:
     from fracture.evaluate.localisation import localisation_card_lines
 
     lines += localisation_card_lines(meta)
+    lines += gate_card_lines(meta)
+    lines += shortcut_card_lines(meta)
     command = test.get("command") or (
         f"python -m fracture evaluate --checkpoint weights/{checkpoint_name} --data DATA --split test"
     )
@@ -274,6 +279,71 @@ def calibration_card_lines(meta: dict[str, Any], test: dict[str, Any]) -> list[s
             lines += [f"| {name} | {r['flagged']}/{r['n']} ({_pct(r['flagged'] / r['n'] if r['n'] else None)}) |"
                       for name, r in probes.items()]
         lines.append("")
+    return lines
+
+
+def _rate(result: dict[str, Any] | None, key: str = "gated") -> str:
+    if not result or not result.get("n"):
+        return "n/a"
+    return f"{result[key]}/{result['n']} ({100 * result[key] / result['n']:.1f}%)"
+
+
+def gate_card_lines(meta: dict[str, Any]) -> list[str]:
+    """The "What is this image?" section: level (a) gate rates from ``meta["radiograph_gate"]["measured"]``."""
+    gate = meta.get("radiograph_gate")
+    if not isinstance(gate, dict):
+        return []
+    measured = gate.get("measured") or {}
+    lines = [
+        "## What is this image? (not a radiograph / unlike the training data)",
+        "",
+        "Level (a), *not a radiograph*: no fractured / not fractured label is given when the DICOM header names "
+        "another modality (CT, MR, NM, US, PT, OT, SC...), when the picture is clearly in colour (colourfulness "
+        f"above {gate.get('colour_limit')}), or when a logistic regression on the model's pooled features and "
+        f"{len(gate.get('statistics') or [])} image statistics says so (fitted on {gate.get('n_radiographs')} "
+        f"training-split radiographs against {gate.get('n_other')} generated non-radiographs; threshold "
+        f"{_fmt(gate.get('threshold'))}, refusing {_pct(gate.get('val_gated_rate'))} of the validation split). "
+        "Level (b), *a radiograph unlike the training data*: the prediction is shown with a milder warning that "
+        "says how the image differs where known (OOD score above, 16-bit file, a child's age or another body part "
+        "in the DICOM header).",
+        "",
+    ]
+    test = measured.get("test")
+    probes = measured.get("probes") or {}
+    if test or probes:
+        lines += ["Refused by the pixel check (level a), on images the fit never saw (`python -m fracture calibrate`):",
+                  "", "| images | refused |", "| --- | --- |"]
+        if test:
+            lines.append(f"| test split radiographs | {_rate(test)} |")
+        for name, result in probes.items():
+            extra = f"; as colour files {_rate(result, 'gated_as_files')}" if "gated_as_files" in result else ""
+            lines.append(f"| {name} | {_rate(result)}{extra} |")
+        lines.append("")
+    return lines
+
+
+def shortcut_card_lines(meta: dict[str, Any]) -> list[str]:
+    """The "Shortcuts" section, from ``meta["shortcuts"]`` (``python -m fracture shortcuts --write-meta``)."""
+    report = meta.get("shortcuts")
+    if not isinstance(report, dict) or not report.get("perturbations"):
+        return []
+    lines = [
+        "## Shortcuts",
+        "",
+        f"Each of {report.get('n')} {report.get('split')}-split images altered one way at a time and predicted again "
+        f"(heatmap {report.get('heatmap')}): mean |dP| (calibrated probability), how often the label at threshold "
+        f"{_fmt(report.get('threshold'))} flips, and for pasted things how often the heatmap maximum lands on them "
+        "(their box widened by 3% of the longer side; *before*: the same box on the unaltered image's heatmap).",
+        "",
+        "| alteration | mean abs dP | labels flipped | heatmap max on it | before | box share |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, f in report["perturbations"].items():
+        lines.append(f"| {name} | {_fmt(f.get('mean_abs_dp'))} | {_pct(f.get('flip_rate'))} | "
+                     f"{_pct(f.get('heatmap_on_stamp')) if 'heatmap_on_stamp' in f else ''} | "
+                     f"{_pct(f.get('heatmap_on_stamp_before')) if 'heatmap_on_stamp_before' in f else ''} | "
+                     f"{_pct(f.get('box_share')) if 'box_share' in f else ''} |")
+    lines += ["", f"Reproduce: `{report.get('command')}`", ""]
     return lines
 
 

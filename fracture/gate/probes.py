@@ -70,6 +70,19 @@ def natural_photos(max_side: int = 256, names: tuple[str, ...] = NATURAL_PHOTOS)
     return out
 
 
+def photo_colourfulness(names: tuple[str, ...] = HELD_OUT_PHOTOS) -> dict[str, float]:
+    """Each sample photo's colourfulness as its file has it (before the gray conversion the probes get)."""
+    import skimage.data
+
+    from fracture.data.imageio import colourfulness
+
+    out = {}
+    for name in names:
+        image = skimage.data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(skimage.data, name)()
+        out[name] = colourfulness(image) if image.ndim == 3 else 0.0
+    return out
+
+
 def photo_crops(names: tuple[str, ...] = FIT_PHOTOS, per_photo: int = 4, max_side: int = 256,
                 seed: int = FIT_SEED) -> dict[str, np.ndarray]:
     """Each photo whole and in ``per_photo - 1`` random crops (40-90% of each side), some mirrored or gamma-changed."""

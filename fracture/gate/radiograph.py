@@ -285,16 +285,27 @@ def fit_for_model(model: Any, meta: Mapping[str, Any], train_features: np.ndarra
 
 def measure(gate: "RadiographGate | None", model: Any, meta: Mapping[str, Any], groups: Mapping[str, Mapping[str, np.ndarray]],
             *, device: Any = "cpu", batch_size: int = 32) -> dict[str, dict[str, Any]]:
-    """Per probe group ``{"n", "gated", "rate"}``: how many the pixel gate refuses (held-out images only)."""
+    """Per probe group ``{"n", "gated", "rate"}``: how many the pixel gate refuses (held-out images only).
+
+    The probes are gray; for scikit-image's sample photos, whose files are in colour, the group also
+    says ``gated_as_files``: refused by the colour check or the pixels, as an upload of the file would be.
+    """
+    from fracture.gate.probes import HELD_OUT_PHOTOS, photo_colourfulness
+
     out = {}
     if gate is None:
         return out
+    colour = None
     for name, images in groups.items():
         if not images:
             continue
         features, stats = features_and_stats(model, meta, list(images.values()), device=device, batch_size=batch_size)
         gated = gate.gated(features, stats)
         out[name] = {"n": int(len(gated)), "gated": int(gated.sum()), "rate": float(gated.mean())}
+        if set(images) <= set(HELD_OUT_PHOTOS):
+            colour = colour or photo_colourfulness()
+            as_files = gated | np.array([colour.get(k, 0.0) > COLOUR_LIMIT for k in images])
+            out[name]["gated_as_files"] = int(as_files.sum())
     return out
 
 

@@ -1,0 +1,50 @@
+"""AppTest: the Shortcut Lab — an X-ray with a marker, label, border... and how probability and heatmap move."""
+from __future__ import annotations
+
+from app_support import (  # noqa: F401  (fixtures)
+    app_home,
+    assert_no_exception,
+    demo_template,
+    fresh_app_home,
+    run_page,
+    write_tiny_run,
+)
+
+PAGE = "pages/7_Shortcut_Lab.py"
+RUN = "20260101-000000-small_cnn"
+
+
+def _pictures(at) -> list[str]:
+    import json
+
+    return [t["source"] for chart in at.get("plotly_chart") for t in json.loads(chart.proto.spec)["data"]
+            if t.get("type") == "image"]
+
+
+def test_a_marker_moves_probability_and_the_page_says_where_the_heatmap_went(app_home):
+    write_tiny_run(app_home / "runs", RUN)
+    at = run_page(PAGE, model=RUN)
+    assert_no_exception(at)
+    metrics = {m.label: m.value for m in at.metric}
+    original = next(v for k, v in metrics.items() if k.startswith("Original P("))
+    altered = metrics["With lead marker"]
+    assert 0 <= float(original) <= 1 and 0 <= float(altered) <= 1
+    assert metrics["Label"] in ("flipped", "unchanged")
+    assert metrics["Heatmap maximum"] in ("on it", "elsewhere")
+    first = _pictures(at)
+    assert len(first) >= 2, "the original and the altered X-ray"
+    at.selectbox(key="shortcut-marker").set_value("R").run()
+    assert_no_exception(at)
+    assert _pictures(at) != first, "another marker, another picture"
+    at.selectbox(key="shortcut-kind").set_value("inversion").run()
+    assert_no_exception(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert "With inversion" in metrics and "Heatmap maximum" not in metrics
+    assert any("shortcuts --checkpoint" in c.value for c in at.caption), "how to measure a whole split"
+
+
+def test_without_a_model_only_the_altered_image_is_shown(app_home):
+    at = run_page(PAGE)
+    assert_no_exception(at)
+    assert any("No model is active" in i.value for i in at.info)
+    assert len(_pictures(at)) == 1

@@ -59,7 +59,7 @@ def home() -> None:
                     f"at {meta.get('image_size', '?')} px"
                 )
             else:
-                st.info("No model yet: train one on the Train page (about a minute on the demo set).")
+                st.info("No model yet: train one on the Train page, or place a checkpoint in weights/.")
     try_real_xrays()
     st.subheader("Pages")
     per_row = 3  # page names stay whole on a laptop screen

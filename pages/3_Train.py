@@ -7,7 +7,7 @@ from fracture.errors import FractureError
 from fracture.train.launcher import list_runs
 from fracture.ui import loaders
 from fracture.ui.context import active_context, dataset_root
-from fracture.ui.job_viewer import is_live, newest_run, show_run
+from fracture.ui.job_viewer import REFRESH_S, STATE_ICONS, is_live, newest_run, show_run
 from fracture.train.run_table import launch_from_form, past_runs_table, promote_run
 from fracture.ui.train_form import RUN_NAME_KEY, train_form
 
@@ -19,7 +19,8 @@ st.title("🏋️ Train")
 st.caption(
     "Training runs as a separate process (`python -m fracture train`) that writes its events to "
     f"its run folder under `{settings.runs_dir}`; this page reads them, so a run keeps going when "
-    "you switch pages or reload. The defaults finish in about a minute on 2 CPU cores on the demo set."
+    "you switch pages or reload. How long it takes depends on this machine: once the run has measured "
+    "its pace, each phase below says how much time is left."
 )
 
 runs = list_runs(settings.runs_dir)
@@ -56,7 +57,17 @@ with top if live_runs else st.container():
     show_run(run_dir)
 
 st.subheader("Past runs")
-st.dataframe(past_runs_table(runs), hide_index=True)
+
+
+@st.fragment(run_every=REFRESH_S if live_runs else None)
+def past_runs() -> None:
+    """Re-read while a run is live, so its row says what the run view above says."""
+    table = past_runs_table(list_runs(settings.runs_dir))
+    table["state"] = [f"{STATE_ICONS.get(state, '')} {state.replace('_', ' ')}" for state in table["state"]]
+    st.dataframe(table, hide_index=True)
+
+
+past_runs()
 with st.form("promote"):
     st.markdown(
         "**Promote** a run's best checkpoint into `weights/` so that it is offered on every page "

@@ -41,6 +41,7 @@ def _tiny_form(at) -> None:
     at.selectbox(key="train-scheduler").set_value("cosine_restarts")
 
 
+@pytest.mark.slow
 def test_a_tiny_run_starts_shows_progress_and_its_final_metric(app_home, stop_runs_after):
     at = run_page(PAGE)
     assert_no_exception(at)
@@ -129,3 +130,51 @@ def test_the_form_starts_from_a_recipe_and_overrides_it(app_home):
     assert changed.epochs == 2 and changed.augment.zoom == 0.0
     assert changed.recipe == "fracatlas_lite0_cpu.json" and changed.lr == base.lr
 
+
+
+def _live_run_after_its_epochs(runs_dir, name: str, phase: str):
+    """A tiny run whose epochs are done and whose (live: this process's pid) trainer is in ``phase``."""
+    import os
+
+    from fracture.train.events import PID_FILE, EventLog
+
+    run_dir = write_tiny_run(runs_dir, name, epochs=2)
+    events = (run_dir / "events.jsonl").read_text().splitlines()
+    (run_dir / "events.jsonl").write_text("\n".join(events[:-1]) + "\n")  # no "finished" yet
+    EventLog(run_dir).emit("phase", name=phase)
+    (run_dir / PID_FILE).write_text(str(os.getpid()))
+    return run_dir
+
+
+def test_the_phases_after_the_epochs_are_named_with_progress_and_time_left(app_home):
+    run_dir = _live_run_after_its_epochs(app_home / "runs", "20260101-000000-small_cnn",
+                                         "evaluating the best checkpoint on the test split")
+    at = run_page(PAGE)
+    assert_no_exception(at)
+    texts = [p.proto.text for p in at.get("progress")]
+    assert any("after 2 epochs: evaluating the best checkpoint on the test split" in t for t in texts), texts
+    metrics = metric_values(at)
+    assert metrics["Test ROC AUC (image)"] == "evaluating…", "not '–' while the test split is evaluated"
+    assert "step 0/" not in " ".join(texts), "not 'epoch 2/2 - step 0/3' while it evaluates"
+    table = at.dataframe[-1].value if at.dataframe else None
+    states = [str(s) for s in table["state"]] if table is not None and "state" in table else []
+    assert any(s.endswith("running") for s in states), ("past runs agree with the header", states)
+    assert run_dir.name in " ".join(h.value for h in at.markdown)
+
+
+def test_run_status_measures_a_phase_and_says_the_time_left():
+    import tempfile
+    from pathlib import Path
+
+    from fracture.train.events import run_status
+    from fracture.ui.job_viewer import phase_line
+
+    events = [{"event": "run_started", "epochs": 5, "steps_per_epoch": 3, "unix": 0.0},
+              {"event": "phase", "name": "caching images", "done": 0, "total": 400, "unix": 100.0},
+              {"event": "phase", "name": "caching images", "done": 100, "total": 400, "unix": 120.0}]
+    status = run_status(Path(tempfile.gettempdir()) / "no-such-run", events)
+    assert status.phase == "caching images" and status.phase_done == 100
+    assert status.phase_eta_s == pytest.approx(60.0), "300 images left at 5 images/s"
+    assert phase_line(status) == "before the first epoch: caching images 100/400 · about 1 min 00 s left"
+    events.append({"event": "step", "epoch": 0, "step": 1, "unix": 130.0})
+    assert run_status(Path(tempfile.gettempdir()) / "no-such-run", events).phase is None, "epochs: no phase"

@@ -317,3 +317,15 @@ def test_label_balance_chart_with_a_body_part_missing_from_a_split():
     test_bars = [t for t in fig.data if t.xaxis == "x2"]
     assert list(test_bars[0].x) == ["hand", "leg"]
     assert sum(test_bars[0].y) + sum(test_bars[1].y) == 1
+
+
+def test_the_epoch_axis_runs_1_to_n_with_a_few_whole_ticks():
+    from fracture.viz.training_charts import epoch_axis, training_curves_chart
+
+    assert epoch_axis(3)["tickvals"] == [1, 2, 3]
+    twenty = epoch_axis(20)
+    assert twenty["tickvals"] == [1, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20] and twenty["range"] == [0.6, 20.4]
+    assert epoch_axis(100)["tickvals"] == [1, *range(10, 101, 10)]
+    epochs = pd.DataFrame({"epoch": [0, 1], "epochs": [20, 20], "train_loss": [0.7, 0.6], "val_loss": [0.7, 0.65]})
+    fig = training_curves_chart(epochs, metrics=("loss",))
+    assert list(fig.layout.xaxis.range) == [0.6, 20.4], "a 20-epoch run's axis shows 1..20 from its first epoch"

@@ -37,6 +37,7 @@ EVENT_TYPES = (
     "failed",
     "data_problem",
     "log",
+    "phase",  # {"name": "caching images" | "extracting features" | "evaluating on the test split" | ..., done, total}
 )
 TERMINAL_EVENTS = ("finished", "cancelled", "failed")
 
@@ -207,6 +208,12 @@ class RunStatus:
     model: str = ""
     started: str | None = None
     epochs_log: list[dict[str, Any]] = field(default_factory=list)
+    #: What the run is doing outside the epochs (``phase`` events): caching, feature extraction, the
+    #: test evaluation, calibration. None while epochs run, and once the run has ended.
+    phase: str | None = None
+    phase_done: int | None = None
+    phase_total: int | None = None
+    phase_eta_s: float | None = None
 
     @property
     def progress(self) -> float:
@@ -225,8 +232,26 @@ def run_status(run_dir: str | Path, events: list[dict[str, Any]] | None = None) 
     if not events:
         return RunStatus(run_dir=run_dir, state="not_started")
     status = RunStatus(run_dir=run_dir, state="running")
+    phase_start: tuple[float, int] | None = None  # (unix time, done) of the phase's first event
     for record in events:
         kind = record["event"]
+        if kind == "phase":
+            name = str(record.get("name") or "")
+            done, total = record.get("done"), record.get("total")
+            if name != status.phase:
+                phase_start = None
+            status.phase, status.phase_done, status.phase_total = name, done, total
+            status.phase_eta_s = None
+            unix = record.get("unix")
+            if isinstance(unix, (int, float)) and isinstance(done, int):
+                if phase_start is None:
+                    phase_start = (float(unix), done)
+                elif isinstance(total, int) and done > phase_start[1]:  # the rate so far in this phase
+                    rate = (float(unix) - phase_start[0]) / (done - phase_start[1])
+                    status.phase_eta_s = max(0.0, rate * (total - done))
+            continue
+        if kind in ("run_started", "step", "epoch_end") or kind in TERMINAL_EVENTS:
+            status.phase = status.phase_done = status.phase_total = status.phase_eta_s = None
         if kind == "run_started":
             status.epochs = record.get("epochs", 0)
             status.steps_per_epoch = record.get("steps_per_epoch", 0)

@@ -65,9 +65,11 @@ def save_best(
 
 def finish(
     run_dir: Path, cfg: TrainConfig, data: TrainData, predict: Predict, device: torch.device,
-    *, stopped_early: bool,
+    *, stopped_early: bool, on_phase: Callable[[str], None] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Evaluate the best checkpoint on val (and test), store the reports; ``(path, finished-event fields)``.
+
+    ``on_phase`` is told when calibration starts (the Train page names the phase).
 
     Raises:
         TrainingError: no checkpoint was ever saved.
@@ -95,6 +97,8 @@ def finish(
         metrics[name] = report
     meta["metrics"] = metrics
     meta["stopped_early"] = stopped_early
+    if on_phase is not None:
+        on_phase("calibrating on the val split")
     if _calibrate(best_path, best_model, meta, cfg, data, device) is None:
         save_checkpoint(best_path, best_model, meta, half=cfg.checkpoint_half)  # calibration writes it otherwise
     atomic_write_json(run_dir / "metrics.json", metrics)

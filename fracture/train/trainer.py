@@ -101,6 +101,7 @@ class Trainer:
     def _progress(self, what: str, done: int, total: int) -> None:
         if done == total or done % max(1, total // 20) == 0:
             self.emit("log", message=f"{what}: {done}/{total}", done=done, total=total)
+            self.emit("phase", name=what, done=done, total=total)  # named with its progress on the Train page
         if self.stop.is_set():
             raise TrainingError(f"stopped while {what}")
 
@@ -230,9 +231,13 @@ class Trainer:
             if self.dist.any(self.stop.is_set(), self.device):
                 return self._cancel(best_path)
         if self.dist.is_main:
+            def predict(name: str, model):
+                self.emit("phase", name=f"evaluating the best checkpoint on the {name} split")
+                return loop.predict_split(name, model, shard=False)
+
             best_path, summary = metadata.finish(
-                self.run_dir, cfg, loop.data, lambda name, model: loop.predict_split(name, model, shard=False),
-                self.device, stopped_early=stopped_early,
+                self.run_dir, cfg, loop.data, predict, self.device, stopped_early=stopped_early,
+                on_phase=lambda name: self.emit("phase", name=name),
             )
             self.emit("finished", **summary)
         self.dist.barrier()

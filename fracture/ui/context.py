@@ -239,8 +239,8 @@ def require_checkpoint(context: ActiveContext, what: str = "this page") -> Any:
     """The active checkpoint entry, or an info box and a stop of this page run."""
     if context.checkpoint is None:
         st.info(
-            f"No model is available for {what} yet. Train one on the Train page (the defaults "
-            "finish in about a minute on the demo dataset), or place a checkpoint in weights/."
+            f"No model is available for {what} yet. Train one on the Train page (it shows the time left "
+            "as it goes), or place a checkpoint in weights/."
         )
         st.stop()
     return context.checkpoint

@@ -67,10 +67,12 @@ def newest_run(runs: list[RunStatus]) -> RunStatus:
     return max(runs, key=started)
 
 
-def format_seconds(seconds: float | None) -> str:
-    """``95`` -> ``1 min 35 s``; None -> ``–``."""
+def format_seconds(seconds: float | None, *, precise: bool = False) -> str:
+    """``95`` -> ``1 min 35 s``; None -> ``–``; with ``precise``, under 10 s to a tenth (``0.4 s``, not ``0 s``)."""
     if seconds is None:
         return "–"
+    if precise and seconds < 10:
+        return f"{seconds:.1f} s"
     seconds = int(round(seconds))
     if seconds < 60:
         return f"{seconds} s"
@@ -108,6 +110,22 @@ def preparation_progress(events: list[dict[str, Any]]) -> tuple[float, str]:
             done, total = record.get("done", 0), record["total"]
             return min(1.0, done / total), f"preparing: {record.get('message', '')}"
     return 0.0, "starting: loading the data and the model…"
+
+
+def phase_fraction(status: RunStatus) -> float:
+    """How far the current phase is (0 when it reports no counts)."""
+    if status.phase_done is None or not status.phase_total:
+        return 0.0
+    return min(1.0, max(0.0, status.phase_done / status.phase_total))
+
+
+def phase_line(status: RunStatus) -> str:
+    """``after 20 epochs: caching images 120/400 · about 1 min 05 s left`` (the progress bar's text)."""
+    where = (f"after {status.epoch} epoch{'s' if status.epoch != 1 else ''}: " if status.epochs_log
+             else "before the first epoch: ")
+    counts = f" {status.phase_done}/{status.phase_total}" if status.phase_total else ""
+    left = f" · about {format_seconds(status.phase_eta_s)} left" if status.phase_eta_s is not None else ""
+    return f"{where}{status.phase}{counts}{left}"
 
 
 def _run_mode(run_dir: str | Path) -> str:
@@ -167,7 +185,10 @@ def _run_view(run_dir: str, was_live: bool) -> None:
         st.code(stdout_tail(run_dir) or "(no output)")
         return
     preparing = status.state in LIVE_STATES and not status.epochs
-    if preparing:
+    in_phase = status.state in LIVE_STATES and status.phase
+    if in_phase:  # caching, feature extraction, the test evaluation, calibration: named, with time left
+        st.progress(phase_fraction(status), text=phase_line(status))
+    elif preparing:
         fraction, text = preparation_progress(events)
         st.progress(fraction, text=text)
     else:
@@ -179,21 +200,27 @@ def _run_view(run_dir: str, was_live: bool) -> None:
         st.progress(status.progress, text=text)
     cols = st.columns(4)
     if _run_mode(run_dir) == "frozen":  # the head trains on cached features: images/s would read 12,000
-        epoch_s = [e["seconds"] for e in status.epochs_log if e.get("seconds")]
-        cols[0].metric("Head epoch", format_seconds(epoch_s[-1]) if epoch_s else "–",
+        epoch_s = [e["seconds"] for e in status.epochs_log if e.get("seconds") is not None]
+        cols[0].metric("Head epoch", format_seconds(epoch_s[-1], precise=True) if epoch_s else "–",
                        help="Frozen mode: the backbone's features were computed once (the preparation "
                             "step); each epoch only trains the head on them.")
     else:
         cols[0].metric("Images/s", f"{status.images_per_s:.1f}" if status.images_per_s else "–",
                        help="Training images per second over the last steps.")
-    cols[1].metric("ETA", format_seconds(status.eta_s) if status.state in LIVE_STATES else "–")
+    if in_phase:
+        cols[1].metric("Time left", format_seconds(status.phase_eta_s),
+                       help=f"Of this phase ({status.phase}), at its pace so far; '–' until it can be measured.")
+    else:
+        cols[1].metric("Time left (epochs)", format_seconds(status.eta_s) if status.state in LIVE_STATES else "–",
+                       help="At the pace of the last steps; the test evaluation and calibration come after.")
     cols[2].metric(
         f"Best {status.monitor or 'metric'}",
         f"{status.best_metric:.3f}" if status.best_metric is not None else "–",
     )
     finished = next((e for e in reversed(events) if e["event"] == "finished"), None)
     test_auc = finished.get("test_image_roc_auc") if finished else None
-    cols[3].metric("Test ROC AUC (image)", f"{test_auc:.3f}" if test_auc is not None else "–",
+    pending = "evaluating…" if in_phase and "evaluating" in str(status.phase) else "–"
+    cols[3].metric("Test ROC AUC (image)", f"{test_auc:.3f}" if test_auc is not None else pending,
                    help="Computed at the end of the run on the held-out test split.")
     if status.error:
         st.error(status.error)

@@ -39,6 +39,23 @@ EPOCH_TICKS = {"tickmode": "linear", "tick0": 1, "dtick": 1, "tickformat": "d"}
 """Epochs are whole numbers counted from 1 (the event log's ``epoch`` is 0-based; charts add 1)."""
 
 
+def epoch_axis(last_epoch: int) -> dict:
+    """x-axis settings for epochs 1..``last_epoch``: the range hugs them (not 0..21 for 20 epochs) and
+    at most ~10 whole-number ticks (1, 2, 3 ... for a few epochs; 1, 5, 10 ... for many)."""
+    last = max(1, int(last_epoch))
+    step = next((d for d in (1, 2, 5, 10, 20, 50, 100) if last / d <= 10), 200)
+    ticks = sorted({1, *range(step, last + 1, step)}) if step > 1 else list(range(1, last + 1))
+    return {"tickmode": "array", "tickvals": ticks, "ticktext": [str(t) for t in ticks],
+            "range": [0.6, last + 0.4], "tickformat": "d"}
+
+
+def _last_epoch(frame: pd.DataFrame) -> int:
+    """The run's planned epochs (the events' ``epochs``) or, without it, the last logged one (1-based)."""
+    logged = int(frame["epoch"].max()) + 1
+    planned = pd.to_numeric(frame["epochs"], errors="coerce").max() if "epochs" in frame else None
+    return max(logged, int(planned)) if planned is not None and pd.notna(planned) else logged
+
+
 def metric_label(name: str) -> str:
     """Readable axis label of a metric or column name (``val_roc_auc`` -> ``val ROC AUC``)."""
     for prefix in ("train_", "val_", "test_"):
@@ -99,7 +116,7 @@ def training_curves_chart(
                 row=1, col=col,
             )
             shown.add(split)
-        fig.update_xaxes(title_text="epoch", row=1, col=col, **EPOCH_TICKS)
+        fig.update_xaxes(title_text="epoch", row=1, col=col, **epoch_axis(_last_epoch(frame)))
         fig.update_yaxes(title_text=metric_label(metric), row=1, col=col)
     return style_figure(fig, title, legend_below=True)
 
@@ -220,6 +237,7 @@ def overlay_training_curves_chart(
         fig.add_annotation(text=f"without {metric}: {', '.join(lacking)}", x=0, y=-0.22,
                            xref="paper", yref="paper", showarrow=False, xanchor="left",
                            font={"size": 11, "color": NEUTRAL_COLOR})
-    fig.update_xaxes(title_text="epoch", **EPOCH_TICKS)
+    last = max((_last_epoch(f) for f in runs.values() if f is not None and len(f)), default=1)
+    fig.update_xaxes(title_text="epoch", **epoch_axis(last))
     fig.update_yaxes(title_text=metric_label(shown_metric))
     return style_figure(fig, title)

@@ -161,14 +161,14 @@ def test_a_model_from_other_data_warns_on_samples_and_flags_out_of_distribution_
     assert_no_exception(at)
     warnings = _warnings(at)
     assert "trained on FracAtlas; the demo dataset is synthetic: expect meaningless numbers" in warnings, warnings
-    assert "does not look like the radiographs this model was trained on" in warnings
-    assert "Out of distribution" in warnings
+    assert "unlike the ones this model was trained on" in warnings
+    assert "OOD score" in warnings
     # Uploads are not dataset samples: no mismatch warning, but the OOD warning stays.
     image = png_bytes(96, seed=1)
     _upload(at.radio(key="input").set_value("Upload").run(), [("a.png", image, "image/png")])
     assert_no_exception(at)
     assert "trained on FracAtlas" not in _warnings(at)
-    assert "does not look like the radiographs" in _warnings(at)
+    assert "unlike the ones this model was trained on" in _warnings(at)
     expected = Predictor.from_checkpoint(model_run / "best.safetensors").predict([load_image(image)], with_cam=False)
     assert expected.temperature == 2.0 and expected.images[0].ood["flagged"]
     assert metric_values(at)["Study P(abnormal)"] == f"{expected.study_prob:.3f}"  # calibrated, as Predictor gives
@@ -182,7 +182,7 @@ def test_operating_points_are_selectable(model_run):
     assert_no_exception(at)
     meta = {"threshold": 0.5, "calibration": {"temperature": 2.0}}
     assert metric_values(at)["Threshold"] == f"{calibrated_threshold(meta, 0.5):.3f}"
-    assert "does not look like the radiographs" not in _warnings(at)
+    assert "unlike the ones this model was trained on" not in _warnings(at)
     box = at.selectbox(key="predict-operating-point")
     assert box.options == ["default (youden, stored in the checkpoint)", "90% sensitivity (screening)"]
     box.set_value("sensitivity_90").run()
@@ -194,4 +194,18 @@ def test_a_model_trained_on_this_data_gets_no_mismatch_warning(model_run):
     at = run_page(PAGE, model=RUN, query={"input": "Sample", "samples": "Dataset"})
     assert_no_exception(at)
     assert "trained on" not in _warnings(at)
-    assert "does not look like" not in _warnings(at)
+    assert "unlike the ones this model was trained on" not in _warnings(at)
+
+
+def test_many_files_lists_every_file_without_scrolling_two_rows_at_a_time(model_run):
+    from fracture.ui.batch_view import table_height
+
+    at = run_page(PAGE, model=RUN)
+    at.radio(key="predict-mode").set_value("Many files").run()
+    files = [(f"x{i}.png", png_bytes(40, seed=i), "image/png") for i in range(6)]
+    at.file_uploader(key="predict-many-upload").set_value(files).run()
+    assert_no_exception(at)
+    table = at.dataframe[0]
+    assert list(table.value["file"]) == [name for name, _, _ in files]
+    assert table_height(6) >= 38 + 6 * 35, "the header and all six rows fit (was: two rows and a scrollbar)"
+    assert table_height(500) == 720, "a long list scrolls inside a bounded table"

@@ -18,6 +18,12 @@ from fracture.ui.uploads import UPLOAD_TYPES
 
 KEY = "predict-many"
 MODES = ("One study", "Many files")
+ROW_PX, HEADER_PX, TABLE_MAX_PX = 35, 38, 720
+
+
+def table_height(rows: int) -> int:
+    """Pixel height that shows ``rows`` whole (header included), at most :data:`TABLE_MAX_PX`."""
+    return min(TABLE_MAX_PX, HEADER_PX + ROW_PX * max(1, rows) + 2)
 
 
 def mode_picker() -> str:
@@ -67,12 +73,18 @@ def many_files_view(entry: Any, max_mb: int) -> None:
     cols[1].metric(result.class_names[1], counts["positive"], help=f"Probability at least {result.threshold:.3f}.")
     cols[2].metric(result.class_names[0], counts["negative"])
     cols[3].metric("Unreadable", counts["unreadable"], help="Listed with the reason in the table and the CSV.")
+    if counts["not_radiograph"]:
+        st.error(f"{counts['not_radiograph']} file(s) are not radiographs (a photo, document, CT/MR...): no label; "
+                 "the table says why.")
     if counts["ood"]:
         st.warning(f"{counts['ood']} image(s) look unlike the model's training images (out of distribution).")
-    st.dataframe(
+    st.dataframe(  # tall enough for every row up to TABLE_MAX_PX: the list is read, not scrolled two rows at a time
         [{"file": r.path, "probability": r.probability, "label": r.label,
-          **({"out of distribution": r.ood} if result.has_ood else {}), "error": r.error} for r in result.rows],
-        column_config={"probability": st.column_config.NumberColumn(format="%.3f")}, hide_index=True,
+          **({"out of distribution": r.ood} if result.has_ood else {}),
+          "not a radiograph": r.not_radiograph, "error": r.error} for r in result.rows],
+        column_config={"probability": st.column_config.NumberColumn(format="%.3f"),
+                       "file": st.column_config.TextColumn(width="large")},
+        hide_index=True, height=table_height(len(result.rows)),
     )
     d1, d2 = st.columns(2)
     d1.download_button("⬇ predictions.csv", result.csv_bytes(), file_name="predictions.csv", mime="text/csv",

@@ -37,10 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     scan.add_argument("--json", nargs="?", const=STDOUT, default=None, metavar="OUT", type=str,
                       help="write the full result as JSON to OUT (no OUT: print it instead of the summary)")
     scan.add_argument("--out", type=Path, default=None, help="write the manifest to this CSV file")
-    scan.add_argument("--seed", type=int, default=0, help="split and sample seed (default 0)")
-    scan.add_argument("--sample", type=int, default=None, metavar="N",
+    scan.add_argument("--seed", type=_seed, default=0, help="split and sample seed (default 0)")
+    scan.add_argument("--sample", type=_count, default=None, metavar="N",
                       help="read at most N image headers (default: all)")
-    scan.add_argument("--intensity-sample", type=int, default=INTENSITY_SAMPLE, metavar="N",
+    scan.add_argument("--intensity-sample", type=_count, default=INTENSITY_SAMPLE, metavar="N",
                       help=f"decode at most N images for grey levels (default {INTENSITY_SAMPLE}; 0: none)")
     scan.add_argument("--workers", type=int, default=None, metavar="N",
                       help="reader threads (default: 2 per CPU, at most 8)")
@@ -48,9 +48,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="read headers in N worker processes instead of threads (for a big first "
                            "scan on a many-core machine; default 0)")
     scan.add_argument("--no-cache", action="store_true", help="read every file; do not use the header cache")
-    scan.add_argument("--problems", type=int, default=20, metavar="N",
+    scan.add_argument("--problems", type=_count, default=20, metavar="N",
                       help="how many problems and unreadable files to list (default 20)")
     scan.set_defaults(func=run_scan)
+
+
+def _seed(text: str) -> int:
+    """``--seed``: a whole number numpy's generators take (0..2**32-1); argparse names the option."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"{value}: use a whole number in 0..{2**32 - 1}")
+    return value
+
+
+def _count(text: str) -> int:
+    """A count option (``--sample``, ``--problems``...): a whole number of at least 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value}: use 0 or more")
+    return value
 
 
 def run_scan(args: argparse.Namespace) -> int:
@@ -60,21 +82,29 @@ def run_scan(args: argparse.Namespace) -> int:
         manifest, sample=args.sample, seed=args.seed, intensity_sample=args.intensity_sample,
         cache=cache, workers=args.workers, processes=args.processes,
     )
+    result = scan_json(manifest, stats)
     if args.json == STDOUT:
-        json.dump(stats.to_dict(per_file=True), sys.stdout, indent=2)
+        json.dump(result, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         print_summary(manifest, stats, limit=args.problems)
     if args.json not in (None, STDOUT):
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(stats.to_dict(per_file=True), indent=2) + "\n", encoding="utf-8")
+        atomic_write_text(out, json.dumps(result, indent=2) + "\n")
         print(f"\nfull result written to {out}")
     if args.out is not None:
         atomic_write_text(args.out, frame_csv_text(manifest.frame))  # spreadsheet-safe cells, never half a file
         stream = sys.stderr if args.json == STDOUT else sys.stdout
         print(f"manifest written to {args.out}", file=stream)
     return 0
+
+
+def scan_json(manifest: Manifest, stats: DatasetStats) -> dict:
+    """``scan --json``: the statistics plus every problem the text summary lists, as ``{path, reason}``."""
+    result = stats.to_dict(per_file=True)
+    result["problems"] = [{"path": str(p.path), "reason": str(p.reason)} for p in manifest.problems]
+    return result
 
 
 def print_summary(manifest: Manifest, stats: DatasetStats, *, limit: int = 20) -> None:

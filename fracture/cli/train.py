@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         resume = True
     else:
         run_dir = out
-        config = config_from_args(args)
+        config = config_from_args(args).validate()  # a bad value is one line before the folder is touched
         resume = False
     stop = threading.Event()
     _install_stop_handlers(stop)

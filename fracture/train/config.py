@@ -127,6 +127,10 @@ class TrainConfig:
             raise ConfigError(f"image_size={self.image_size}: use 32..1024 pixels")
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("epochs and batch_size must be at least 1")
+        for name in ("seed", "split_seed"):  # numpy's generators take 0..2**32-1 (refused late, without a name)
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
+                raise ConfigError(f"{name}={value!r}: use a whole number in 0..{2**32 - 1} (--{name.replace('_', '-')})")
         if not 0 < self.lr < 1:
             raise ConfigError(f"lr={self.lr}: use a learning rate in (0, 1)")
         if self.threshold_rule == "sensitivity" and not self.target_sensitivity:

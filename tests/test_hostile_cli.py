@@ -1,0 +1,61 @@
+"""Hostile command lines: a bad number names its option or field in one line before anything is written,
+and ``scan --json`` lists every problem (file, reason) that the text summary lists."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from fracture.cli import main
+from fracture.errors import ConfigError
+from fracture.train.config import TrainConfig
+
+
+def _folders(root: Path) -> Path:
+    for label in ("normal", "abnormal"):
+        for i in range(4):
+            (root / label).mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(root / label / f"{i}.png"), np.random.default_rng(i).integers(0, 255, (40, 50), np.uint8))
+    (root / "abnormal" / "bad.png").write_bytes(b"junk")
+    return root
+
+
+@pytest.mark.parametrize("flag, value", [("--seed", "-1"), ("--seed", "4294967296"), ("--problems", "-3"),
+                                         ("--sample", "x")])
+def test_scan_numbers_name_the_option(tmp_path, capsys, flag, value):
+    with pytest.raises(SystemExit) as info:
+        main(["scan", str(_folders(tmp_path / "d")), flag, value])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: " in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("field, value", [("seed", -1), ("split_seed", 2**32), ("seed", 1.5), ("seed", True)])
+def test_train_seeds_name_the_field(field, value):
+    with pytest.raises(ConfigError, match=rf"^{field}="):
+        TrainConfig(data="x", **{field: value}).validate()
+
+
+def test_train_seed_minus_one_is_one_line_and_no_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--data", str(_folders(tmp_path / "d")), "--model", "small_cnn",
+                 "--seed", "-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "error: seed=-1: use a whole number in 0..4294967295 (--seed)"
+    assert not out.exists()
+
+
+def test_scan_json_lists_the_problems_and_unreadable_files(tmp_path, capsys):
+    root = _folders(tmp_path / "d")
+    out = tmp_path / "scan.json"
+    assert main(["scan", str(root), "--json", str(out), "--no-cache"]) == 0
+    result = json.loads(out.read_text())
+    from fracture.data import open_dataset
+
+    expected = [{"path": str(p.path), "reason": str(p.reason)} for p in open_dataset(root).problems]
+    assert expected and result["problems"] == expected  # the same list the text summary prints
+    unreadable = {Path(r["path"]).name: r["reason"] for r in result["unreadable"]}
+    assert unreadable == {"bad.png": "not_an_image"}

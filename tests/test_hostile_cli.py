@@ -59,3 +59,20 @@ def test_scan_json_lists_the_problems_and_unreadable_files(tmp_path, capsys):
     assert expected and result["problems"] == expected  # the same list the text summary prints
     unreadable = {Path(r["path"]).name: r["reason"] for r in result["unreadable"]}
     assert unreadable == {"bad.png": "not_an_image"}
+
+
+@pytest.mark.parametrize("n", ["100000", "-1"])
+def test_export_check_images_is_bounded_before_any_work(tmp_path, capsys, monkeypatch, n):
+    import fracture.serve.export as export
+
+    def refuse(*_args, **_kwargs):  # nothing may be drawn or exported for a refused N
+        raise AssertionError("work started")
+
+    monkeypatch.setattr(export, "demo_images", refuse)
+    monkeypatch.setattr(export, "export_checked", refuse)
+    monkeypatch.setattr(export, "export_onnx", refuse)
+    out = tmp_path / "model.onnx"
+    assert main(["export", "--out", str(out), "--check-images", n]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"error: --check-images {n}: give 0 (no check) to 256"
+    assert not out.exists() and list(tmp_path.iterdir()) == []

@@ -7,6 +7,7 @@ from fracture.checkpoints.compatibility import describe_mismatch
 from fracture.errors import FractureError
 from fracture.evaluate.calibration import calibrated_threshold
 from fracture.gate.ood import WARNING as OOD_WARNING
+from fracture.gate.radiograph import NOT_RADIOGRAPH
 from fracture.ui import loaders
 from fracture.ui.context import active_context, checkpoint_label, dataset_root
 from fracture.ui.lab import DEFAULT_VARIANTS, LAB_MAX_SIDE, apply_spec, fit_image, lab_variants
@@ -140,9 +141,12 @@ def variant_card(variant: str, *, height: int, settings) -> None:
         # The processed image on the left, the model's heatmap on the image it scored on the right.
         show_xray(item.image, item.heatmap, settings, key=f"lab-view-{variant}",
                   caption=f"{variant}: P({prediction.class_names[1]}) {item.prob:.3f} · "
-                          f"{'🔴' if item.positive else '🟢'} {item.label} at threshold {prediction.threshold:.3f}",
+                          + (f"{'🔴' if item.positive else '🟢'} {item.label} at threshold {prediction.threshold:.3f}"
+                           if item.is_radiograph else "no label: not a radiograph"),
                   heatmap_label=heatmap_label, boxes=boxes, height=height)
-        if item.ood and item.ood["flagged"]:
+        if not item.is_radiograph:  # level (a): the label shown above is not given on the Predict page
+            st.error(NOT_RADIOGRAPH.format(reason=item.gate["reason"]))
+        elif item.ood and item.ood["flagged"]:
             st.warning(OOD_WARNING)
     st.plotly_chart(image_histogram_chart(processed, variant, height=260 if present else 210,
                                           font_size=20 if present else 14),

@@ -11,7 +11,8 @@ from fracture.errors import FractureError
 from fracture.explain.cam import METHODS as CAM_METHOD_NAMES
 from fracture.explain.forward import stored_choice
 from fracture.evaluate.calibration import operating_point_choices
-from fracture.gate.ood import WARNING as OOD_WARNING
+from fracture.gate.ood import unfamiliar_warning
+from fracture.gate.radiograph import NOT_RADIOGRAPH
 from fracture.ui import loaders
 from fracture.ui.batch_view import many_files_view, mode_picker
 from fracture.ui.context import active_context, checkpoint_label, dataset_root, require_checkpoint
@@ -55,6 +56,7 @@ with inputs:
     source = st.radio("Input", tuple(SOURCES), captions=tuple(SOURCES.values()), horizontal=True,
                       key="input", bind="query-params")
     images, names, problems, notes = [], [], [], []
+    sources = None  # what uploaded files say about themselves (DICOM modality, colour), for the radiograph gate
     n_files = 0  # uploads offered (bad and duplicate files included), for "from N of M files"
     truth: dict = {}  # image name -> annotated fracture boxes (gallery, or a dataset with boxes)
     if source == "Upload":
@@ -74,6 +76,7 @@ with inputs:
             loaded = [item for item in loaded if unique.get(item.digest) is item]
         images = [item.image for item in loaded]
         names = [item.name for item in loaded]
+        sources = [item.source for item in loaded]
         problems = [p.message for p in upload_problems]
         notes = [note for item in loaded for note in item.notes]  # first frame only, reduced to fit
     elif sample_source() == "Gallery":
@@ -126,11 +129,15 @@ if not images:
 
 try:
     prediction = loaders.predict_study(entry.path, images, names, body_part=body_part,
-                                       extra_steps=extra_steps, cam_method=cam_method)
+                                       extra_steps=extra_steps, cam_method=cam_method, sources=sources)
 except FractureError as exc:
     st.error(str(exc))
     st.stop()
 prediction = prediction.with_threshold(point["threshold"], point["name"])
+for refused in prediction.refused:  # level (a): what is not a radiograph gets no label at all
+    st.error(f"**{refused.name}** — " + NOT_RADIOGRAPH.format(reason=refused.gate["reason"]))
+if prediction.study_prob is None:
+    st.stop()
 
 positive_name = prediction.class_names[1]
 cols = st.columns(4)
@@ -150,7 +157,8 @@ if prediction.body_part is not None:  # a single-task model has no body part to 
                    help=f"{prediction.body_part_source} by the model" if prediction.body_part_source == "predicted"
                    else "given by you")
 color = "red" if prediction.positive else "green"
-used_of = f" from {len(prediction.images)} of {n_files} files" if 0 < len(prediction.images) < n_files else ""
+kept, offered = len(prediction.images) - len(prediction.refused), max(n_files, len(prediction.images))
+used_of = f" from {kept} of {offered} files" if 0 < kept < offered else ""
 st.markdown(
     f"#### Study{used_of}: :{color}-background[{prediction.study_label}] "
     f"(P = {prediction.study_prob:.3f}, threshold {prediction.threshold:.3f}) — model `{checkpoint_label(entry)}`"
@@ -162,13 +170,12 @@ def _image_caption(item) -> str:
 
 
 def _ood_note(item) -> None:
-    """One warning per flagged image, with its score."""
-    if item.ood and item.ood["flagged"]:
-        st.warning(f"Out of distribution (score {item.ood['score']:.2f} > {item.ood['threshold']:.2f}): "
-                   + OOD_WARNING)
+    """Level (b): a radiograph unlike the training data, saying how where that is known (OOD score, file)."""
+    if (item.gate or {}).get("unfamiliar"):
+        st.warning(unfamiliar_warning(item.gate["differences"]))
 
 
-shown = prediction.images
+shown = [item for item in prediction.images if item.is_radiograph]  # refused images were named above
 if present and len(shown) > 1:  # one image at a time, large
     names_shown = [item.name for item in shown]
     pick = st.segmented_control("Image", range(len(shown)), format_func=lambda i: names_shown[i],
@@ -203,7 +210,7 @@ result["extra_preprocess"] = extra_steps
 d1, d2 = st.columns(2)
 d1.download_button("⬇ Result (JSON)", json.dumps(result, indent=2), file_name="prediction.json",
                    mime="application/json")
-images_out = prediction.images
+images_out = [item for item in prediction.images if item.is_radiograph]
 index = 0
 if len(images_out) > 1:
     index = d2.selectbox("Image to download", range(len(images_out)), key="predict-overlay-index",

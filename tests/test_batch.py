@@ -81,7 +81,7 @@ def test_csv_has_every_file_and_reports_bad_ones_in_their_row(folder, checkpoint
     assert result.skipped == ["notes.txt"]
     assert result.counts() == {"files": 5, "predicted": 3, "positive": result.counts()["positive"],
                                "negative": 3 - result.counts()["positive"], "unreadable": 2, "ood": 0,
-                               "skipped_not_images": 1, "skipped_hidden": 0}
+                               "not_radiograph": 0, "skipped_not_images": 1, "skipped_hidden": 0}
 
 
 def test_onnx_and_torch_backends_agree(folder, checkpoint, tmp_path, monkeypatch):

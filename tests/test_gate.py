@@ -273,3 +273,27 @@ def test_held_out_rates_and_the_card_section(gated_checkpoint):
     card = "\n".join(gate_card_lines({**meta, "radiograph_gate": {**meta["radiograph_gate"],
                                                                   "measured": {"probes": rates}}}))
     assert "## What is this image?" in card and "| synthetic noise |" in card and "as colour files" in card
+
+
+def test_batch_rows_say_why_a_file_is_not_a_radiograph(gated_checkpoint, demo_root):
+    import pydicom.data
+    import skimage.data
+
+    from fracture.data import open_dataset
+    from fracture.serve.batch import CSV_COLUMNS, predict_files
+
+    xray = open_dataset(demo_root).subset("test")["path"].iloc[0]
+    items = [("photo.png", _png(skimage.data.astronaut())), ("mr.dcm", Path(pydicom.data.get_testdata_file("MR_small.dcm"))),
+             ("xray.png", Path(xray))]
+    result = predict_files(items, gated_checkpoint, backend="torch")
+    photo, mr, radiograph = result.rows
+    assert "colour" in photo.not_radiograph and "MR" in mr.not_radiograph
+    for row in (photo, mr):
+        assert row.probability is None and row.label == "" and row.error == ""
+    assert radiograph.not_radiograph == "" and radiograph.label in result.class_names
+    counts = result.counts()
+    assert counts["not_radiograph"] == 2 and counts["predicted"] == 1 and counts["unreadable"] == 0
+    lines = result.csv_bytes().decode().splitlines()
+    assert lines[0] == ",".join(CSV_COLUMNS) and "not_radiograph" in CSV_COLUMNS
+    assert "magnetic resonance" in lines[2]
+    assert "not a radiograph: a colour picture" in result.html_bytes().decode()

@@ -59,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     written = write_report(result, args.out, overwrite=args.overwrite)
     counts = result.counts()
     print(f"{counts['files']} files: {counts['predicted']} predicted ({counts['positive']} {result.class_names[1]}, "
-          f"{counts['negative']} {result.class_names[0]}), {counts['unreadable']} unreadable "
+          f"{counts['negative']} {result.class_names[0]}), {counts['unreadable']} unreadable, "
+          f"{counts['not_radiograph']} not radiographs (no label; the CSV's not_radiograph column says why) "
           f"(threshold {result.threshold:.3f}, {result.seconds:.1f} s on {result.backend})")
     if result.skipped:
         print(f"{len(result.skipped)} file(s) that are not images skipped (e.g. {result.skipped[0]})")

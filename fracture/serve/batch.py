@@ -36,7 +36,7 @@ from fracture.serve.onnx_backend import InferenceCancelled, InferenceProgress
 
 log = logging.getLogger(__name__)
 
-CSV_COLUMNS = ("path", "probability", "label", "threshold", "ood", "error")
+CSV_COLUMNS = ("path", "probability", "label", "threshold", "ood", "not_radiograph", "error")
 STUDY_COLUMNS = ("study", "images", "predicted", "probability", "label", "threshold")
 REPORT_FILES = ("predictions.csv", "report.html")
 STUDIES_FILE = "studies.csv"
@@ -61,6 +61,7 @@ class BatchRow:
     ood: bool | None = None
     error: str = ""
     study: str | None = None
+    not_radiograph: str = ""  # why the radiograph gate refused it (then no probability, no label)
     thumbnail: bytes | None = field(default=None, repr=False)  # JPEG
     heatmap: bytes | None = field(default=None, repr=False)  # JPEG overlay
 
@@ -94,14 +95,16 @@ class BatchResult:
 
     # -- counts ------------------------------------------------------------
     def counts(self) -> dict[str, int]:
-        predicted = [r for r in self.rows if not r.error]
+        readable = [r for r in self.rows if not r.error]
+        predicted = [r for r in readable if not r.not_radiograph]
         positive = sum(1 for r in predicted if r.label == self.class_names[1])
         return {
             "files": len(self.rows),
             "predicted": len(predicted),
             "positive": positive,
             "negative": len(predicted) - positive,
-            "unreadable": len(self.rows) - len(predicted),
+            "unreadable": len(self.rows) - len(readable),
+            "not_radiograph": len(readable) - len(predicted),
             "ood": sum(1 for r in predicted if r.ood),
             "skipped_not_images": len(self.skipped),
             "skipped_hidden": len(self.hidden),
@@ -114,7 +117,8 @@ class BatchResult:
         rows = []
         for r in self.rows:
             row = [r.path, "" if r.probability is None else f"{r.probability:.6f}", r.label,
-                   f"{self.threshold:.6f}", "" if r.ood is None else str(bool(r.ood)).lower(), r.error]
+                   f"{self.threshold:.6f}", "" if r.ood is None else str(bool(r.ood)).lower(), r.not_radiograph,
+                   r.error]
             if self.studies is not None:
                 row.append(r.study or "")
             rows.append(row)
@@ -278,10 +282,13 @@ def predict_files(
     threshold = scorer.threshold  # probabilities and threshold on the calibrated scale when the model has one
     class_names = scorer.meta.class_names
     has_ood = scorer.ood is not None
+    from fracture.gate.radiograph import RadiographGate
+
+    gate = RadiographGate.from_checkpoint(dict(scorer.meta.raw), scorer.extras, where=str(checkpoint))
     started = time.monotonic()
     rows = [BatchRow(path=name, study=study_of(name) if studies else None) for name, _ in items]
     report = _reporter(len(items), started, progress)
-    used = _predict_with_scorer(items, rows, scorer, cam, batch_size, report, cancel)
+    used = _predict_with_scorer(items, rows, scorer, cam, batch_size, report, cancel, gate)
     result = BatchResult(
         rows=rows, checkpoint=Path(checkpoint).name, threshold=threshold, class_names=class_names, backend=used,
         seconds=time.monotonic() - started, source=source, has_ood=has_ood, cam=cam,
@@ -326,24 +333,29 @@ def _check_cancel(cancel: threading.Event | None, done: int, total: int) -> None
         raise InferenceCancelled(f"cancelled after {done} of {total} files; nothing was written")
 
 
-def _load(name: str, source: Source) -> np.ndarray:
-    from fracture.data import load_image
+def _load(name: str, source: Source) -> tuple[np.ndarray, Any]:
+    """The pixels and what the file said about itself (DICOM modality, colour, bit depth) for the gate."""
+    from fracture.data.imageio import decode_image
+    from fracture.gate.radiograph import SourceFacts
     from fracture.settings import get_settings
 
     # The megapixel limit of the app: a 63 MP PNG is decoded reduced, not at full size (and then with --cam).
-    return load_image(source, name=name, pixel_budget=get_settings().max_image_pixels)
+    decoded = decode_image(source, name=name, pixel_budget=get_settings().max_image_pixels)
+    for note in decoded.notes:
+        log.info("%s", note)
+    return decoded.image, SourceFacts.of(decoded)
 
 
-def _predict_with_scorer(items, rows, scorer, cam, batch_size, report, cancel) -> str:
+def _predict_with_scorer(items, rows, scorer, cam, batch_size, report, cancel, gate=None) -> str:
     """Load and prepare a chunk of files, score them in one batch, fill their rows (errors per file)."""
     cam_choice = scorer.stored_cam() if cam else None
     for start in range(0, len(items), batch_size):
         _check_cancel(cancel, start, len(items))
-        ready, shown, where = [], [], []
+        ready, shown, where, facts = [], [], [], []
         for i in range(start, min(start + batch_size, len(items))):
             name, source = items[i]
             try:
-                image = _load(name, source)
+                image, fact = _load(name, source)
             except Exception as exc:  # noqa: BLE001 - any failure is this file's row, never the batch's end
                 _row_error(rows[i], exc, "reading")
                 continue
@@ -353,19 +365,21 @@ def _predict_with_scorer(items, rows, scorer, cam, batch_size, report, cancel) -
                 _row_error(rows[i], exc, "preparing")
                 continue
             where.append(i)
+            facts.append(fact)
             shown.append(image if cam else None)
             if i < MAX_PICTURES:
                 rows[i].thumbnail = _jpeg(image)
         if ready:
-            _score_chunk(scorer, ready, shown, where, rows, cam_choice)
+            _score_chunk(scorer, ready, shown, where, rows, cam_choice, gate, facts)
         report(min(start + batch_size, len(items)))
     return scorer.backend
 
 
-def _score_chunk(scorer, ready, shown, where, rows, cam_choice) -> None:
+def _score_chunk(scorer, ready, shown, where, rows, cam_choice, gate=None, facts=None) -> None:
     """Score a chunk in one batch; if that fails, score its files one by one so only the bad one fails."""
+    facts = facts or [None] * len(where)
     try:
-        _fill_rows(scorer, ready, shown, where, rows, cam_choice)
+        _fill_rows(scorer, ready, shown, where, rows, cam_choice, gate, facts)
     except Exception as exc:  # noqa: BLE001 - find the file that fails, keep the others
         if len(where) == 1:
             _row_error(rows[where[0]], exc, "scoring")
@@ -373,15 +387,29 @@ def _score_chunk(scorer, ready, shown, where, rows, cam_choice) -> None:
         log.info("batch: scoring a chunk of %d failed (%s); scoring its files one by one", len(where), exc)
         for j, i in enumerate(where):
             try:
-                _fill_rows(scorer, ready[j:j + 1], shown[j:j + 1], [i], rows, cam_choice)
+                _fill_rows(scorer, ready[j:j + 1], shown[j:j + 1], [i], rows, cam_choice, gate, facts[j:j + 1])
             except Exception as one:  # noqa: BLE001
                 _row_error(rows[i], one, "scoring")
 
 
-def _fill_rows(scorer, ready, shown, where, rows, cam_choice) -> None:
-    """Score the prepared images ``ready`` (rows ``where``) in one batch and fill their rows."""
-    scores = scorer.score(np.stack(ready), body_parts=scorer.body_indices(None, len(ready)), cam=cam_choice)
+def _fill_rows(scorer, ready, shown, where, rows, cam_choice, gate=None, facts=None) -> None:
+    """Score the prepared images ``ready`` (rows ``where``) in one batch and fill their rows.
+
+    A file the radiograph gate refuses (:mod:`fracture.gate.radiograph`) gets its reason, no probability, no label.
+    """
+    from fracture.gate.radiograph import check, image_statistics
+
+    stacked = np.stack(ready)
+    scores = scorer.score(stacked, body_parts=scorer.body_indices(None, len(ready)), cam=cam_choice,
+                          features=True if gate is not None else None)
+    gate_p = None
+    if gate is not None and scores.features is not None:
+        gate_p = gate.probability(scores.features, image_statistics(stacked))
     for j, i in enumerate(where):
+        verdict = check((facts or [None] * len(where))[j], None if gate_p is None else float(gate_p[j]), gate)
+        if not verdict["radiograph"]:
+            rows[i].not_radiograph = verdict["reason"]
+            continue
         rows[i].probability = float(scores.probs[j])
         rows[i].label = scores.labels[j]
         rows[i].ood = None if scores.ood is None else bool(scores.ood[j]["flagged"])
@@ -460,7 +488,8 @@ def render_html(result: BatchResult) -> str:
     counts = result.counts()
     positive = result.class_names[1]
     cards = [("files", counts["files"]), ("predicted", counts["predicted"]), (positive, counts["positive"]),
-             (result.class_names[0], counts["negative"]), ("unreadable", counts["unreadable"])]
+             (result.class_names[0], counts["negative"]), ("unreadable", counts["unreadable"]),
+             ("not a radiograph", counts["not_radiograph"])]
     if result.has_ood:
         cards.append(("out of distribution", counts["ood"]))
     header = ["thumbnail"] + (["Grad-CAM"] if result.cam else []) + ["path"] + (
@@ -477,7 +506,7 @@ def render_html(result: BatchResult) -> str:
             cells.append(_td(r.study or ""))
         cells.append(_td("" if r.probability is None else f"{r.probability:.3f}",
                          "" if r.probability is None else f"{r.probability:.6f}"))
-        cells.append(_td(r.label, cls=cls))
+        cells.append(_td(r.label or (f"not a radiograph: {r.not_radiograph}" if r.not_radiograph else ""), cls=cls))
         if result.has_ood:
             cells.append(_td("" if r.ood is None else ("yes" if r.ood else "no")))
         cells.append(_td(r.error, cls="err" if r.error else ""))

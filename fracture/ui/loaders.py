@@ -212,8 +212,12 @@ def predict_study(
     extra_steps: list[dict[str, Any]] | None = None,
     with_cam: bool = True,
     cam_method: str | None = None,
+    sources: Sequence[Any] | None = None,
 ) -> Any:
     """Predict one study with the checkpoint's predictor, cached on pixels and options.
+
+    ``sources``: per image what its file said (``LoadedUpload.source``: DICOM modality,
+    colour, bit depth) for the radiograph gate; None for gallery and dataset samples.
 
     ``cam_method`` None uses the heatmap stored in the checkpoint (explain-select).
 
@@ -231,7 +235,7 @@ def predict_study(
 
     path, signature = str(checkpoint), path_signature(checkpoint)
     key = (path, signature, tuple(image_digest(img) for img in images), tuple(names), body_part,
-           json.dumps(extra_steps or [], sort_keys=True), with_cam, cam_method)
+           json.dumps(extra_steps or [], sort_keys=True), with_cam, cam_method, tuple(sources or ()))
     cache = _prediction_cache(int(get_settings().prediction_cache_mb * 1024 * 1024))
     prediction = cache.get(key)
     if prediction is None:
@@ -239,6 +243,7 @@ def predict_study(
             prediction = _predictor(path, signature).predict(
                 list(images), names=list(names), body_part=body_part,
                 extra_steps=extra_steps or None, with_cam=with_cam, cam_method=cam_method,
+                sources=list(sources) if sources else None,
             )
         for item in prediction.images:  # read-only views; the caller's own arrays keep their flags
             item.image = item.image.view()

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Iterable, Protocol
+from typing import Any, Iterable, Protocol
 
 import numpy as np
 
 from fracture.data.imageio import MAX_PIXELS, decode_image, read_image_header, reduced_size
 from fracture.errors import ImageLoadError
+from fracture.gate.radiograph import SourceFacts
 
 #: Extensions the uploader offers (the loader sniffs the real format from the bytes).
 UPLOAD_TYPES = ("png", "jpg", "jpeg", "bmp", "tif", "tiff", "dcm", "dicom")
@@ -45,6 +46,7 @@ class LoadedUpload:
     image: np.ndarray
     digest: str
     notes: tuple[str, ...] = ()
+    source: Any = None  # what the file said about itself (fracture.gate.radiograph.SourceFacts), for the gate
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,8 @@ def read_uploads(
             problems.append(UploadProblem(name, exc.reason, str(exc)))
             continue
         used += decoded.image.size
-        loaded.append(LoadedUpload(name, decoded.image, hashlib.sha256(data).hexdigest()[:16], decoded.notes))
+        loaded.append(LoadedUpload(name, decoded.image, hashlib.sha256(data).hexdigest()[:16], decoded.notes,
+                                   SourceFacts.of(decoded)))
     if skipped:
         problems.append(UploadProblem(
             skipped[0], "too_many_files",

@@ -145,6 +145,7 @@ def test_level_b_says_how_a_radiograph_differs():
     assert any("2.30 > 1.70" in h for h in how)
     assert differences(SourceFacts(), {"flagged": False, "score": 1.0, "threshold": 1.7}) == []
     assert differences(SourceFacts(dicom=(("PatientAge", "045Y"),)), None) == []
+    assert differences(None, {"flagged": True, "score": None, "threshold": 1.7, "error": "score is nan"}) == ["score is nan"]
     assert "CHEST" in unfamiliar_warning(how) and unfamiliar_warning([]) == WARNING
     assert "Not a radiograph" in NOT_RADIOGRAPH and "Not a radiograph" not in WARNING
 

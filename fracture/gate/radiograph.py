@@ -358,8 +358,11 @@ def differences(source: SourceFacts | None, ood: Mapping[str, Any] | None, body_
     """
     out = []
     if ood and ood.get("flagged"):
-        out.append(f"its features are far from the training radiographs' (OOD score {ood['score']:.2f} > "
-                   f"{ood['threshold']:.2f})")
+        if isinstance(ood.get("score"), (int, float)):
+            out.append(f"its features are far from the training radiographs' (OOD score {ood['score']:.2f} > "
+                       f"{ood['threshold']:.2f})")
+        else:
+            out.append(ood.get("error") or "its out-of-distribution score could not be computed")
     if source is not None:
         if source.bit_depth > 8:
             out.append(f"a {source.bit_depth}-bit file, scaled to 8 bits here (its contrast may differ from the "

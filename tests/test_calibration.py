@@ -217,7 +217,9 @@ def test_calibrate_command_writes_temperature_operating_points_and_ood(tmp_path,
     assert OodDetector.from_checkpoint(meta, model.checkpoint_extras) is not None
     summary = json.loads(out.read_text())
     assert summary["temperature"] == meta["calibration"]["temperature"]
-    assert "val ECE" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "val ECE" in printed and "radiograph gate (level a)" in printed
+    assert meta["radiograph_gate"]["n_radiographs"] <= 40 and meta["radiograph_gate"]["val_gated_rate"] <= 0.01
     # evaluate --json reports the image-level calibration block (15 bins) with the calibrated threshold
     report = tmp_path / "evaluate.json"
     assert main(["evaluate", "--checkpoint", str(path), "--data", str(root), "--split", "val", "--n-boot", "10",

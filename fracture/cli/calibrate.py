@@ -172,6 +172,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"  OOD flags {_pct(measured['test_flag_rate'])} of the test split ({measured['n_test']} images)")
     for group, result in (measured.get("probes") or {}).items():
         print(f"  OOD probes, {group}: {result['flagged']}/{result['n']} flagged")
+    gate = summary.get("radiograph_gate")
+    if gate:
+        print(f"  radiograph gate (level a): logistic regression on {gate['n_radiographs']} train radiographs vs "
+              f"{gate['n_other']} generated non-radiographs; threshold {gate['threshold']:.3f} refuses "
+              f"{_pct(gate['val_gated_rate'])} of the val split")
+        gate_measured = gate.get("measured") or {}
+        if gate_measured.get("test"):
+            test = gate_measured["test"]
+            print(f"  radiograph gate refuses {test['gated']}/{test['n']} of the test split ({_pct(test['rate'])})")
+        for group, result in (gate_measured.get("probes") or {}).items():
+            files = (f"; as colour files {result['gated_as_files']}/{result['n']}" if "gated_as_files" in result
+                     else "")
+            print(f"  radiograph gate, held-out {group}: {result['gated']}/{result['n']} refused{files}")
+    else:
+        print("  radiograph gate: not fitted (see the warning above); the DICOM and colour checks still apply")
     print("  test-split figures: python -m fracture evaluate --checkpoint "
           f"{target} --data {args.data} --split test --write-meta")
     if args.json_out:

@@ -1,6 +1,8 @@
 """AppTest: the Compare page — one row per model plus the ensemble, and its charts."""
 from __future__ import annotations
 
+import pytest
+
 from app_support import (  # noqa: F401  (fixtures)
     app_home,
     demo_template,
@@ -15,6 +17,7 @@ PAGE = "pages/5_Compare.py"
 RUNS = ("20260101-000000-small_cnn", "20260101-000001-small_cnn")
 
 
+@pytest.mark.slow
 def test_two_models_give_two_rows_plus_the_ensemble_and_every_chart(app_home):
     for seed, name in enumerate(RUNS):
         write_tiny_run(app_home / "runs", name, seed=seed)

@@ -1,6 +1,8 @@
 """AppTest: the Preprocessing Lab — variants side by side, histograms, the model's view."""
 from __future__ import annotations
 
+import pytest
+
 from app_support import (  # noqa: F401  (fixtures)
     app_home,
     demo_template,
@@ -30,6 +32,7 @@ def _variant_images(at) -> list[str]:
     return [panels[0] for panels in _viewer_panels(at)]
 
 
+@pytest.mark.slow
 def test_every_variant_shows_image_histogram_probability_and_gradcam(app_home):
     from fracture.ui.lab import DEFAULT_VARIANTS
 

@@ -160,6 +160,7 @@ def test_preparation_progress_reads_the_latest_counted_log_event():
     assert preparation_progress(events) == (0.25, "preparing: caching images: 10/40")
 
 
+@pytest.mark.slow
 def test_pretrained_weights_are_refused_for_a_model_without_offline_weights():
     from fracture.errors import WeightsUnavailableError
     from fracture.train.config import TrainConfig

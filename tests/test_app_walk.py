@@ -1,6 +1,8 @@
 """AppTest: defects a browser walk found (issue 12), each pinned by a test."""
 from __future__ import annotations
 
+import pytest
+
 from app_support import (  # noqa: F401  (fixtures)
     app_home,
     assert_no_exception,
@@ -14,6 +16,7 @@ from app_support import (  # noqa: F401  (fixtures)
 RUN = "20260101-000000-small_cnn"
 
 
+@pytest.mark.slow
 def test_the_same_upload_twice_counts_once_and_the_heading_says_how_many_files(app_home):
     write_tiny_run(app_home / "runs", RUN)
     at = run_page("pages/4_Predict.py", model=RUN)

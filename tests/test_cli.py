@@ -28,6 +28,7 @@ def trained_run(demo_root, tmp_path_factory) -> Path:
     return run_dir
 
 
+@pytest.mark.slow
 def test_train_writes_config_events_and_checkpoint(trained_run):
     assert (trained_run / "config.json").is_file()
     assert (trained_run / "events.jsonl").is_file()
@@ -35,6 +36,7 @@ def test_train_writes_config_events_and_checkpoint(trained_run):
     assert meta["train_config"]["epochs"] == 2
 
 
+@pytest.mark.slow
 def test_evaluate_json_has_the_contract_keys(trained_run, demo_root, tmp_path, capsys):
     out = tmp_path / "eval.json"
     assert main(["evaluate", "--checkpoint", str(trained_run), "--data", str(demo_root),
@@ -49,6 +51,7 @@ def test_evaluate_json_has_the_contract_keys(trained_run, demo_root, tmp_path, c
     assert "study level" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_evaluate_two_checkpoints_is_an_ensemble_and_split_all(trained_run, demo_root, tmp_path):
     out = tmp_path / "ens.json"
     ckpt = str(trained_run / "best.safetensors")
@@ -66,6 +69,7 @@ def test_evaluate_two_checkpoints_is_an_ensemble_and_split_all(trained_run, demo
     assert data["image"]["n"] == len(open_dataset(demo_root).frame)
 
 
+@pytest.mark.slow
 def test_predict_prints_json_and_writes_a_cam(trained_run, demo_root, tmp_path, capsys):
     images = sorted(Path(demo_root).rglob("*.png"))[:2]
     cam = tmp_path / "cam.png"
@@ -78,6 +82,7 @@ def test_predict_prints_json_and_writes_a_cam(trained_run, demo_root, tmp_path, 
     assert (tmp_path / "cam_1.png").is_file() and (tmp_path / "cam_2.png").is_file()
 
 
+@pytest.mark.slow
 def test_bad_inputs_give_one_line_errors(trained_run, tmp_path, capsys):
     ckpt = str(trained_run / "best.safetensors")
     assert main(["predict", "--checkpoint", ckpt, str(tmp_path / "missing.png")]) == 2
@@ -143,6 +148,7 @@ def test_import_refuses_a_non_binary_classifier(tmp_path, capsys):
     assert "1000 outputs" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_runs_and_promote(trained_run, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FRACTURE_RUNS_DIR", str(trained_run.parent))
     assert main(["runs"]) == 0
@@ -154,6 +160,7 @@ def test_runs_and_promote(trained_run, tmp_path, monkeypatch, capsys):
     assert (tmp_path / "default.txt").read_text().strip() == target.name
 
 
+@pytest.mark.slow
 def test_predict_takes_a_heatmap_method_and_refuses_an_unknown_one(trained_run, tmp_path, capsys):
     ckpt = str(trained_run / "best.safetensors")
     image = tmp_path / "x.png"

@@ -199,6 +199,7 @@ def test_progress_line_says_images_done_and_time_left():
     assert event.line() == "predicting: 100/500 images · 1:20 left"
 
 
+@pytest.mark.slow
 def test_bench_figures_ort_vs_torch_and_compare_eval(tmp_path, demo_root, monkeypatch):
     from fracture.bench.backends import bench_compare_eval, bench_ort_vs_torch
 

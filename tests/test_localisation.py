@@ -195,6 +195,7 @@ def test_localisation_table_rows_per_model_and_body_part():
 
 
 # ---------------------------------------------------------------- end to end on the demo set
+@pytest.mark.slow
 def test_split_localisation_on_demo_boxes_is_cached(demo_root, tmp_path, monkeypatch):
     from fracture.bench.predict_latency import make_bench_checkpoint
     from fracture.data import open_dataset
@@ -229,6 +230,7 @@ def _without_boxes(manifest):
 
 
 # ---------------------------------------------------------------- Compare shows it per model
+@pytest.mark.slow
 def test_compare_page_shows_localisation_per_model(app_home):
     from app_support import assert_no_exception, run_page, write_tiny_run
 

@@ -28,6 +28,7 @@ def tiny_config(data: Path, tmp_path: Path, **overrides) -> TrainConfig:
     return TrainConfig(**values)
 
 
+@pytest.mark.slow
 def test_finetune_run_writes_events_config_and_a_loadable_checkpoint(demo_root, tmp_path):
     run_dir = tmp_path / "run"
     seen = []
@@ -57,6 +58,7 @@ def test_finetune_run_writes_events_config_and_a_loadable_checkpoint(demo_root, 
     assert run_status(run_dir).state == "finished"
 
 
+@pytest.mark.slow
 def test_frozen_mode_caches_features_between_runs(demo_root, tmp_path):
     # pretrained left unset: on, since EfficientNet-Lite0's ImageNet weights are installed offline
     config = tiny_config(demo_root, tmp_path, model="efficientnet_lite0", mode="frozen", epochs=3, lr=1e-2)
@@ -69,6 +71,7 @@ def test_frozen_mode_caches_features_between_runs(demo_root, tmp_path):
     assert not any("extracted" in m for m in second)
 
 
+@pytest.mark.slow
 def test_multitask_checkpoint_predicts_body_parts(demo_root, tmp_path):
     best = train(tiny_config(demo_root, tmp_path, multitask=True, epochs=1), tmp_path / "mt")
     model, meta = load_checkpoint(best)
@@ -76,6 +79,7 @@ def test_multitask_checkpoint_predicts_body_parts(demo_root, tmp_path):
     assert model.num_body_parts == len(meta["body_parts"]) == 7
 
 
+@pytest.mark.slow
 def test_stop_then_resume_finishes_the_run(demo_root, tmp_path):
     stop = threading.Event()
     run_dir = tmp_path / "stop"
@@ -100,6 +104,7 @@ def _final_weights(run_dir: Path) -> dict:
     return torch.load(run_dir / "resume_state.pt", weights_only=True)["model"]
 
 
+@pytest.mark.slow
 def test_resume_reproduces_an_uninterrupted_run_exactly(demo_root, tmp_path):
     """Stop after epoch 1 of 3 and resume: the same weights and metrics, bit for bit (CPU).
 
@@ -184,6 +189,7 @@ def test_recipes_are_valid_configs(recipe):
     assert config.model and config.epochs >= 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["mura_b0_multitask.json", "mura_densenet169_320.json"])
 def test_mura_recipes_run_on_the_demo_set(recipe, demo_root, tmp_path):
     config = TrainConfig.from_json(REPO / "fracture" / "recipes" / recipe)
@@ -207,6 +213,7 @@ def test_mura_recipes_run_on_the_demo_set(recipe, demo_root, tmp_path):
     assert meta["metrics"]["test"]["study"]["overall"]["n"] > 0
 
 
+@pytest.mark.slow
 def test_cli_train_and_sigterm_stop(demo_root, tmp_path):
     """The Train page's contract: a separate process, stopped by a signal, best checkpoint intact."""
     run_dir = tmp_path / "cli"

@@ -25,85 +25,93 @@ from fracture.ui.widgets import enhancement_controls, model_card, png_bytes
 from fracture.viz.xray import render_view
 from fracture.ui.xray_gallery import gallery_image, gallery_picker, sample_source
 
+SHOWN_KEY = "predict-shown"  # session: the last run showed an image (presentation mode folds the pickers)
 SOURCES = {"Upload": "your own PNG, JPEG or DICOM files",
            "Sample": "a real X-ray from the gallery, or a study of the active dataset"}
 
 context = active_context()
 present = presentation_mode()
 st.title("🔍 Predict")
-st.caption(
-    "Several files are one study: the study probability is the mean of its images' probabilities "
-    "(the MURA rule). A teaching and research tool, not a medical device."
-)
+if not present:
+    st.caption(
+        "Several files are one study: the study probability is the mean of its images' probabilities "
+        "(the MURA rule). A teaching and research tool, not a medical device."
+    )
 entry = require_checkpoint(context, "prediction")
 meta = entry.meta or {}
-if mode_picker() == "Many files":
+# Presentation mode: once an image is shown, its pickers fold away so that the X-ray fills the screen.
+panel = (st.expander("Image and options", expanded=not st.session_state.get(SHOWN_KEY))
+         if present else st.container())
+with panel:
+    many = mode_picker() == "Many files"
+if many:
     many_files_view(entry, context.settings.max_upload_mb)
     st.stop()
 
-inputs, options = st.columns([3, 1])
-with options:
-    st.markdown("**Before the model**")
-    extra_steps = enhancement_controls(key="predict")
-    body_parts = list(meta.get("body_parts") or []) if meta.get("multitask") else []
-    body_part = None
-    if body_parts:
-        choice = st.selectbox("Body part", ["predict it"] + body_parts, key="predict-body-part",
-                              help="A multi-task model predicts the body part; you can also tell it.")
-        body_part = None if choice == "predict it" else choice
+with panel:
+    inputs, options = st.columns([3, 1])
+    with options:
+        st.markdown("**Before the model**")
+        extra_steps = enhancement_controls(key="predict")
+        body_parts = list(meta.get("body_parts") or []) if meta.get("multitask") else []
+        body_part = None
+        if body_parts:
+            choice = st.selectbox("Body part", ["predict it"] + body_parts, key="predict-body-part",
+                                  help="A multi-task model predicts the body part; you can also tell it.")
+            body_part = None if choice == "predict it" else choice
 
-with inputs:
-    source = st.radio("Input", tuple(SOURCES), captions=tuple(SOURCES.values()), horizontal=True,
-                      key="input", bind="query-params")
-    images, names, problems, notes = [], [], [], []
-    sources = None  # what uploaded files say about themselves (DICOM modality, colour), for the radiograph gate
-    n_files = 0  # uploads offered (bad and duplicate files included), for "from N of M files"
-    truth: dict = {}  # image name -> annotated fracture boxes (gallery, or a dataset with boxes)
-    if source == "Upload":
-        max_mb = context.settings.max_upload_mb
-        files = uploader_files(  # kept across a page switch
-            f"X-ray images of one study (PNG, JPEG, DICOM; up to {max_mb} MB each)",
-            type=list(UPLOAD_TYPES), accept_multiple_files=True, key="predict-upload",
-            max_upload_size=max_mb,
-        )
-        loaded, upload_problems = read_uploads(files or [], max_mb=max_mb)
-        n_files = len(files or [])
-        unique = {item.digest: item for item in reversed(loaded)}  # the same bytes twice count once
-        if len(unique) < len(loaded):
-            twice = [i.name for i in loaded if unique[i.digest] is not i]
-            st.info(f"{len(loaded) - len(unique)} file(s) had the same content as another and count once: "
-                    + ", ".join(twice))
-            loaded = [item for item in loaded if unique.get(item.digest) is item]
-        images = [item.image for item in loaded]
-        names = [item.name for item in loaded]
-        sources = [item.source for item in loaded]
-        problems = [p.message for p in upload_problems]
-        notes = [note for item in loaded for note in item.notes]  # first frame only, reduced to fit
-    elif sample_source() == "Gallery":
-        item = gallery_picker()
-        if item is not None:
-            images, names = [gallery_image(item)], [item.source_id]
-            truth = {item.source_id: item.boxes}
-            st.caption(f"FracAtlas label: **{item.label_name}**"
-                       + (f", {len(item.boxes)} annotated box(es)" if item.boxes else ""))
-    elif dataset_root(context) is None:
-        st.info(context.dataset_error or "Pick a dataset in the sidebar to use its samples.")
-    else:
-        try:
-            manifest = loaders.load_manifest(dataset_root(context))
-            mismatch = describe_mismatch(meta, manifest)
-            if mismatch:
-                st.warning(mismatch)
-            study = study_picker(manifest, key="predict")
-        except FractureError as exc:
-            st.error(str(exc))
-            study = None
-        if study is not None:
-            images, names, problems = load_study_images(study)
-            truth = dict(zip(study["path"].map(lambda p: p.rsplit("/", 1)[-1]), study["boxes"]))
+    with inputs:
+        source = st.radio("Input", tuple(SOURCES), horizontal=True, key="input", bind="query-params",
+                          help=" · ".join(f"{name}: {what}" for name, what in SOURCES.items()))
+        images, names, problems, notes = [], [], [], []
+        sources = None  # what uploaded files say about themselves (DICOM modality, colour), for the radiograph gate
+        n_files = 0  # uploads offered (bad and duplicate files included), for "from N of M files"
+        truth: dict = {}  # image name -> annotated fracture boxes (gallery, or a dataset with boxes)
+        if source == "Upload":
+            max_mb = context.settings.max_upload_mb
+            files = uploader_files(  # kept across a page switch
+                f"X-ray images of one study (PNG, JPEG, DICOM; up to {max_mb} MB each)",
+                type=list(UPLOAD_TYPES), accept_multiple_files=True, key="predict-upload",
+                max_upload_size=max_mb,
+            )
+            loaded, upload_problems = read_uploads(files or [], max_mb=max_mb)
+            n_files = len(files or [])
+            unique = {item.digest: item for item in reversed(loaded)}  # the same bytes twice count once
+            if len(unique) < len(loaded):
+                twice = [i.name for i in loaded if unique[i.digest] is not i]
+                st.info(f"{len(loaded) - len(unique)} file(s) had the same content as another and count once: "
+                        + ", ".join(twice))
+                loaded = [item for item in loaded if unique.get(item.digest) is item]
+            images = [item.image for item in loaded]
+            names = [item.name for item in loaded]
+            sources = [item.source for item in loaded]
+            problems = [p.message for p in upload_problems]
+            notes = [note for item in loaded for note in item.notes]  # first frame only, reduced to fit
+        elif sample_source() == "Gallery":
+            item = gallery_picker()
+            if item is not None:
+                images, names = [gallery_image(item)], [item.source_id]
+                truth = {item.source_id: item.boxes}
+                st.caption(f"FracAtlas label: **{item.label_name}**"
+                           + (f", {len(item.boxes)} annotated box(es)" if item.boxes else ""))
+        elif dataset_root(context) is None:
+            st.info(context.dataset_error or "Pick a dataset in the sidebar to use its samples.")
+        else:
+            try:
+                manifest = loaders.load_manifest(dataset_root(context))
+                mismatch = describe_mismatch(meta, manifest)
+                if mismatch:
+                    st.warning(mismatch)
+                study = study_picker(manifest, key="predict")
+            except FractureError as exc:
+                st.error(str(exc))
+                study = None
+            if study is not None:
+                images, names, problems = load_study_images(study)
+                truth = dict(zip(study["path"].map(lambda p: p.rsplit("/", 1)[-1]), study["boxes"]))
 
 # Full-width boxes: their values ("model default: LayerCAM @ fused") are never cut.
-method_box, point_box = st.columns(2)
+method_box, point_box = panel.columns(2)
 default_cam = stored_choice(meta)
 cam_method = method_box.selectbox(
     "Heatmap method", [None, *CAM_METHOD_NAMES], key="predict-cam-method",
@@ -123,6 +131,7 @@ for message in problems:
     st.error(message)
 for note in notes:
     st.warning(note)
+st.session_state[SHOWN_KEY] = bool(images)
 if not images:
     st.info("Drop one or more images above, or pick a sample study from the dataset.")
     st.stop()

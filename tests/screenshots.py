@@ -1,6 +1,14 @@
-"""Start the app, open every page in headless Chromium, save a full-page screenshot of each.
+"""Start the app, open every page in headless Chromium at 1280x720 and 1920x1080, save what a person sees.
 
     .venv/bin/python tests/screenshots.py --out /tmp/shots [--home DIR] [--fracatlas PATH]
+        [--sizes 1280x720 1920x1080] [--full] [--only NAME...]
+
+Each shot is saved per viewport as ``NAME@WxH.png`` (the first screen, as a
+projector or a laptop shows it); with ``--full`` also ``NAME@WxH-full.png``
+(the whole page). Shots cover every page, Predict with an 8-image study and
+in presentation mode, the Lab in presentation mode, and the Reader Study
+(``tests/screenshot_reader_study.py`` shoots a reader's case and the
+instructor's dashboard).
 
 Not a test (pytest does not collect it): a look at what a person sees, for
 reviews and for checking layout changes by eye. It needs Chromium and its
@@ -37,8 +45,10 @@ from browser_support import (  # noqa: E402
 
 logger = logging.getLogger("screenshots")
 
-WIDTH = 1400
+SIZES = ((1280, 720), (1920, 1080))
 MAX_HEIGHT = 9000
+REPO_ROOT = Path(__file__).resolve().parents[1]
+GALLERY_IMAGES = REPO_ROOT / "fracture" / "gallery" / "images"
 
 
 @dataclass
@@ -88,34 +98,56 @@ def _then(*actions: Callable) -> Callable:
     return run
 
 
+def _upload(n: int) -> Callable:
+    """Drop ``n`` gallery radiographs on the page's file uploader (one study)."""
+    def upload(driver) -> None:
+        from selenium.webdriver.common.by import By
+
+        files = sorted(GALLERY_IMAGES.glob("*.jpg"))[:n]
+        inputs = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stMain"] input[type="file"]')
+        if not inputs:
+            logger.warning("no file input on the page")
+            return
+        inputs[0].send_keys("\n".join(str(f) for f in files))
+        time.sleep(2)
+        wait_for_text(driver, "Study P(", timeout_s=600)
+        wait_for_app(driver, timeout_s=600)
+    return upload
+
+
 def shots() -> list[Shot]:
     return [
         Shot("01_home", "/", "Fracture Lab"),
         Shot("02_dataset_explorer", "/Dataset_Explorer", "Dataset Explorer"),
         Shot("03_preprocessing_lab", "/Preprocessing_Lab", "Preprocessing Lab"),
+        Shot("03b_preprocessing_lab_present", "/Preprocessing_Lab?present=true", "Preprocessing Lab"),
         Shot("04_train", "/Train", "Train"),
         Shot("05_predict_gallery", "/Predict?input=Sample", "Study P("),
+        Shot("05b_predict_gallery_present", "/Predict?input=Sample&present=true", "Study P("),
         Shot("06_predict_dataset", "/Predict?input=Sample&samples=Dataset", "Study P("),
-        Shot("07_predict_upload", "/Predict", "Predict"),
+        Shot("07_predict_upload", "/Predict?input=Upload", "Predict"),
+        Shot("07a_predict_8_images", "/Predict?input=Upload", "Predict", action=_upload(8)),
         Shot("07b_explorer_gallery_demo", "/Dataset_Explorer", "Dataset Explorer", action=_click_tab("Gallery")),
         Shot("08_compare", "/Compare", "Compare"),
         Shot("09_reader_study", "/Reader_Study", "Reader"),
     ]
 
 
-def full_page(driver, out: Path) -> None:
-    """Resize the window to the main area's height, then save a PNG."""
-    height = driver.execute_script(
+def full_page(driver, out: Path, width: int, height: int) -> None:
+    """Resize the window to the main area's height, save a PNG, resize back."""
+    full = driver.execute_script(
         "const m = document.querySelector('[data-testid=\"stMain\"]');"
         "const b = document.querySelector('[data-testid=\"stMainBlockContainer\"]');"
-        "return Math.max(m ? m.scrollHeight : 0, b ? b.scrollHeight + 120 : 0, 900);")
-    driver.set_window_size(WIDTH, min(int(height) + 40, MAX_HEIGHT))
+        "return Math.max(m ? m.scrollHeight : 0, b ? b.scrollHeight + 120 : 0, 0);")
+    fit_viewport(driver, width, min(max(int(full) + 40, height), MAX_HEIGHT))
     time.sleep(1.5)  # plotly charts re-layout after a resize
     driver.save_screenshot(str(out))
-    driver.set_window_size(WIDTH, 1000)
+    fit_viewport(driver, width, height)
+    time.sleep(1.0)
 
 
-def take(driver, url: str, shot: Shot, out_dir: Path) -> Path:
+def take(driver, url: str, shot: Shot, out_dir: Path, size: tuple[int, int], *, full: bool) -> Path:
+    width, height = size
     driver.get(url + shot.path)
     try:
         wait_for_text(driver, shot.expect, timeout_s=600)
@@ -124,12 +156,26 @@ def take(driver, url: str, shot: Shot, out_dir: Path) -> Path:
     wait_for_app(driver, timeout_s=600)
     if shot.action is not None:
         shot.action(driver)
-    time.sleep(shot.wait_s + 1)
-    path = out_dir / f"{shot.name}.png"
-    full_page(driver, path)
-    logger.info("%s -> %s (navigation: %s)", shot.path, path,
+    time.sleep(shot.wait_s + 1.5)
+    path = out_dir / f"{shot.name}@{width}x{height}.png"
+    driver.save_screenshot(str(path))  # the first screen: what fits without scrolling
+    if full:
+        full_page(driver, out_dir / f"{shot.name}@{width}x{height}-full.png", width, height)
+    logger.info("%s at %dx%d -> %s (navigation: %s)", shot.path, width, height, path,
                 ", ".join(label.split("\n")[-1] for label in navigation_labels(driver)))
     return path
+
+
+def fit_viewport(driver, width: int, height: int) -> None:
+    """Make the page's viewport (not the window around it) ``width`` x ``height``."""
+    inner = driver.execute_script("return [window.innerWidth, window.innerHeight];")
+    outer = driver.get_window_size()
+    driver.set_window_size(outer["width"] + width - inner[0], outer["height"] + height - inner[1])
+
+
+def _size(text: str) -> tuple[int, int]:
+    width, height = text.lower().split("x")
+    return int(width), int(height)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", type=Path, help="FRACTURE_HOME for the server (default: a fresh temp folder)")
     parser.add_argument("--fracatlas", help="a FracAtlas folder to shoot Dataset Explorer and Compare with")
     parser.add_argument("--only", nargs="*", help="shot names (prefixes) to take")
+    parser.add_argument("--sizes", nargs="*", type=_size, default=list(SIZES), help="viewports, WxH")
+    parser.add_argument("--full", action="store_true", help="also a whole-page PNG per shot")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     missing = browser_missing()
@@ -161,17 +209,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         todo = [s for s in todo if any(s.name.startswith(p) for p in args.only)]
     with app_server(home, log_path=args.out / "server.log") as url:
-        driver = chrome(WIDTH, 1000)
-        try:
-            for shot in todo:
-                try:
-                    take(driver, url, shot, args.out)
-                except Exception as exc:  # noqa: BLE001  (one slow page must not cost the others)
-                    logger.error("%s failed: %s", shot.name, str(exc).splitlines()[0] if str(exc) else exc)
-                    driver.quit()
-                    driver = chrome(WIDTH, 1000)
-        finally:
-            driver.quit()
+        for size in args.sizes:
+            driver = chrome(*size)
+            fit_viewport(driver, *size)
+            try:
+                for shot in todo:
+                    try:
+                        take(driver, url, shot, args.out, size, full=args.full)
+                    except Exception as exc:  # noqa: BLE001  (one slow page must not cost the others)
+                        logger.error("%s failed: %s", shot.name, str(exc).splitlines()[0] if str(exc) else exc)
+                        driver.quit()
+                        driver = chrome(*size)
+                        fit_viewport(driver, *size)
+            finally:
+                driver.quit()
     logger.info("screenshots in %s; server log in %s", args.out, args.out / "server.log")
     return 0
 

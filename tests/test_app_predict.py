@@ -209,3 +209,18 @@ def test_many_files_lists_every_file_without_scrolling_two_rows_at_a_time(model_
     assert list(table.value["file"]) == [name for name, _, _ in files]
     assert table_height(6) >= 38 + 6 * 35, "the header and all six rows fit (was: two rows and a scrollbar)"
     assert table_height(500) == 720, "a long list scrolls inside a bounded table"
+
+
+def test_presentation_mode_shows_one_image_at_a_time_large_with_the_pickers_folded(model_run):
+    at = run_page(PAGE, model=RUN, query={"present": "true"})
+    assert at.toggle(key="present").value, "presentation mode is read from the URL"
+    files = [(f"x{i}.png", png_bytes(64, seed=i), "image/png") for i in range(3)]
+    _upload(at, files)
+    assert_no_exception(at)
+    assert len(_image_urls(at)) == 1, "one image at a time"
+    at.segmented_control(key="predict-present-image").set_value(2).run()
+    assert_no_exception(at)
+    assert any(c.startswith("x2.png") for c in _captions(at))
+    assert any("font-size: 22px" in h.proto.body for h in at.get("html")), "large type"
+    at.run()
+    assert not at.expander[0].proto.expanded, "the pickers fold away once an image is shown"

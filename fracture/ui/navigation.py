@@ -53,6 +53,8 @@ KNOWN_PAGES = (
              "📊", "Metrics, ROC curves and confusion matrices of several models and their ensemble."),
     PageSpec("6_Reader_Study.py", "Reader Study", "👩‍🏫",
              "A class reads X-rays, then sees the truth, the model and its heatmap."),
+    PageSpec("7_Shortcut_Lab.py", "Shortcut Lab", "🏷️",
+             "Put a lead marker, a label or a ruler on an X-ray and watch the model react."),
 )
 
 

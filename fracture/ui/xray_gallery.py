@@ -49,8 +49,8 @@ def gallery_image(item: GalleryItem) -> np.ndarray:
 
 def sample_source(*, key: str = SOURCE_PARAM) -> str:
     """Radio: samples from the shipped gallery (default) or the active dataset."""
-    return st.radio("Samples from", tuple(SAMPLE_SOURCES), captions=tuple(SAMPLE_SOURCES.values()),
-                    horizontal=True, key=key, bind="query-params")
+    return st.radio("Samples from", tuple(SAMPLE_SOURCES), horizontal=True, key=key, bind="query-params",
+                    help=" · ".join(f"{name}: {what}" for name, what in SAMPLE_SOURCES.items()))
 
 
 def gallery_picker(*, key: str = "gallery-pick") -> GalleryItem | None:

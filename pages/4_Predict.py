@@ -40,8 +40,9 @@ if not present:
 entry = require_checkpoint(context, "prediction")
 meta = entry.meta or {}
 # Presentation mode: once an image is shown, its pickers fold away so that the X-ray fills the screen.
-panel = (st.expander("Image and options", expanded=not st.session_state.get(SHOWN_KEY))
-         if present else st.container())
+choosing = st.session_state.get("input", st.query_params.get("input", "Upload")) == "Upload" \
+    and not st.session_state.get(SHOWN_KEY)  # nothing to show yet: the uploader must be in sight
+panel = st.expander("Image and options", expanded=choosing) if present else st.container()
 with panel:
     many = mode_picker() == "Many files"
 if many:

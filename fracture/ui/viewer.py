@@ -27,6 +27,9 @@ PRESENT_HEIGHT = 620
 ENLARGED_HEIGHT = 760
 #: Root font size in presentation mode (Streamlit sizes its type in rem).
 PRESENT_FONT_PX = 22
+#: Space above a viewer page's title (Streamlit's own is 6rem).
+TOP_PADDING_REM = 2.5
+MODE_LABELS = {"overlay": "over the X-ray", "side by side": "beside the X-ray", "image only": "hidden"}
 PLOTLY_CONFIG = {"displaylogo": False, "scrollZoom": True,
                  "modeBarButtonsToRemove": ["select2d", "lasso2d", "toImage"]}
 HEATMAP_HOW_TO_READ = ("Red and yellow: the regions that pushed the probability up most; blue: those that "
@@ -38,8 +41,11 @@ def presentation_mode() -> bool:
     """The sidebar's *Presentation mode* toggle (in the URL); on, it enlarges the page's type."""
     on = st.sidebar.toggle("Presentation mode", key=PRESENT_KEY, bind="query-params",
                            help="Large type and one image at a time, for a projector.")
+    # Less empty space above the title on a viewer page: the X-ray starts higher on a 720 px screen.
+    style = f"[data-testid='stMainBlockContainer'] {{ padding-top: {TOP_PADDING_REM}rem; }}"
     if on:
-        st.html(f"<style>html {{ font-size: {PRESENT_FONT_PX}px; }}</style>")
+        style += f" html {{ font-size: {PRESENT_FONT_PX}px; }}"
+    st.html(f"<style>{style}</style>")
     return bool(on)
 
 
@@ -63,9 +69,10 @@ def view_controls(key: str, *, heatmap: bool = True, boxes: bool = False, mode: 
     default_mode, mode = mode, "image only"
     opacity = 0.45
     if heatmap:
-        mode = st.segmented_control("Heatmap", MODES, default=default_mode, key=f"{key}-mode", required=True,
-                                    help="Blend it over the X-ray, or the X-ray and its heatmap side by "
-                                         "side (zoom and pan move both).") or default_mode
+        mode = st.radio("Heatmap", MODES, index=MODES.index(default_mode), key=f"{key}-mode",
+                        format_func=MODE_LABELS.get,  # a vertical list: a narrow column never cuts a choice
+                        help="Blend it over the X-ray, or the X-ray and its heatmap side by side "
+                             "(zoom and pan move both).")
         opacity = st.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key=f"{key}-opacity",
                             disabled=mode == "image only")
     brightness = st.slider("Brightness (level)", -0.5, 0.5, 0.0, 0.05, key=f"{key}-level",
@@ -105,9 +112,9 @@ def show_xray(image: np.ndarray, heatmap: np.ndarray | None, settings: ViewSetti
         notes.append(f"heatmap: {heatmap_label}")
     if settings.boxes and len(boxes):
         notes.append("green box: annotated fracture")
-    text, button = st.columns([5, 1], vertical_alignment="center")
-    text.caption(" · ".join(notes))
-    if enlarge and button.button("⛶", key=f"{key}-enlarge", help="Enlarge"):
+    st.caption(" · ".join(notes))
+    if enlarge and st.button("Enlarge", icon=":material/fullscreen:", type="tertiary", key=f"{key}-enlarge",
+                             help="A larger view in a dialog (the chart's own full-screen button works too)"):
         _enlarged(image, heatmap, settings, boxes, " · ".join(notes), titles)
 
 

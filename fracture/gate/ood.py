@@ -107,11 +107,22 @@ class OodDetector:
         return np.sqrt(squared / self.feature_dim)
 
     def flags(self, scores: Any) -> np.ndarray:
-        return np.asarray(scores, dtype=np.float64) > self.threshold
+        """True above the threshold, and for a score that is not a number (see :meth:`result`)."""
+        return ~(np.asarray(scores, dtype=np.float64) <= self.threshold)
 
     def result(self, score: float) -> dict[str, Any]:
-        """The per-image ``ood`` block of a prediction: ``score, threshold, flagged``."""
-        return {"score": float(score), "threshold": float(self.threshold), "flagged": bool(score > self.threshold)}
+        """The per-image ``ood`` block of a prediction: ``score, threshold, flagged`` (+ ``error``).
+
+        A score that is not a finite number (damaged statistics, features out of
+        range) is an explicit error state, flagged: ``NaN > threshold`` would be
+        False and silently switch the warning off for that image.
+        """
+        score = float(score)
+        if not math.isfinite(score):
+            return {"score": None, "threshold": float(self.threshold), "flagged": True,
+                    "error": f"the out-of-distribution score is {score} (damaged OOD statistics?); "
+                             "this image could not be checked, treat it as unfamiliar"}
+        return {"score": score, "threshold": float(self.threshold), "flagged": bool(score > self.threshold)}
 
     # -- storage ----------------------------------------------------------
     def meta_block(self) -> dict[str, Any]:
@@ -159,6 +170,7 @@ class OodDetector:
         ok = (
             mean.ndim == 1 and components.ndim == 2 and components.shape[1] == mean.shape[0]
             and variances.shape == (components.shape[0] + 1,) and bool((variances > 0).all())
+            and all(bool(np.isfinite(a).all()) for a in arrays)  # NaN/inf statistics: a score of NaN or 0
             and isinstance(threshold, (int, float)) and math.isfinite(threshold)
         )
         if not ok:

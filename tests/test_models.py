@@ -80,6 +80,7 @@ def test_timm_names_exist_in_timm():
             assert timm.is_model(spec.timm_name), spec.timm_name
 
 
+@pytest.mark.slow
 def test_parameter_counts_scale_with_the_architecture():
     # A subset of B0..B7 keeps this quick (meta device, ~0.3 s a model on a busy CPU).
     scales = (0, 2, 4, 7)
@@ -157,6 +158,7 @@ def test_multitask_rejects_out_of_range_body_part(small_multitask):
         small_multitask(x, body_part=[0, 1, 2])
 
 
+@pytest.mark.slow
 def test_efficientnet_gray_multitask(b0_gray_multitask):
     model = b0_gray_multitask
     x = torch.randn(2, 1, SIZE, SIZE)
@@ -224,6 +226,7 @@ def _imagenet_top5(model: torch.nn.Module, rgb: np.ndarray) -> list[int]:
         return model((x - mean) / std).topk(5).indices[0].tolist()
 
 
+@pytest.mark.slow
 def test_lite0_imagenet_weights_recognise_natural_photos(lite0_classifier):
     """The real check of the key mapping: a wrong pairing cannot classify photos."""
     assert lite0_classifier.pretrained_cfg["mean"] == (0.5, 0.5, 0.5)
@@ -233,6 +236,7 @@ def test_lite0_imagenet_weights_recognise_natural_photos(lite0_classifier):
     assert coffee_top5[0] in (967, 968, 504), coffee_top5  # espresso, cup, coffee mug
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("timm_name", ["tf_efficientnet_lite1", "tf_efficientnet_lite2"])
 def test_lite1_lite2_imagenet_weights_recognise_natural_photos(timm_name):
     """Lite1/Lite2 packages: the same positional mapping, checked the same way as Lite0."""
@@ -244,6 +248,7 @@ def test_lite1_lite2_imagenet_weights_recognise_natural_photos(timm_name):
     assert coffee_top5[0] in (967, 968, 504), coffee_top5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("index", [1, 2])
 def test_lite1_lite2_pretrained_backbone_gets_the_package_weights(index):
     timm_name = f"tf_efficientnet_lite{index}"

@@ -15,6 +15,7 @@ import torch
 from fracture.cli import main
 from fracture.errors import ConfigError
 
+from app_support import app_home, demo_template, fresh_app_home  # noqa: F401  (fixtures)
 from test_hostile_decoders import _mono_dicom, palette_dicom_without_meta
 
 
@@ -143,3 +144,18 @@ def test_many_files_limit_is_enforced_in_the_core(checkpoint):
     with pytest.raises(ConfigError, match=r"3 files: at most 2 at once \(FRACTURE_MAX_UPLOAD_FILES\)"):
         predict_files(items, checkpoint, backend="torch", max_files=2)
     assert len(predict_files(items, checkpoint, backend="torch", max_files=3).rows) == 3
+
+
+def test_the_predict_page_refuses_more_files_than_the_limit(app_home, monkeypatch):
+    from app_support import assert_no_exception, run_page, write_tiny_run
+
+    monkeypatch.setenv("FRACTURE_MAX_UPLOAD_FILES", "2")
+    write_tiny_run(app_home / "runs", "20260101-000000-small_cnn")
+    at = run_page("pages/4_Predict.py", model="20260101-000000-small_cnn (run)")
+    at.radio(key="predict-mode").set_value("Many files").run()
+    _, png = cv2.imencode(".png", np.full((40, 30), 128, dtype=np.uint8))
+    at.file_uploader(key="predict-many-upload").set_value(
+        [(f"{i}.png", png.tobytes(), "image/png") for i in range(3)]).run()
+    assert_no_exception(at)
+    assert any("3 files: at most 2 at once (FRACTURE_MAX_UPLOAD_FILES)" in e.value for e in at.error)
+    assert not at.get("download_button")

@@ -27,13 +27,15 @@ PER_ROW = 2  # two variants to a row: each image and its heatmap stay readable
 context = active_context()
 present = presentation_mode()
 st.title("🧪 Preprocessing Lab")
-st.caption(
-    "How do CLAHE, Canny edges and anisotropic diffusion change an X-ray, its histogram, and what "
-    "the network predicts and looks at? Each variant below goes through the active model's own "
-    "pipeline after the shown steps."
-)
+if not present:
+    st.caption(
+        "How do CLAHE, Canny edges and anisotropic diffusion change an X-ray, its histogram, and what "
+        "the network predicts and looks at? Each variant below goes through the active model's own "
+        "pipeline after the shown steps."
+    )
 
-source = st.radio("Image", tuple(SOURCES), captions=tuple(SOURCES.values()), horizontal=True,
+source = st.radio("Image", tuple(SOURCES), help=" · ".join(f"{k}: {v}" for k, v in SOURCES.items()),
+                  horizontal=True,
                   key="image", bind="query-params")
 image, name = None, ""
 boxes = ()  # annotated fracture boxes of the image, drawn on it and on its Grad-CAM
@@ -59,7 +61,7 @@ else:
     mismatch = describe_mismatch(context.checkpoint.meta, manifest) if context.checkpoint is not None else None
     if mismatch:
         st.warning(mismatch)
-    with st.expander("Choose the sample", expanded=True):
+    with st.expander("Choose the sample", expanded=not present):
         study = study_picker(manifest, key="lab")
         if study is not None:
             images, names, problems = load_study_images(study)
@@ -77,7 +79,7 @@ if image is None:
 if boxes:
     st.caption("Green box: the annotated fracture. Does the model look there?")
 
-with st.expander("Parameters", expanded=True):
+with st.expander("Parameters", expanded=not present):
     c1, c2, c3 = st.columns(3)
     with c1:
         st.markdown("**CLAHE**")

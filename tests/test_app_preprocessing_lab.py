@@ -91,3 +91,18 @@ def test_no_warning_when_the_model_was_trained_on_this_data(app_home):
     at = run_page(PAGE, model=RUN, query={"samples": "Dataset"})
     assert_no_exception(at)
     assert not any("trained on" in w.value or "unlike the ones this model was trained on" in w.value for w in at.warning)
+
+
+def test_presentation_mode_shows_one_variant_large_with_readable_histogram(app_home):
+    import json
+
+    write_tiny_run(app_home / "runs", RUN)
+    at = run_page(PAGE, model=RUN, query={"present": "true"})
+    assert_no_exception(at)
+    assert [len(panels) for panels in _viewer_panels(at)] == [2], "one variant: its image beside its heatmap"
+    at.segmented_control(key="lab-present-variant").set_value("CLAHE").run()
+    assert_no_exception(at)
+    specs = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+    histogram = next(spec for spec in specs if "Histogram" in spec["layout"].get("title", {}).get("text", ""))
+    assert "CLAHE" in histogram["layout"]["title"]["text"] and histogram["layout"]["font"]["size"] >= 20
+    assert not any(e.proto.expanded for e in at.expander), "parameters folded: the images come first"

@@ -69,6 +69,7 @@ def lock_holder():
 # One training per folder.
 
 
+@pytest.mark.slow
 def test_second_training_into_a_locked_folder_fails_at_once_and_touches_nothing(demo_root, tmp_path, lock_holder):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -149,6 +150,7 @@ def test_a_folder_holding_a_run_is_refused_unless_resuming(demo_root, tmp_path, 
     claim_run_dir(run_dir, resume=True).release()  # --resume may go on
 
 
+@pytest.mark.slow
 def test_two_cli_trainings_into_one_out(demo_root, tmp_path, capsys):
     """The reported case: the second `fracture train --out X` must not run beside the first."""
     run_dir = tmp_path / "cli"
@@ -375,6 +377,7 @@ def test_a_huge_failure_message_is_cut_to_fit_the_reserve(tmp_path):
     assert len(json.dumps(event)) < append_log_module.RESERVE_BYTES
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("error", ["oserror", "safetensors"])
 def test_training_on_a_full_disk_ends_with_a_failed_event_and_no_temp_files(demo_root, tmp_path, monkeypatch, error):
     """End to end: the best checkpoint's write hits ENOSPC mid-file; the run says so.
@@ -425,6 +428,7 @@ def _rewrite(path: Path, header: dict, body: bytes) -> None:
 DAMAGE = ["cut_at_a_line", "garbage", "empty", "short_but_self_consistent", "fewer_positions", "bad_probability"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", DAMAGE)
 def test_damaged_predictions_cache_is_detected_and_rebuilt(checkpoint, demo_root, tmp_path, caplog, damage):
     from fracture.assess.compare import predict_split

@@ -185,6 +185,7 @@ def _predict_json(checkpoint: Path, files: list[Path], capsys) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
+@pytest.mark.slow  # trains and calibrates a tiny model (gated_checkpoint)
 def test_calibration_stores_the_gate(gated_checkpoint):
     from fracture.checkpoints.format import read_checkpoint_meta
 
@@ -193,6 +194,7 @@ def test_calibration_stores_the_gate(gated_checkpoint):
     assert block["n_other"] > 100 and block["statistics"] == list(STATISTICS)
 
 
+@pytest.mark.slow  # trains and calibrates a tiny model (gated_checkpoint)
 def test_predict_json_refuses_what_is_not_a_radiograph(gated_checkpoint, tmp_path, capsys):
     import pydicom.data
     import skimage.data
@@ -222,6 +224,7 @@ def test_predict_json_refuses_what_is_not_a_radiograph(gated_checkpoint, tmp_pat
     assert payload["gate"]["radiograph"] is False and len(payload["gate"]["refused"]) == len(files)
 
 
+@pytest.mark.slow  # trains and calibrates a tiny model (gated_checkpoint)
 def test_a_radiograph_and_its_mirror_pass_with_a_label(gated_checkpoint, demo_root, tmp_path, capsys):
     from fracture.data import load_image, open_dataset
 
@@ -237,6 +240,7 @@ def test_a_radiograph_and_its_mirror_pass_with_a_label(gated_checkpoint, demo_ro
     assert payload["study_label"] in payload["class_names"] and payload["gate"]["refused"] == []
 
 
+@pytest.mark.slow  # trains and calibrates a tiny model (gated_checkpoint)
 def test_a_refused_image_is_left_out_of_the_study(gated_checkpoint, demo_root, capsys):
     import skimage.data
 
@@ -256,6 +260,7 @@ def test_a_refused_image_is_left_out_of_the_study(gated_checkpoint, demo_root, c
     assert relabelled.to_dict()["images"][1]["label"] is None
 
 
+@pytest.mark.slow  # trains and calibrates a tiny model (gated_checkpoint)
 def test_held_out_rates_and_the_card_section(gated_checkpoint):
     """The tiny demo model's gate on the held-out probes, and the card's "What is this image?" section."""
     from fracture.checkpoints.format import load_checkpoint
@@ -276,6 +281,7 @@ def test_held_out_rates_and_the_card_section(gated_checkpoint):
     assert "## What is this image?" in card and "| synthetic noise |" in card and "as colour files" in card
 
 
+@pytest.mark.slow  # trains and calibrates a tiny model (gated_checkpoint)
 def test_batch_rows_say_why_a_file_is_not_a_radiograph(gated_checkpoint, demo_root):
     import pydicom.data
     import skimage.data

@@ -93,6 +93,7 @@ def test_figures_follow_from_the_predictions():
     assert len(summary_lines(report)) == 4
 
 
+@pytest.mark.slow  # trains a tiny model
 def test_shortcuts_cli_on_the_demo_set_stores_figures_for_the_card(demo_root, tmp_path, capsys):
     from fracture.checkpoints.format import read_checkpoint_meta
     from fracture.cli import main

@@ -22,7 +22,6 @@ from fracture.viz.charts import image_histogram_chart
 
 SOURCES = {"Sample": "a real X-ray from the gallery, or an image of the active dataset",
            "Upload": "your own PNG, JPEG or DICOM file"}
-PER_ROW = 2  # two variants to a row: each image and its heatmap stay readable
 
 context = active_context()
 present = presentation_mode()
@@ -127,13 +126,24 @@ if scored:  # every variant's probability, comparable at a glance (and from the 
                           help="Change against the original image" if delta else None)
 
 
-def variant_card(variant: str, *, height: int, settings) -> None:
-    """One variant: the processed image beside its heatmap (linked zoom), its verdict and histogram."""
+def variant_card(variant: str, *, height: int, settings, beside: bool = False) -> None:
+    """One variant: the processed image beside its heatmap (linked zoom), its verdict and histogram
+    (with ``beside``, the histogram to the right of the images, else under them)."""
     processed, prediction, error = results[variant]
     st.markdown(f"**{variant}**")
     if error is not None:
         st.error(error)
         return
+    pictures, chart = st.columns([3, 2], vertical_alignment="center") if beside else (st.container(),) * 2
+    with pictures:
+        _variant_pictures(variant, processed, prediction, height=height, settings=settings)
+    with chart:
+        st.plotly_chart(image_histogram_chart(processed, variant, height=260 if present else 230,
+                                              font_size=20 if present else 14),
+                        key=f"lab-hist-{variant}", config={"displayModeBar": False})
+
+
+def _variant_pictures(variant: str, processed, prediction, *, height: int, settings) -> None:
     if prediction is None:
         show_xray(processed if processed.ndim == 2 else processed[..., 0], None, settings,
                   key=f"lab-view-{variant}", caption=f"{variant} (what the model's pipeline gets next)",
@@ -150,9 +160,6 @@ def variant_card(variant: str, *, height: int, settings) -> None:
             st.error(NOT_RADIOGRAPH.format(reason=item.gate["reason"]))
         elif item.ood and item.ood["flagged"]:
             st.warning(OOD_WARNING)
-    st.plotly_chart(image_histogram_chart(processed, variant, height=260 if present else 210,
-                                          font_size=20 if present else 14),
-                    key=f"lab-hist-{variant}", config={"displayModeBar": False})
 
 
 if chosen:
@@ -166,15 +173,11 @@ if chosen:
                                      mode="side by side")
         with picture:
             variant_card(variant, height=PRESENT_HEIGHT, settings=settings)
-    else:
-        grid, controls = st.columns([4, 1])
-        with controls:
-            settings = view_controls("lab-view", heatmap=entry is not None, boxes=bool(len(boxes)),
-                                     mode="side by side")
-        with grid:
-            for start in range(0, len(chosen), PER_ROW):
-                for column, variant in zip(st.columns(PER_ROW), chosen[start:start + PER_ROW]):
-                    with column, st.container(border=True):
-                        variant_card(variant, height=VIEW_HEIGHT * 3 // 4, settings=settings)
+    else:  # the controls in one row above, every variant a full-width row: image beside heatmap, histogram
+        settings = view_controls("lab-view", heatmap=entry is not None, boxes=bool(len(boxes)),
+                                 mode="side by side", horizontal=True)
+        for variant in chosen:
+            with st.container(border=True):
+                variant_card(variant, height=VIEW_HEIGHT * 4 // 5, settings=settings, beside=True)
     if entry is not None:
         heatmap_legend()

@@ -145,8 +145,10 @@ def test_a_cut_background_peak_is_named_under_the_axis_not_over_the_chart():
     img = rng.integers(40, 220, size=(100, 100)).astype(np.uint8)
     img[:45] = 5  # a dark background: 45% of the pixels in one bin
     fig = image_histogram_chart(img, "original", font_size=20, log_counts=False)
-    assert "cut: 45% of pixels near level 5" in fig.layout.xaxis.title.text
-    assert not fig.layout.annotations, "no note drawn inside the plot, where it met the title"
+    assert "cut: 45% of pixels near level 5" in fig.layout.title.subtitle.text
+    assert fig.layout.xaxis.title.text == "intensity"
+    assert not fig.layout.annotations, "no note drawn inside the plot, where it met the chart's top"
+    assert fig.layout.margin.t >= 3 * 20 + 30, "room for the title's second line"
     assert fig.layout.font.size == 20 and fig.layout.yaxis.range[1] < 4500
 
 

@@ -30,8 +30,9 @@ PRESENT_FONT_PX = 22
 #: Space above a viewer page's title (Streamlit's own is 6rem).
 TOP_PADDING_REM = 2.5
 MODE_LABELS = {"overlay": "over the X-ray", "side by side": "beside the X-ray", "image only": "hidden"}
-PLOTLY_CONFIG = {"displaylogo": False, "scrollZoom": True,
-                 "modeBarButtonsToRemove": ["select2d", "lasso2d", "toImage"]}
+#: Scroll to zoom, drag to pan, double-click to reset; no plotly toolbar over the picture (full screen:
+#: Streamlit's own element toolbar and the Enlarge button).
+PLOTLY_CONFIG = {"displaylogo": False, "scrollZoom": True, "displayModeBar": False, "doubleClick": "reset"}
 HEATMAP_HOW_TO_READ = ("Red and yellow: the regions that pushed the probability up most; blue: those that "
                        "mattered least. It shows where the model looked, not where a fracture is.")
 JET_STOPS = ("#00007f", "#0000ff", "#007fff", "#00ffff", "#7fff7f", "#ffff00", "#ff7f00", "#ff0000", "#7f0000")
@@ -57,7 +58,8 @@ def colour_bar_html() -> str:
             "<span>low attention</span><span>high</span></div>")
 
 
-def view_controls(key: str, *, heatmap: bool = True, boxes: bool = False, mode: str = "overlay") -> ViewSettings:
+def view_controls(key: str, *, heatmap: bool = True, boxes: bool = False, mode: str = "overlay",
+                  horizontal: bool = False) -> ViewSettings:
     """Window/level, invert, heatmap view and opacity, box on/off, drawn in the current container.
 
     Args:
@@ -65,22 +67,29 @@ def view_controls(key: str, *, heatmap: bool = True, boxes: bool = False, mode: 
         heatmap: offer the heatmap controls.
         boxes: offer the box toggle (only when an annotated box is known).
         mode: the heatmap view first offered (one of :data:`MODES`).
+        horizontal: in one row above a grid of images (else stacked, for a column beside an image).
     """
+    slots = iter(st.columns(5 if heatmap else 3)) if horizontal else None
+
+    def place():
+        return next(slots) if slots is not None else st.container()
+
     default_mode, mode = mode, "image only"
     opacity = 0.45
     if heatmap:
-        mode = st.radio("Heatmap", MODES, index=MODES.index(default_mode), key=f"{key}-mode",
-                        format_func=MODE_LABELS.get,  # a vertical list: a narrow column never cuts a choice
-                        help="Blend it over the X-ray, or the X-ray and its heatmap side by side "
-                             "(zoom and pan move both).")
-        opacity = st.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key=f"{key}-opacity",
-                            disabled=mode == "image only")
-    brightness = st.slider("Brightness (level)", -0.5, 0.5, 0.0, 0.05, key=f"{key}-level",
-                           help="Window centre: move it to lighten or darken the image.")
-    contrast = st.slider("Contrast (window)", 0.5, 4.0, 1.0, 0.1, key=f"{key}-contrast",
-                         help="Above 1 narrows the grey window: more contrast, clipped ends.")
-    invert = st.toggle("Invert", key=f"{key}-invert", help="Bone dark on white, as some films show it.")
-    show_boxes = st.toggle("Annotated box", value=True, key=f"{key}-boxes") if boxes else False
+        mode = place().radio("Heatmap", MODES, index=MODES.index(default_mode), key=f"{key}-mode",
+                             format_func=MODE_LABELS.get,  # a list: a narrow column never cuts a choice
+                             help="Blend it over the X-ray, or the X-ray and its heatmap side by side "
+                                  "(zoom and pan move both).")
+        opacity = place().slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key=f"{key}-opacity",
+                                 disabled=mode == "image only")
+    brightness = place().slider("Brightness (level)", -0.5, 0.5, 0.0, 0.05, key=f"{key}-level",
+                                help="Window centre: move it to lighten or darken the image.")
+    contrast = place().slider("Contrast (window)", 0.5, 4.0, 1.0, 0.1, key=f"{key}-contrast",
+                              help="Above 1 narrows the grey window: more contrast, clipped ends.")
+    last = place()
+    invert = last.toggle("Invert", key=f"{key}-invert", help="Bone dark on white, as some films show it.")
+    show_boxes = last.toggle("Annotated box", value=True, key=f"{key}-boxes") if boxes else False
     return ViewSettings(level=0.5 - brightness, width=1.0 / contrast, invert=invert, opacity=opacity,
                         mode=mode, boxes=show_boxes)
 

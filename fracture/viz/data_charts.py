@@ -305,12 +305,14 @@ def image_histogram_chart(img_uint8: np.ndarray, name: str, *, height: int = 220
         fig.update_yaxes(dtick=1, tickformat="~s", minor={"showgrid": False})
     else:
         note = _clip_spike(fig, all_counts)
-    # The cut-off note sits under the axis, never over the bars or the title.
-    fig.update_xaxes(title_text="intensity" + (f" · {note}" if note else ""), range=[-2, INTENSITY_LEVELS + 1])
+    fig.update_xaxes(title_text="intensity", range=[-2, INTENSITY_LEVELS + 1])
     fig = style_figure(fig, f"Histogram — {name}", height=height)
-    fig.update_layout(margin={"l": 4 * font_size, "r": 10, "t": 3 * font_size, "b": 3 * font_size + 6},
+    # The cut-off note is the title's second line: never over the bars, never cut by a narrow axis.
+    top = 3 * font_size + (int(1.6 * font_size) if note else 0)
+    fig.update_layout(margin={"l": 4 * font_size, "r": 10, "t": top, "b": 3 * font_size + 6},
                       showlegend=len(channels) > 1, font={"size": font_size},
-                      title={"pad": {"t": 8, "l": 4}, "font": {"size": font_size + 1}})
+                      title={"pad": {"t": 8, "l": 4}, "font": {"size": font_size + 1},
+                             "subtitle": {"text": note or "", "font": {"size": font_size - 1}}})
     return fig
 
 

@@ -20,6 +20,9 @@ def register(subparsers) -> None:
     parser.add_argument("--cam-method", help="heatmap method, e.g. gradcam, layercam, hirescam, gradcam++, eigencam "
                         "(default: the one the checkpoint stores, chosen on its validation split)")
     parser.add_argument("--cam-layer", help="heatmap layer: final, stride16, stride8 or fused (default: the stored one)")
+    parser.add_argument("--backend", choices=("auto", "torch", "onnx", "onnxruntime"),
+                        help="inference backend (default: $FRACTURE_INFERENCE_BACKEND, else auto: onnxruntime on a "
+                        "CPU, torch with --cam/--cam-out or on CUDA)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(func=run)
 
@@ -47,7 +50,9 @@ def run(args: argparse.Namespace) -> int:
 
     sources = [SourceFacts.of(item) for item in decoded]  # DICOM modality, colour, bit depth for the gate
     del decoded
-    predictor = Predictor.from_checkpoint(checkpoint)
+    want_cam = bool(args.cam or args.cam_out)
+    backend = args.backend or ("torch" if want_cam else None)  # None: the environment, else auto
+    predictor = Predictor.from_checkpoint(checkpoint, backend=backend, need_heatmaps=want_cam)
     extra = None
     if args.preprocess:
         from fracture.preprocess.pipeline import Pipeline
@@ -55,7 +60,6 @@ def run(args: argparse.Namespace) -> int:
         extra = Pipeline.from_spec(args.preprocess).to_spec()
     elif args.clahe:
         extra = [{"op": "clahe"}]
-    want_cam = bool(args.cam or args.cam_out)
     result = predictor.predict(images, names=[Path(p).name for p in args.images], body_part=args.body_part,
                                extra_steps=extra, with_cam=want_cam, cam_method=args.cam_method,
                                cam_layer=args.cam_layer, sources=sources)

@@ -128,48 +128,51 @@ class StudyPrediction:
 class Predictor:
     """A loaded checkpoint ready to predict studies and explain them."""
 
-    def __init__(self, model, meta: dict[str, Any], path: str | Path, device: str = "cpu") -> None:
-        import torch
-
-        from fracture.serve.inference import InputSpec
-        from fracture.preprocess.pipeline import Pipeline
-
-        self.model = model.to(torch.device(device)).eval()
-        self.meta = meta
-        self.path = Path(path)
-        self.device = torch.device(device)
-        self.pipeline = Pipeline.from_spec(meta["preprocess"])
-        norm = meta["normalization"]
-        self.input_spec = InputSpec(in_chans=int(meta["in_chans"]), mean=tuple(norm["mean"]), std=tuple(norm["std"]))
-        from fracture.evaluate.calibration import bias_of, calibrated_threshold, temperature_of
-        from fracture.gate.ood import OodDetector
-
-        # Probabilities and thresholds are shown calibrated when the checkpoint has a temperature.
-        self.temperature, self.bias = temperature_of(meta), bias_of(meta)
-        self.threshold = calibrated_threshold(meta)
-        self.ood = OodDetector.from_checkpoint(meta, getattr(model, "checkpoint_extras", None))
+    def __init__(self, scorer) -> None:
         from fracture.gate.radiograph import RadiographGate
 
-        self.gate = RadiographGate.from_checkpoint(meta, getattr(model, "checkpoint_extras", None), where=str(path))
-        self.class_names = tuple(meta["class_names"])
-        self.body_parts = list(meta.get("body_parts") or [])
+        # Probabilities, thresholds, calibration and OOD: the one scorer (fracture.serve.scorer).
+        self.scorer = scorer
+        self.meta = dict(scorer.meta.raw)
+        self.path = scorer.path
+        self.model = scorer.model  # None on onnxruntime (no heatmaps there)
+        self.device = scorer.device
+        self.pipeline = scorer.pipeline
+        calibration = scorer.meta.calibration
+        self.temperature = None if calibration is None else calibration.temperature
+        self.bias = 0.0 if calibration is None else calibration.bias
+        self.threshold = scorer.threshold
+        self.ood = scorer.ood
+        self.gate = RadiographGate.from_checkpoint(self.meta, scorer.extras, where=str(self.path))
+        self.class_names = scorer.meta.class_names
+        self.body_parts = list(scorer.meta.body_parts)
         self.resize_mode = self.pipeline.resize_mode
-        from fracture.explain.forward import stored_choice, usable_choice
-
         # The heatmap chosen for this checkpoint on validation data (explain-select), else Grad-CAM.
-        self.cam_choice = usable_choice(self.model, stored_choice(meta))
+        self.cam_choice = scorer.stored_cam() if scorer.model is not None else None
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> "Predictor":
-        """Raises CheckpointError when the file is not a valid checkpoint."""
-        from fracture.checkpoints.format import load_checkpoint
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu", backend: str | None = "torch",
+                        need_heatmaps: bool = False) -> "Predictor":
+        """Raises CheckpointError when the file is not a valid checkpoint (any bad metadata block included).
 
-        model, meta = load_checkpoint(path, map_location=device)
-        return cls(model, meta, path, device)
+        ``backend``: ``torch`` (heatmaps), ``onnx``/``onnxruntime``, ``auto`` or None (the environment, else
+        auto; see :mod:`fracture.serve.scorer`); ``need_heatmaps`` asks for torch (a ConfigError with onnx).
+        """
+        from fracture.serve.scorer import Scorer
+
+        return cls(Scorer.from_checkpoint(path, backend=backend, device=device, need_heatmaps=need_heatmaps))
+
+    @property
+    def input_spec(self):
+        """The network input (channels, normalisation) as :mod:`fracture.serve.inference` takes it."""
+        from fracture.serve.inference import InputSpec
+
+        norm = self.scorer.meta.normalization
+        return InputSpec(in_chans=self.scorer.meta.in_chans, mean=norm.mean, std=norm.std)
 
     @property
     def multitask(self) -> bool:
-        return bool(getattr(self.model, "num_body_parts", 0))
+        return self.scorer.meta.multitask
 
     def _prepare(self, image: np.ndarray, extra_steps: Sequence[dict] | None) -> tuple[np.ndarray, np.ndarray]:
         from fracture.preprocess.pipeline import Pipeline
@@ -213,11 +216,6 @@ class Predictor:
             PreprocessError: bad ``extra_steps``.
             ValueError: no images.
         """
-        import torch
-
-        from fracture.evaluate.calibration import apply_temperature
-        from fracture.serve.inference import batch_probs, prepare_batch
-
         if not images:
             raise ValueError("predict needs at least one image")
         names = list(names) if names is not None else [f"image {i + 1}" for i in range(len(images))]
@@ -227,24 +225,22 @@ class Predictor:
                 raise PreprocessError(f"body part {body_part!r} unknown to this model; it knows {', '.join(self.body_parts)}")
             body_index = self.body_parts.index(body_part)
         prepared = [self._prepare(img, extra_steps) for img in images]
-        batch = prepare_batch(np.stack([p[1] for p in prepared]), self.input_spec, self.device)
-        body_t = None if body_index is None else torch.full((len(images),), body_index, dtype=torch.long)
-        maps = None
+        inputs = np.stack([p[1] for p in prepared])
+        body = self.scorer.body_indices(None, len(images))
+        if body is not None and body_index is not None:
+            body[:] = body_index
+        cam = None
         if with_cam:
-            from fracture.explain.forward import forward_with_cam
+            from fracture.explain.forward import CamChoice  # torch: heatmaps only
 
-            logit, body_logits, maps = forward_with_cam(
-                self.model, batch, method=cam_method or self.cam_choice.method,
-                layer=cam_layer or self.cam_choice.layer, body_part=body_t,
-            )
-        # The one forward path (fracture.serve.inference): autocast on CUDA and flip TTA as in evaluate and training.
-        probs_np, body_probs = batch_probs(
-            self.model, batch, body_t, tta_hflip=bool(self.meta.get("tta_hflip")),
-            logits=None if maps is None else (logit, body_logits),
-        )
-        raw_probs = probs_np
-        probs_np = apply_temperature(raw_probs, self.temperature, self.bias)
-        ood, gates = self.gate_results(batch, np.stack([p[1] for p in prepared]), sources)
+            base = self.cam_choice or CamChoice()
+            cam = CamChoice(cam_method or base.method, cam_layer or base.layer)
+        # The one scorer: forward (flip TTA, autocast on CUDA), calibration, threshold, OOD, heatmaps.
+        scores = self.scorer.score(inputs, body_parts=body, cam=cam,
+                                   features=self.ood is not None or self.gate is not None)
+        maps, body_probs = scores.heatmaps, scores.body_probs
+        raw_probs, probs_np = scores.probs_uncalibrated, scores.probs
+        ood, gates = self.gate_results(scores, inputs, sources)
         results = []
         for i, (shown, _) in enumerate(prepared):
             heatmap = None
@@ -256,7 +252,7 @@ class Predictor:
             if body_probs is not None:
                 j = int(body_probs[i].argmax())
                 part, part_prob = self.body_parts[j], float(body_probs[i, j])
-            positive = bool(probs_np[i] >= self.threshold) if gates[i]["radiograph"] else None  # refused: no label
+            positive = bool(scores.positive[i]) if gates[i]["radiograph"] else None  # refused: no label
             results.append(ImagePrediction(
                 name=names[i], prob=float(probs_np[i]), positive=positive,
                 label=None if positive is None else self.class_names[int(positive)],
@@ -283,45 +279,27 @@ class Predictor:
             temperature=self.temperature, bias=self.bias,
         )
 
-    def ood_results(self, batch) -> list[dict[str, Any]] | None:
-        """Per image ``{"score", "threshold", "flagged"}`` from the pooled features, or None without OOD data."""
-        return self.gate_results(batch, None, None)[0]
-
-    def gate_results(self, batch, prepared: np.ndarray | None, sources: Sequence[Any] | None
+    def gate_results(self, scores, prepared: np.ndarray | None, sources: Sequence[Any] | None
                      ) -> tuple[list[dict[str, Any]] | None, list[dict[str, Any]]]:
-        """Per image the OOD block and the gate block (both levels), from one pass of pooled features.
+        """Per image the OOD block (from the scorer) and the gate block (both levels), from one pass of pooled features.
 
         ``prepared`` are the uint8 model inputs (for the gate's image statistics; None skips the pixel check).
         """
-        import torch
-
         from fracture.gate.radiograph import SourceFacts, check, differences, image_statistics
 
-        n = int(batch.shape[0])
-        features = None
-        if self.ood is not None or (self.gate is not None and prepared is not None):
-            with torch.no_grad():
-                features = self.model.forward_features(batch).float().cpu().numpy()
-        ood = None if self.ood is None else [self.ood.result(score) for score in self.ood.score(features)]
-        scores = [None] * n
+        n = len(scores.probs)
+        features = scores.features
+        ood = scores.ood
+        gate_scores = [None] * n
         if self.gate is not None and prepared is not None:
-            scores = [float(v) for v in self.gate.probability(features, image_statistics(prepared))]
+            gate_scores = [float(v) for v in self.gate.probability(features, image_statistics(prepared))]
         facts = [SourceFacts.of(s) for s in (sources or [None] * n)]
         gates = []
         for i in range(n):
-            verdict = check(facts[i], scores[i], self.gate)
+            verdict = check(facts[i], gate_scores[i], self.gate)
             how = differences(facts[i], None if ood is None else ood[i], self.body_parts) if verdict["radiograph"] else []
             gates.append({**verdict, "unfamiliar": bool(how), "differences": how})
         return ood, gates
-
-    def explain(self, tensor, original_shape: tuple[int, int], body_part=None, method: str | None = None,
-                layer: str | Sequence[str] | None = None) -> np.ndarray:
-        """Heatmap of the fracture output (default: the stored choice), mapped back onto the original image."""
-        from fracture.explain.gradcam import gradcam, heatmap_to_original
-
-        heatmap = gradcam(self.model, tensor, method=method or self.cam_choice.method, body_part=body_part,
-                          target_layer=layer or self.cam_choice.layer)
-        return heatmap_to_original(heatmap, original_shape, self.resize_mode)
 
 
 # ------------------------------------------------------------------ registry

@@ -150,7 +150,8 @@ if prediction.study_prob is None:
     st.stop()
 
 positive_name = prediction.class_names[1]
-cols = st.columns(4)
+# Large type (presentation mode): two metrics to a row, so that none is cut to "fractu…".
+cols = st.columns(4) if not present else [column for _ in range(2) for column in st.columns(2)]
 cols[0].metric(f"Study P({positive_name})", f"{prediction.study_prob:.3f}",
                help="Mean of the images' probabilities.")
 cols[1].metric("Study label", prediction.study_label,
@@ -171,7 +172,8 @@ kept, offered = len(prediction.images) - len(prediction.refused), max(n_files, l
 used_of = f" from {kept} of {offered} files" if 0 < kept < offered else ""
 st.markdown(
     f"#### Study{used_of}: :{color}-background[{prediction.study_label}] "
-    f"(P = {prediction.study_prob:.3f}, threshold {prediction.threshold:.3f}) — model `{checkpoint_label(entry)}`"
+    f"(P = {prediction.study_prob:.3f}, threshold {prediction.threshold:.3f})"
+    + ("" if present else f" — model `{checkpoint_label(entry)}`")
 )
 
 def _image_caption(item) -> str:

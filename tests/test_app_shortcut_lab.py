@@ -1,6 +1,8 @@
 """AppTest: the Shortcut Lab — an X-ray with a marker, label, border... and how probability and heatmap move."""
 from __future__ import annotations
 
+import pytest
+
 from app_support import (  # noqa: F401  (fixtures)
     app_home,
     assert_no_exception,
@@ -21,6 +23,7 @@ def _pictures(at) -> list[str]:
             if t.get("type") == "image"]
 
 
+@pytest.mark.slow
 def test_a_marker_moves_probability_and_the_page_says_where_the_heatmap_went(app_home):
     write_tiny_run(app_home / "runs", RUN)
     at = run_page(PAGE, model=RUN)

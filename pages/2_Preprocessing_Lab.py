@@ -33,45 +33,49 @@ if not present:
         "pipeline after the shown steps."
     )
 
-source = st.radio("Image", tuple(SOURCES), help=" · ".join(f"{k}: {v}" for k, v in SOURCES.items()),
-                  horizontal=True,
-                  key="image", bind="query-params")
-image, name = None, ""
-boxes = ()  # annotated fracture boxes of the image, drawn on it and on its Grad-CAM
-if source == "Upload":
-    uploads = uploader_files("One X-ray (PNG, JPEG, DICOM)", type=list(UPLOAD_TYPES), key="lab-upload",
-                             max_upload_size=context.settings.max_upload_mb)  # kept across a page switch
-    loaded, problems = read_uploads(uploads[:1], max_mb=context.settings.max_upload_mb)
-    for problem in problems:
-        st.error(problem.message)
-    if loaded:
-        image, name = loaded[0].image, loaded[0].name
-        for note in loaded[0].notes:
-            st.warning(note)
-elif sample_source() == "Gallery":
-    item = gallery_picker()
-    if item is not None:
-        image, name = gallery_image(item), item.source_id
-        boxes = item.boxes
-elif dataset_root(context) is None:
-    st.info(context.dataset_error or "Pick a dataset in the sidebar, or upload an image.")
-else:
-    manifest = loaders.load_manifest(dataset_root(context))
-    mismatch = describe_mismatch(context.checkpoint.meta, manifest) if context.checkpoint is not None else None
-    if mismatch:
-        st.warning(mismatch)
-    with st.expander("Choose the sample", expanded=not present):
-        study = study_picker(manifest, key="lab")
-        if study is not None:
-            images, names, problems = load_study_images(study)
-            for message in problems:
-                st.error(message)
-            if images:
-                index = st.radio("View", range(len(images)), format_func=lambda i: names[i],
-                                 horizontal=True, key="lab-view") if len(images) > 1 else 0
-                image, name = images[index], names[index]
-                truth = dict(zip(study["path"].map(lambda p: p.rsplit("/", 1)[-1]), study["boxes"]))
-                boxes = truth.get(name, ())
+# Presentation mode: the image choice folds away, so that the variants fill the screen.
+uploading = st.session_state.get("image", st.query_params.get("image", "Sample")) == "Upload"
+chooser = st.expander("Image", expanded=uploading) if present else st.container()
+with chooser:
+    source = st.radio("Image", tuple(SOURCES), help=" · ".join(f"{k}: {v}" for k, v in SOURCES.items()),
+                      horizontal=True,
+                      key="image", bind="query-params")
+    image, name = None, ""
+    boxes = ()  # annotated fracture boxes of the image, drawn on it and on its Grad-CAM
+    if source == "Upload":
+        uploads = uploader_files("One X-ray (PNG, JPEG, DICOM)", type=list(UPLOAD_TYPES), key="lab-upload",
+                                 max_upload_size=context.settings.max_upload_mb)  # kept across a page switch
+        loaded, problems = read_uploads(uploads[:1], max_mb=context.settings.max_upload_mb)
+        for problem in problems:
+            st.error(problem.message)
+        if loaded:
+            image, name = loaded[0].image, loaded[0].name
+            for note in loaded[0].notes:
+                st.warning(note)
+    elif sample_source() == "Gallery":
+        item = gallery_picker()
+        if item is not None:
+            image, name = gallery_image(item), item.source_id
+            boxes = item.boxes
+    elif dataset_root(context) is None:
+        st.info(context.dataset_error or "Pick a dataset in the sidebar, or upload an image.")
+    else:
+        manifest = loaders.load_manifest(dataset_root(context))
+        mismatch = describe_mismatch(context.checkpoint.meta, manifest) if context.checkpoint is not None else None
+        if mismatch:
+            st.warning(mismatch)
+        with st.container() if present else st.expander("Choose the sample", expanded=True):  # never nested
+            study = study_picker(manifest, key="lab")
+            if study is not None:
+                images, names, problems = load_study_images(study)
+                for message in problems:
+                    st.error(message)
+                if images:
+                    index = st.radio("View", range(len(images)), format_func=lambda i: names[i],
+                                     horizontal=True, key="lab-view") if len(images) > 1 else 0
+                    image, name = images[index], names[index]
+                    truth = dict(zip(study["path"].map(lambda p: p.rsplit("/", 1)[-1]), study["boxes"]))
+                    boxes = truth.get(name, ())
 if image is None:
     st.info("Pick a sample or upload an image to start.")
     st.stop()

@@ -106,3 +106,12 @@ def test_presentation_mode_shows_one_variant_large_with_readable_histogram(app_h
     histogram = next(spec for spec in specs if "Histogram" in spec["layout"].get("title", {}).get("text", ""))
     assert "CLAHE" in histogram["layout"]["title"]["text"] and histogram["layout"]["font"]["size"] >= 20
     assert not any(e.proto.expanded for e in at.expander), "parameters folded: the images come first"
+
+
+def test_presentation_mode_with_a_dataset_sample_and_an_upload(app_home):
+    at = run_page(PAGE, query={"present": "true", "samples": "Dataset"})
+    assert_no_exception(at)
+    assert _variant_images(at), "a dataset sample in presentation mode (no nested expanders)"
+    at.radio(key="image").set_value("Upload").run()
+    assert_no_exception(at)
+    assert at.expander[0].proto.expanded, "the uploader is in sight while nothing is shown"

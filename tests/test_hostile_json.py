@@ -193,3 +193,19 @@ def test_the_job_viewer_reads_a_hostile_config_as_the_default_mode(tmp_path):
     (tmp_path / "config.json").write_text('{"mode": "frozen"}')
     assert _run_mode(tmp_path) == "frozen"
 
+
+
+def test_a_hostile_promotion_registry_or_localisation_cache_is_not_a_traceback(tmp_path, caplog):
+    from fracture.checkpoints.promote import REGISTRY_NAME, promoted_names
+    from fracture.evaluate.localisation import _read_cache
+
+    (tmp_path / REGISTRY_NAME).write_text(DEEP)
+    with caplog.at_level("WARNING"):
+        assert promoted_names(tmp_path) == set()
+    assert any("nested" in r.getMessage() for r in caplog.records)
+    (tmp_path / REGISTRY_NAME).write_text('{"promoted": {"mine": {"source": "x"}}}')
+    assert promoted_names(tmp_path) == {"mine"}
+    cache = tmp_path / "loc.json"
+    for text in (DEEP, HUGE_INT, "not json"):
+        cache.write_text(text)
+        assert _read_cache(cache) is None  # recomputed, with a warning

@@ -12,7 +12,6 @@ were promoted (rather than shipped) is recorded in ``weights/promoted.json``.
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import re
@@ -33,6 +32,7 @@ from fracture.util.files import (
     read_bytes_bounded,
     release_pid_lock,
 )
+from fracture.util.jsonio import JsonFileError, parse_json
 from fracture.errors import CheckpointError
 from fracture.settings import get_settings
 
@@ -92,10 +92,10 @@ def promoted_names(weights_dir: str | Path) -> set[str]:
     """Stems of the checkpoints that promotion put into ``weights_dir``."""
     path = Path(weights_dir) / REGISTRY_NAME
     try:
-        data = json.loads(read_bytes_bounded(path, 4 * 1024 * 1024))
+        data = parse_json(read_bytes_bounded(path, 4 * 1024 * 1024), source=path)  # guarded: deep, huge numbers
     except FileNotFoundError:
         return set()
-    except (OSError, ValueError, NotRegularFileError) as exc:
+    except (OSError, ValueError, NotRegularFileError, JsonFileError) as exc:
         log.warning("%s is unreadable (%s); treating every checkpoint there as shipped", path, exc)
         return set()
     entries = data.get("promoted") if isinstance(data, dict) else None
@@ -279,10 +279,10 @@ class _promotion_lock:
 def _register(weights_dir: Path, stem: str, source: Path) -> None:
     path = weights_dir / REGISTRY_NAME
     try:
-        data = json.loads(read_bytes_bounded(path, 4 * 1024 * 1024))
+        data = parse_json(read_bytes_bounded(path, 4 * 1024 * 1024), source=path)
     except FileNotFoundError:
         data = {}
-    except (OSError, ValueError, NotRegularFileError) as exc:
+    except (OSError, ValueError, NotRegularFileError, JsonFileError) as exc:
         log.warning("%s unreadable (%s); starting it again", path, exc)
         data = {}
     entries = data.get("promoted") if isinstance(data, dict) else None

@@ -32,6 +32,8 @@ import numpy as np
 import pandas as pd
 
 from fracture.data.boxes import Box, box_mask, boxes_to_input
+from fracture.errors import FractureError
+from fracture.util.jsonio import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -330,10 +332,10 @@ def split_localisation(
 def _read_cache(path: Path) -> tuple[pd.DataFrame, str] | None:
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text())
+    try:  # the guarded reader: a deep or damaged cache is recomputed, never a traceback on Compare
+        data = read_json(path, max_bytes=256 * 1024 * 1024, nonfinite="allow", what="(localisation cache)")
         return pd.DataFrame(data["rows"], columns=list(PER_IMAGE_COLUMNS)), str(data["choice"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, FractureError) as exc:
         logger.warning("localisation cache %s unreadable (%s); recomputing", path, exc)
         return None
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from app_support import (  # noqa: F401  (fixtures)
     app_home,
     assert_no_exception,
@@ -17,6 +19,7 @@ PAGE = "pages/4_Predict.py"
 RUN = "20260101-000000-small_cnn"
 
 
+@pytest.mark.slow
 def test_an_mr_upload_is_refused_with_its_modality_and_a_radiograph_beside_it_is_predicted(app_home):
     import pydicom.data
 

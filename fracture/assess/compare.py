@@ -81,7 +81,6 @@ def predict_split(
     from fracture.cache import ImageCache
     from fracture.checkpoints.format import read_checkpoint_meta
     from fracture.data import SPLITS, open_dataset
-    from fracture.serve.inference import body_part_indices
     from fracture.serve.onnx_backend import preparation_progress
     from fracture.serve.scorer import Scorer
 
@@ -111,10 +110,8 @@ def predict_split(
     for problem in problems:
         log.warning("not evaluated: %s", problem["message"])
     positions = np.flatnonzero(valid)
-    body = None
-    if meta.get("multitask"):
-        body = body_part_indices(frame["body_part"].iloc[positions].tolist(), meta.get("body_parts") or [])
     scorer = Scorer.from_checkpoint(checkpoint, backend=backend, device=device)
+    body = scorer.body_indices(frame["body_part"].iloc[positions].tolist(), len(positions))
     scores = scorer.score_fetch(lambda p: cache.get_batch(positions[p]), len(positions), body_parts=body,
                                 progress=on_progress, cancel=cancel, features=False)
     probs, used = scores.probs_uncalibrated, scorer.backend  # cached uncalibrated; evaluate_checkpoint calibrates

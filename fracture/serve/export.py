@@ -264,13 +264,58 @@ def export_bytes(checkpoint: str | Path, *, tta_hflip: bool | None = None, opset
     return proto.SerializeToString(), meta
 
 
-def export_onnx(checkpoint: str | Path, out: str | Path, *, tta_hflip: bool | None = None,
-                opset: int = OPSET) -> Path:
-    """Write the checkpoint as an ONNX file, atomically (readers never see half a file).
+def check_export_target(checkpoint: str | Path, out: str | Path, *, overwrite: bool = False) -> Path:
+    """Refuse an ``out`` that would destroy something the export did not create (checked before any work).
+
+    Refused always: the checkpoint being exported, any Fracture Lab checkpoint (shipped,
+    promoted or a run's), a ``.safetensors`` name, anything in the weights folder that is
+    not an ``.onnx`` file, a folder. Refused without ``overwrite``: any existing file.
 
     Raises:
-        CheckpointError, ExportError: see :func:`export_bytes`.
+        ExportError: one line naming ``out`` and what to do instead.
     """
+    from fracture.settings import get_settings
+
+    out, checkpoint = Path(out), Path(checkpoint)
+    target = out.resolve()
+    if target == checkpoint.resolve() or (out.exists() and checkpoint.exists() and os.path.samefile(out, checkpoint)):
+        raise ExportError(f"--out {out} is the checkpoint being exported; write the ONNX file elsewhere (e.g. "
+                          f"{checkpoint.with_suffix('.onnx')})")
+    if out.suffix.lower() == ".safetensors":
+        raise ExportError(f"--out {out}: an ONNX file is not a .safetensors checkpoint; name it {out.stem}.onnx")
+    if out.is_dir():
+        raise ExportError(f"--out {out} is a folder; give the .onnx file to write")
+    weights = get_settings().weights_dir.resolve()
+    if target.parent == weights and out.suffix.lower() != ".onnx":
+        raise ExportError(f"--out {out} is in the weights folder, which holds the shipped and promoted models; "
+                          "write the ONNX file elsewhere or give it an .onnx name")
+    if out.exists():
+        from fracture.checkpoints.format import read_checkpoint_meta
+
+        try:
+            read_checkpoint_meta(out)
+        except FractureError:
+            is_checkpoint = False
+        else:
+            is_checkpoint = True
+        if is_checkpoint:
+            raise ExportError(f"--out {out} is a Fracture Lab checkpoint; exporting never replaces one "
+                              "(write the ONNX file elsewhere)")
+        if not overwrite:
+            raise ExportError(f"--out {out} already exists; add --overwrite to replace it, or choose another file")
+    return out
+
+
+def export_onnx(checkpoint: str | Path, out: str | Path, *, tta_hflip: bool | None = None,
+                opset: int = OPSET, overwrite: bool = False) -> Path:
+    """Write the checkpoint as an ONNX file, atomically (readers never see half a file).
+
+    ``out`` is checked first (:func:`check_export_target`).
+
+    Raises:
+        CheckpointError, ExportError: see :func:`export_bytes` and :func:`check_export_target`.
+    """
+    check_export_target(checkpoint, out, overwrite=overwrite)
     data, meta = export_bytes(checkpoint, tta_hflip=tta_hflip, opset=opset)
     out = atomic_write_bytes(out, data)
     log.info("exported %s (%s) to %s, %.1f MB", Path(checkpoint).name, meta.get("architecture"), out, len(data) / 1e6)
@@ -328,12 +373,14 @@ def check_parity(checkpoint: str | Path, onnx_path: str | Path, images: Sequence
 
 def export_checked(checkpoint: str | Path, out: str | Path, images: Sequence[np.ndarray], *,
                    tta_hflip: bool | None = None, opset: int = OPSET,
-                   tolerance: float = PARITY_TOLERANCE) -> tuple[Path, ParityReport]:
+                   tolerance: float = PARITY_TOLERANCE, overwrite: bool = False) -> tuple[Path, ParityReport]:
     """Export, check onnxruntime against torch on ``images``, and only then publish ``out``.
 
     Raises:
-        ExportError: the probabilities differ by more than ``tolerance`` (``out`` is left as it was).
+        ExportError: ``out`` refused (:func:`check_export_target`), or the probabilities differ by
+            more than ``tolerance`` (``out`` is left as it was).
     """
+    check_export_target(checkpoint, out, overwrite=overwrite)
     data, _ = export_bytes(checkpoint, tta_hflip=tta_hflip, opset=opset)
     tmp = atomic_temp_path(out)
     try:

@@ -366,7 +366,7 @@ def load_onnx_model(checkpoint: str | Path, *, cache_dir: str | Path | None = No
             else:
                 log.info("exporting %s to ONNX for onnxruntime (once per checkpoint): %s", Path(checkpoint).name, path)
             _cache_record(path).unlink(missing_ok=True)
-            export_onnx(checkpoint, path)
+            export_onnx(checkpoint, path, overwrite=True)
             record = {"source_sha256": source, "onnx_sha256": file_sha256(path), "source": Path(checkpoint).name}
             atomic_write_bytes(_cache_record(path), json.dumps(record).encode("utf-8"))
     try:

@@ -193,6 +193,7 @@ def _features(model, meta, images: list[np.ndarray]) -> np.ndarray:
     return extract(model, lambda p: prepared[p], len(prepared), spec, device="cpu", with_probs=False)[1]
 
 
+@pytest.mark.slow
 def test_shipped_model_flags_natural_photos(shipped):
     """At least 90% of scikit-image's sample photos are flagged (no dataset needed)."""
     from fracture.gate.probes import natural_photos
@@ -204,6 +205,7 @@ def test_shipped_model_flags_natural_photos(shipped):
     assert meta["ood"]["val_flag_rate"] <= 0.05
 
 
+@pytest.mark.slow
 def test_shipped_model_flags_documents_and_noise(shipped):
     from fracture.gate.probes import documents, noise
 

@@ -76,3 +76,18 @@ def test_export_check_images_is_bounded_before_any_work(tmp_path, capsys, monkey
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == f"error: --check-images {n}: give 0 (no check) to 256"
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_deep_preprocess_spec_is_one_typed_line(tmp_path, capsys):
+    from fracture.errors import PreprocessError
+    from fracture.preprocess.pipeline import Pipeline
+
+    deep = "[" * 100_000 + "]" * 100_000
+    with pytest.raises(PreprocessError, match="preprocessing spec: is nested 100000 levels deep"):
+        Pipeline.from_spec(deep)
+    with pytest.raises(PreprocessError, match="not valid JSON"):
+        Pipeline.from_spec("[{")
+    assert main(["train", "--out", str(tmp_path / "run"), "--data", str(tmp_path), "--preprocess", deep]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "neither a preset" in err[-1] and "(is 195 KB, over the 64 KB limit" in err[-1]
+    assert not (tmp_path / "run").exists()

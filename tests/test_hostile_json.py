@@ -45,7 +45,7 @@ def test_the_bounds_and_policies_are_the_callers():
     with pytest.raises(JsonFileError, match="nested 65 levels"):
         parse_json(nested, source="f")
     assert parse_json(nested, source="f", max_depth=100)
-    with pytest.raises(JsonFileError, match="over the 0 MB limit"):
+    with pytest.raises(JsonFileError, match="is 2 KB, over the 100 bytes limit"):
         parse_json("[" + "1," * 1000 + "1]", source="f", max_bytes=100)
     with pytest.raises(CheckpointError, match="^f: the header is nested"):  # the caller's error type
         parse_json(DEEP, source="f", what="the header", error=CheckpointError)

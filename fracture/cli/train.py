@@ -76,12 +76,15 @@ def _parse_preprocess(value: str) -> list:
 
     if value in PRESETS:
         return list(PRESETS[value])
-    try:
-        spec = json.loads(value)
-    except json.JSONDecodeError as exc:
+    from fracture.util.jsonio import JsonFileError, parse_json
+
+    try:  # the guarded reader: 100,000 brackets on a command line are one line, not a RecursionError
+        spec = parse_json(value, source="--preprocess", max_bytes=64 * 1024)
+    except JsonFileError as exc:
         raise ConfigError(
-            f"--preprocess {value!r}: neither a preset ({', '.join(PRESETS)}) nor a JSON list of steps"
-        ) from exc
+            f"--preprocess {value[:80]!r}: neither a preset ({', '.join(PRESETS)}) nor a JSON list of steps "
+            f"({exc.problem})"
+        ) from None
     if not isinstance(spec, list):
         raise ConfigError("--preprocess: the JSON must be a list of steps")
     return spec

@@ -221,10 +221,10 @@ class Pipeline:
             if text in PRESETS:
                 spec = PRESETS[text]
             elif text.startswith("["):
-                try:
-                    spec = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    raise PreprocessError(f"preprocessing spec is not valid JSON: {exc}") from exc
+                from fracture.util.jsonio import parse_json
+
+                # the guarded reader (depth, size, numbers): a typed error, never a RecursionError
+                spec = parse_json(text, source="preprocessing spec", max_bytes=1024 * 1024, error=PreprocessError)
             else:
                 raise PreprocessError(f"unknown preprocessing preset {spec!r}; presets: "
                                       f"{', '.join(PRESETS)} (or give a JSON list of steps)")

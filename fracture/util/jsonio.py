@@ -73,6 +73,15 @@ def json_depth(text: str) -> int:
     return int(np.cumsum(steps).max(initial=0))
 
 
+def _size(n: int) -> str:
+    """Bytes in words: ``2.0 MB``, ``64 KB``, ``100 bytes``."""
+    if n >= 2**20:
+        return f"{n / 2**20:.1f} MB".replace(".0 MB", " MB")
+    if n >= 1024:
+        return f"{n / 1024:.0f} KB"
+    return f"{n} bytes"
+
+
 class _Refused(ValueError):
     """Raised from inside the decoder's number hooks; turned into the caller's error."""
 
@@ -118,7 +127,7 @@ def parse_json(
 
     size = len(text)
     if size > max_bytes:
-        raise fail(f"is {size / 2**20:.1f} MB, over the {max_bytes / 2**20:.0f} MB limit for this file")
+        raise fail(f"is {_size(size)}, over the {_size(max_bytes)} limit for this file")
     if isinstance(text, (bytes, bytearray)):
         try:
             text = bytes(text).decode("utf-8-sig")

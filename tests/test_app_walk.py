@@ -48,9 +48,9 @@ def test_training_curves_count_epochs_from_one_on_whole_number_ticks():
                            "val_roc_auc": [0.6, 0.7, 0.8]})
     fig = training_curves_chart(epochs)
     assert list(fig.data[0].x) == [1, 2, 3]
-    assert fig.layout.xaxis.dtick == 1 and fig.layout.xaxis.tick0 == 1
+    assert list(fig.layout.xaxis.tickvals) == [1, 2, 3] and list(fig.layout.xaxis.range) == [0.6, 3.4]
     overlay = overlay_training_curves_chart({"run": epochs}, "val_roc_auc")
-    assert list(overlay.data[0].x) == [1, 2, 3]
+    assert list(overlay.data[0].x) == [1, 2, 3] and list(overlay.layout.xaxis.tickvals) == [1, 2, 3]
 
 
 def test_grouped_bar_labels_stand_upright_and_body_parts_carry_their_n():
@@ -60,9 +60,10 @@ def test_grouped_bar_labels_stand_upright_and_body_parts_carry_their_n():
 
     table = pd.DataFrame({"roc_auc": [0.769, 0.769], "accuracy": [0.8, 0.81]}, index=["a", "b"])
     fig = metrics_bar_chart(table, metrics=("roc_auc", "accuracy"))
-    assert all(trace.textangle == -90 for trace in fig.data)
+    assert all(trace.textangle == -90 and trace.textposition == "inside" for trace in fig.data)
+    assert list(fig.layout.yaxis.range) == [0, 1], "a metric axis ends at 1 (not 1.25)"
     parts = body_part_auc_chart({"a": {"hand": 0.7}, "b": {"hand": 0.8}}, counts={"hand": "n=12 · 3 pos"})
-    assert "n=12" in parts.layout.xaxis.ticktext[0]
+    assert "n=12" in parts.layout.xaxis.ticktext[0] and list(parts.layout.yaxis.range) == [0, 1]
 
 
 def test_uploads_survive_a_page_switch_until_forgotten(app_home):

@@ -197,6 +197,7 @@ def _demo_checkpoint(tmp_path, monkeypatch, *, fingerprint: bool = True):
     return path, root
 
 
+@pytest.mark.slow
 def test_calibrate_command_writes_temperature_operating_points_and_ood(tmp_path, monkeypatch, capsys):
     from fracture.checkpoints.format import load_checkpoint, read_checkpoint_meta
     from fracture.cli import main

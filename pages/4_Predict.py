@@ -150,23 +150,23 @@ if prediction.study_prob is None:
     st.stop()
 
 positive_name = prediction.class_names[1]
-# Large type (presentation mode): two metrics to a row, so that none is cut to "fractu…".
-cols = st.columns(4) if not present else [column for _ in range(2) for column in st.columns(2)]
-cols[0].metric(f"Study P({positive_name})", f"{prediction.study_prob:.3f}",
-               help="Mean of the images' probabilities.")
-cols[1].metric("Study label", prediction.study_label,
-               help=f"Positive when the probability is at least the checkpoint's threshold.")
-cols[2].metric("Threshold", f"{prediction.threshold:.3f}",
-               help=f"{point['label']}: chosen on the validation split"
-               + (f" (there: sensitivity {point['sensitivity']:.2f}, specificity {point['specificity']:.2f}, "
-                  f"PPV {point['ppv']:.2f}, NPV {point['npv']:.2f})" if point.get("ppv") is not None
-                  and point.get("npv") is not None else "")
-               + (". Probabilities are calibrated (temperature scaling)." if prediction.temperature else "."))
-if prediction.body_part is not None:  # a single-task model has no body part to show
-    confidence = f" ({prediction.body_part_prob:.0%})" if prediction.body_part_prob is not None else ""
-    cols[3].metric("Body part", f"{prediction.body_part}{confidence}",
-                   help=f"{prediction.body_part_source} by the model" if prediction.body_part_source == "predicted"
-                   else "given by you")
+if not present:  # in large type the heading below says it all, and the X-ray comes up higher
+    cols = st.columns(4)
+    cols[0].metric(f"Study P({positive_name})", f"{prediction.study_prob:.3f}",
+                   help="Mean of the images' probabilities.")
+    cols[1].metric("Study label", prediction.study_label,
+                   help=f"Positive when the probability is at least the checkpoint's threshold.")
+    cols[2].metric("Threshold", f"{prediction.threshold:.3f}",
+                   help=f"{point['label']}: chosen on the validation split"
+                   + (f" (there: sensitivity {point['sensitivity']:.2f}, specificity {point['specificity']:.2f}, "
+                      f"PPV {point['ppv']:.2f}, NPV {point['npv']:.2f})" if point.get("ppv") is not None
+                      and point.get("npv") is not None else "")
+                   + (". Probabilities are calibrated (temperature scaling)." if prediction.temperature else "."))
+    if prediction.body_part is not None:  # a single-task model has no body part to show
+        confidence = f" ({prediction.body_part_prob:.0%})" if prediction.body_part_prob is not None else ""
+        cols[3].metric("Body part", f"{prediction.body_part}{confidence}",
+                       help=f"{prediction.body_part_source} by the model" if prediction.body_part_source == "predicted"
+                       else "given by you")
 color = "red" if prediction.positive else "green"
 kept, offered = len(prediction.images) - len(prediction.refused), max(n_files, len(prediction.images))
 used_of = f" from {kept} of {offered} files" if 0 < kept < offered else ""

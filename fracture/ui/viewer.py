@@ -29,7 +29,7 @@ ENLARGED_HEIGHT = 760
 PRESENT_FONT_PX = 22
 #: Space above a viewer page's title (Streamlit's own is 6rem).
 TOP_PADDING_REM = 2.5
-MODE_LABELS = {"overlay": "over the X-ray", "side by side": "beside the X-ray", "image only": "hidden"}
+MODE_LABELS = {"overlay": "blended", "side by side": "side by side", "image only": "hidden"}
 #: Scroll to zoom, drag to pan, double-click to reset; no plotly toolbar over the picture (full screen:
 #: Streamlit's own element toolbar and the Enlarge button).
 PLOTLY_CONFIG = {"displaylogo": False, "scrollZoom": True, "displayModeBar": False, "doubleClick": "reset"}
@@ -141,7 +141,7 @@ def xray_viewer(image: np.ndarray, heatmap: np.ndarray | None = None, *, key: st
     Returns:
         The settings chosen (so a page can render a download with them).
     """
-    picture, controls = st.columns([4, 1])
+    picture, controls = st.columns([3, 1])
     with controls:
         settings = view_controls(key, heatmap=heatmap is not None, boxes=bool(len(boxes)))
     with picture:

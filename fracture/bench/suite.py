@@ -263,6 +263,11 @@ def _run_in(settings: BenchSettings, data: str | None, work: Path, say: Callable
         start("ort_vs_torch", f"onnxruntime vs torch ({len(backend_paths)} images, {s.model}, batch {s.batch_size})")
         benchmarks["ort_vs_torch"] = bench_ort_vs_torch(checkpoint, backend_paths, cache_dir, repeats=s.repeats,
                                                         batch_size=s.batch_size)
+        from fracture.bench.cli_predict import bench_cli_predict
+
+        start("cli_predict", "cold CLI predict of one image, torch vs onnxruntime (fresh processes)")
+        benchmarks["cli_predict"] = bench_cli_predict(checkpoint, bench_data.paths[0], cache_dir,
+                                                      repeats=1 if s.quick else s.repeats)
         target, target_root, target_split = compare_target(bench_data, checkpoint)
         start("compare_eval", f"Compare evaluation vs bare forward ({target.name}, {target_split} split)")
         benchmarks["compare_eval"] = bench_compare_eval(target, target_root, target_split, cache_dir,
@@ -294,6 +299,7 @@ def _run_in(settings: BenchSettings, data: str | None, work: Path, say: Callable
         "cuda_train_images_per_s": None if cuda["skipped"] else cuda["end_to_end_images_per_s"],
         "cuda_train_loop_vs_step": None if cuda["skipped"] else cuda["ratio"],
         "ort_vs_torch": benchmarks["ort_vs_torch"]["ratio"],
+        "cli_predict_ort_vs_torch": benchmarks["cli_predict"]["ratio"],
         "compare_eval_vs_forward": benchmarks["compare_eval"]["ratio"],
         "goals": {
             "train_loop_vs_step": benchmarks["train_loop"]["goal"],
@@ -352,6 +358,12 @@ def format_table(results: dict[str, Any]) -> str:
          f"p50 {pr['predict_without_cam']['p50_ms']:.1f} ms", _fmt(pr["gradcam_vs_predict"]), "-", "-"),
     ]
     ov, ce = b["ort_vs_torch"], b["compare_eval"]
+    cp_ = b.get("cli_predict")
+    if cp_ is not None:
+        rows.append(("CLI predict, one image, cold", f"{cp_['checkpoint']}, fresh process",
+                     f"{cp_['onnxruntime']['seconds']:.2f} s, {cp_['onnxruntime']['max_peak_rss_mb']:.0f} MB (ort)",
+                     f"{cp_['torch']['seconds']:.2f} s, {cp_['torch']['max_peak_rss_mb']:.0f} MB (torch)",
+                     _fmt(cp_["ratio"]), cp_["goal"], _status(cp_["goal_met"])))
     rows += [
         ("onnxruntime vs torch (throughput)", f"{ov['model']} {ov['image_size']}px b{ov['batch_size']} "
          f"{ov['threads']} threads", _rate(ov["onnx"]), _rate(ov["torch"]), _fmt(ov["ratio"]), "-", "-"),

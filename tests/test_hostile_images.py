@@ -511,11 +511,12 @@ def test_predict_cli_reduces_a_big_image_with_a_note_on_stderr(tmp_path, monkeyp
     class FakePredictor:
         def predict(self, images, names, **kwargs):
             seen.extend(image.shape for image in images)
-            item = SimpleNamespace(name=names[0], prob=0.25, label="not fractured", ood=None)
+            item = SimpleNamespace(name=names[0], prob=0.25, label="not fractured", ood=None, is_radiograph=True,
+                                   gate=None)
             return SimpleNamespace(images=[item], study_prob=0.25, study_label="not fractured", threshold=0.5,
                                    checkpoint="fake", body_part=None)
 
-    monkeypatch.setattr(fracture.serve.predictor.Predictor, "from_checkpoint", classmethod(lambda cls, path: FakePredictor()))
+    monkeypatch.setattr(fracture.serve.predictor.Predictor, "from_checkpoint", classmethod(lambda cls, path, **kwargs: FakePredictor()))
     monkeypatch.setenv("FRACTURE_MAX_IMAGE_MEGAPIXELS", "0.03")
     path = tmp_path / "big.png"
     Image.fromarray(_radiograph_like(300, 400)).save(path)

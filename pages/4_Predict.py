@@ -44,12 +44,20 @@ choosing = st.session_state.get("input", st.query_params.get("input", "Upload"))
     and not st.session_state.get(SHOWN_KEY)  # nothing to show yet: the uploader must be in sight
 panel = st.expander("Image and options", expanded=choosing) if present else st.container()
 with panel:
-    many = mode_picker() == "Many files"
+    top = st.columns(3)  # mode, input and sample source in one row: the X-ray comes up higher
+    with top[0]:
+        many = mode_picker() == "Many files"
 if many:
     many_files_view(entry, context.settings.max_upload_mb)
     st.stop()
 
 with panel:
+    source = top[1].radio("Input", tuple(SOURCES), horizontal=True, key="input", bind="query-params",
+                          help=" · ".join(f"{name}: {what}" for name, what in SOURCES.items()))
+    samples = None
+    if source == "Sample":
+        with top[2]:
+            samples = sample_source()
     inputs, options = st.columns([3, 1])
     with options:
         st.markdown("**Before the model**")
@@ -62,8 +70,6 @@ with panel:
             body_part = None if choice == "predict it" else choice
 
     with inputs:
-        source = st.radio("Input", tuple(SOURCES), horizontal=True, key="input", bind="query-params",
-                          help=" · ".join(f"{name}: {what}" for name, what in SOURCES.items()))
         images, names, problems, notes = [], [], [], []
         sources = None  # what uploaded files say about themselves (DICOM modality, colour), for the radiograph gate
         n_files = 0  # uploads offered (bad and duplicate files included), for "from N of M files"
@@ -88,7 +94,7 @@ with panel:
             sources = [item.source for item in loaded]
             problems = [p.message for p in upload_problems]
             notes = [note for item in loaded for note in item.notes]  # first frame only, reduced to fit
-        elif sample_source() == "Gallery":
+        elif samples == "Gallery":
             item = gallery_picker()
             if item is not None:
                 images, names = [gallery_image(item)], [item.source_id]

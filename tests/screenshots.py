@@ -123,7 +123,7 @@ def shots() -> list[Shot]:
         Shot("03b_preprocessing_lab_present", "/Preprocessing_Lab?present=true", "Preprocessing Lab"),
         Shot("04_train", "/Train", "Train"),
         Shot("05_predict_gallery", "/Predict?input=Sample", "Study P("),
-        Shot("05b_predict_gallery_present", "/Predict?input=Sample&present=true", "Study P("),
+        Shot("05b_predict_gallery_present", "/Predict?input=Sample&present=true", "Study:"),
         Shot("06_predict_dataset", "/Predict?input=Sample&samples=Dataset", "Study P("),
         Shot("07_predict_upload", "/Predict?input=Upload", "Predict"),
         Shot("07a_predict_8_images", "/Predict?input=Upload", "Predict", action=_upload(8)),

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from fracture.errors import ModelError
-from fracture.explain import CAM_METHODS, gradcam, heatmap_to_original, overlay_heatmap
+from fracture.explain import CAM_METHODS, heatmap_to_original, overlay_heatmap
+from fracture.explain.gradcam import gradcam
 from fracture.models import FractureModel, create_model
 from fracture.preprocess.ops import resize_square
 

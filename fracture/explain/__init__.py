@@ -11,11 +11,13 @@ import importlib
 from typing import Any
 
 # Lazy re-exports (PEP 562): importing a submodule that needs no torch (names.py,
-# for checkpoint validation) must not import torch through this package.
+# for checkpoint validation) must not import torch through this package. The
+# ``gradcam`` function is not re-exported: ``fracture.explain.gradcam`` is its module
+# (import it from there), which a lazy attribute of the same name would shadow.
 _HOMES = {
     "draw_boxes": "annotate", "METHODS": "names", "LAYER_PRESETS": "names", "CamChoice": "forward",
     "forward_with_cam": "forward", "stored_choice": "forward", "CAM_METHODS": "gradcam", "COLORMAPS": "gradcam",
-    "gradcam": "gradcam", "heatmap_to_original": "gradcam", "overlay_heatmap": "gradcam",
+    "heatmap_to_original": "gradcam", "overlay_heatmap": "gradcam",
     "reference_gradcam": "gradcam", "available_layers": "layers",
 }
 
@@ -28,5 +30,5 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "CAM_METHODS", "COLORMAPS", "LAYER_PRESETS", "METHODS", "CamChoice", "available_layers", "draw_boxes",
-    "forward_with_cam", "gradcam", "heatmap_to_original", "overlay_heatmap", "reference_gradcam", "stored_choice",
+    "forward_with_cam", "heatmap_to_original", "overlay_heatmap", "reference_gradcam", "stored_choice",
 ]

@@ -22,13 +22,15 @@ from fracture.ui.context import active_context
 from fracture.ui.reader_charts import readers_roc
 
 context = active_context()
-role = st.radio("I am", ("a reader", "the instructor"), horizontal=True, key="rs-role", bind="query-params")
+role = st.sidebar.radio("Reader Study: I am", ("a reader", "the instructor"), horizontal=True, key="rs-role",
+                        bind="query-params")
 
 # ---------------------------------------------------------------- the instructor
 if role == "the instructor":
-    st.title("👩‍🏫 Reader study — instructor")
+    st.title("👩‍🏫 Reader study: instructor")
     unlocked = st.session_state.get("rs-unlocked")
-    with st.expander("New session", expanded=not unlocked):
+    codes = list_sessions()
+    with st.expander("New session", expanded=not unlocked and not codes):
         with st.form("rs-create"):
             left, mid, right = st.columns(3)
             use_dataset = left.radio("Cases from", ("built-in real gallery", "active dataset (test split)"),
@@ -57,11 +59,10 @@ if role == "the instructor":
                 st.session_state["rs-unlocked"] = unlocked = created.code
                 st.success(f"Session **{created.code}**: {len(created.cases)} cases. Give this code to the class.")
     if not unlocked:
-        codes = list_sessions()
         with st.form("rs-open"):
             left, right = st.columns(2)
-            code = left.selectbox("Session", codes[::-1], key="rs-open-code", index=None,
-                                  placeholder="choose a session" if codes else "no sessions yet: create one above")
+            code = left.text_input("Session code", key="rs-open-code", bind="query-params",
+                                   placeholder="e.g. K7QXM2").strip().upper()
             pin = right.text_input("Instructor PIN", type="password", key="rs-pin")
             opened = st.form_submit_button("Open dashboard")
         if opened and code:
@@ -74,6 +75,8 @@ if role == "the instructor":
                 st.session_state["rs-unlocked"] = unlocked = code
         if not unlocked:
             st.info("The dashboard, the truth of every case and the CSV need the session's instructor PIN.")
+            if codes:
+                st.caption(f"Sessions on this server: {', '.join(codes)}")
             st.stop()
     try:
         session = load_session(unlocked)
@@ -94,20 +97,27 @@ if role == "the instructor":
     st.stop()
 
 # ---------------------------------------------------------------- a reader
-st.title("👩‍🏫 Reader study")
 code = st.session_state.get("rs-code") or st.query_params.get("rs-code", "")
 name = st.session_state.get("rs-name") or st.query_params.get("rs-name", "")
-with st.expander(f"Session {code.upper()} · reading as {name}" if code and name else "Join a session",
-                 expanded=not (code and name)):
-    left, right = st.columns(2)
-    code = left.text_input("Session code", key="rs-code", bind="query-params").strip().upper()
-    name = right.text_input("Your name (or a pseudonym)", key="rs-name", bind="query-params").strip()
-if not code or not name:
+joined = bool(code and name)
+if joined:  # reading: the X-ray and the controls get the viewport, the session line stays one row
+    views.compact_page()
+    status, change = st.columns([5, 1], vertical_alignment="bottom")
+    inputs = change.popover("Change", width="stretch", help="Another session code or name")
+else:
+    st.title("👩‍🏫 Reader study")
     st.caption("Read X-rays one at a time, commit to an answer, then see the truth, the model's probability and "
                "its heatmap. At the end: your sensitivity and specificity against the truth and the model, and "
                "your point on the model's ROC curve for the same cases. A teaching tool, not a test of clinical skill.")
+    inputs = st.container()
+with inputs:
+    code = st.text_input("Session code", key="rs-code", bind="query-params").strip().upper()
+    name = st.text_input("Your name (or a pseudonym)", key="rs-name", bind="query-params").strip()
+if not code or not name:
     st.info("Enter the session code your instructor gave you and a name.")
     st.stop()
+if not joined:
+    st.rerun()  # lay the page out for reading
 try:
     session = load_session(code)
     reader = find_reader(session, name)
@@ -122,7 +132,7 @@ try:
     if reader is not None and reader.token != token:
         st.warning(f"The name **{reader.name}** is already taken in session {session.code} "
                    f"({len(reader.answers)} of {len(session.cases)} answered). Is that you (another tab, another "
-                   "computer)? Otherwise choose another name above.")
+                   "computer)? Otherwise choose another name with *Change*.")
         if st.button(f"Yes, I am {reader.name}: continue", key="rs-join", type="primary"):
             st.query_params["rs-key"] = claim_reader(session, name, join=True).token
             st.rerun()
@@ -134,7 +144,8 @@ except FractureError as exc:
 answers = reader.answers
 pending = [cid for cid in reader.order if cid not in answers]
 total = len(session.cases)
-st.progress(min(1.0, len(answers) / total), text=f"{len(answers)} of {total} cases read")
+status.progress(min(1.0, len(answers) / total),
+                text=f"Session {session.code} · {reader.name} · {len(answers)} of {total} cases read")
 
 revealed = st.session_state.get("rs-reveal")
 if revealed and revealed in answers:
@@ -147,11 +158,9 @@ if revealed and revealed in answers:
             heatmaps = [p.heatmap for p in prediction.images]
         except FractureError as exc:
             st.warning(f"No heatmap: {exc}")
-    if st.button("Next case · Enter" if pending else "See my results · Enter", type="primary", key="rs-next",
-                 shortcut="Enter"):
+    if views.reveal(session, case, answers[revealed], heatmaps, "Next case" if pending else "See my results"):
         st.session_state["rs-reveal"] = None
         st.rerun()
-    views.reveal(session, case, answers[revealed], heatmaps)
     st.stop()
 
 if pending:
@@ -163,7 +172,7 @@ if pending:
         st.markdown(f"**Case {len(answers) + 1} of {total}** · body part: {case.body_part}")
         call, level, mark = views.answer_controls(session, case)
         ready = call is not None and level is not None
-        if st.button("Answer · Enter", type="primary", key="rs-answer", disabled=not ready, shortcut="Enter",
+        if st.button("Answer", type="primary", key="rs-answer", disabled=not ready, shortcut="Enter",
                      width="stretch", help=None if ready else "Choose a reading (F / N) and how sure you are (1-5)"):
             try:
                 save_answer(code, name, case.case_id, fractured=bool(call), confidence=views.CONFIDENCE_LEVELS[level],

@@ -126,7 +126,7 @@ def test_instructor_view_refuses_without_the_pin(session):
         return any(m.label == "Readers joined" for m in at.metric) or bool(at.get("download_button"))
 
     assert not dashboard_shown() and any("PIN" in i.value for i in at.info)
-    at.selectbox(key="rs-open-code").set_value(session.code)
+    at.text_input(key="rs-open-code").set_value(session.code)
     at.text_input(key="rs-pin").set_value("1111")
     next(b for b in at.button if "Open dashboard" in b.label).click().run()
     assert_no_exception(at)

@@ -39,12 +39,19 @@ from fracture.ui.widgets import overlay
 #: Confidence keys 1-5 -> the 0-100 confidence stored with the answer (1: a guess, 5: certain).
 CONFIDENCE_LEVELS = {1: 0, 2: 25, 3: 50, 4: 75, 5: 100}
 #: The largest an X-ray is drawn while reading: fits 1280x720 with the page's header and the progress bar.
-VIEW_MAX_H, VIEW_MAX_W = 400, 560
-REVEAL_MAX_H = 360
+VIEW_MAX_H, VIEW_MAX_W = 440, 560
+#: The reader's *Image size* choice -> the largest height drawn (Medium fits 1280x720; Large suits 1920x1080).
+IMAGE_SIZES = {"Small": 320, "Medium": VIEW_MAX_H, "Large": 680}
+REVEAL_MAX_H = 440
 THUMB = 200
 REFRESH_S = 3
 MARK_COLOUR = (0, 230, 255)
 PAGE_PATH = "Reader_Study"
+
+
+def compact_page() -> None:
+    """Less blank space above the page's first row while reading, so a 720 px high screen holds the case."""
+    st.html("<style>[data-testid='stMainBlockContainer'] { padding-top: 2.5rem; }</style>")
 
 
 def fit(image: np.ndarray, max_h: int, max_w: int) -> np.ndarray:
@@ -95,9 +102,10 @@ def mark_images(case: Case, images: Sequence[np.ndarray]) -> None:
 
     keys = _keys(case.case_id)
     mark = st.session_state.get(keys["mark"])
+    max_h = IMAGE_SIZES.get(st.session_state.get("rs-size") or "Medium", VIEW_MAX_H)
     columns = st.columns(len(images)) if len(images) > 1 else [st.container()]
     for index, (column, image) in enumerate(zip(columns, images)):
-        shown = fit(image, VIEW_MAX_H, VIEW_MAX_W // len(images))
+        shown = fit(image, max_h, round(max_h * 1.4) // len(images))
         with column:
             value = streamlit_image_coordinates(
                 draw_mark(shown, mark if mark is not None and mark.image == index else None),
@@ -124,9 +132,9 @@ def answer_controls(session: Session, case: Case) -> tuple[bool | None, int | No
     level = st.session_state.get(keys["level"])
     st.markdown("**Your reading**")
     yes, no = st.columns(2)
-    yes.button(f"{session.class_names[1].capitalize()} · F", key="rs-f", shortcut="F", width="stretch",
+    yes.button(session.class_names[1].capitalize(), key="rs-f", shortcut="F", width="stretch",
                type="primary" if call is True else "secondary", on_click=_choose, args=(keys["call"], True))
-    no.button(f"{session.class_names[0].capitalize()} · N", key="rs-n", shortcut="N", width="stretch",
+    no.button(session.class_names[0].capitalize(), key="rs-n", shortcut="N", width="stretch",
               type="primary" if call is False else "secondary", on_click=_choose, args=(keys["call"], False))
     st.markdown("**How sure?** 1 = a guess · 5 = certain")
     for column, value in zip(st.columns(5), CONFIDENCE_LEVELS):
@@ -142,6 +150,8 @@ def answer_controls(session: Session, case: Case) -> tuple[bool | None, int | No
         left.caption(f"Marked at {mark.x:.0%} across, {mark.y:.0%} down" +
                      (f" (image {mark.image + 1})" if len(case.paths) > 1 else ""))
         right.button("Clear mark", key="rs-clear", on_click=_choose, args=(keys["mark"], None))
+    st.segmented_control("Image size", tuple(IMAGE_SIZES), default="Medium", key="rs-size",
+                         help="Medium fits a 1280x720 screen; Large for bigger screens.")
     return call, level, mark
 
 
@@ -149,36 +159,40 @@ def answer_controls(session: Session, case: Case) -> tuple[bool | None, int | No
 # The reveal and the results.
 
 
-def reveal(session: Session, case: Case, answer, heatmaps: Sequence[np.ndarray | None]) -> None:
-    """The truth (box), the reader's call and click, the model's probability and heatmap, side by side."""
-    correct = int(answer.fractured) == case.label
-    truth = session.class_names[case.label]
-    (st.success if correct else st.error)(
-        f"Truth: **{truth}**. You said **{session.class_names[int(answer.fractured)]}** ({answer.confidence}% sure)."
-    )
-    hit = mark_hit(case, answer)
-    lines = []
-    if hit is not None:
-        you = "you pointed at it ✓" if hit else ("you did not mark it" if answer.mark is None else "your click missed it")
-        model = "" if case.model_hit is None else (" · the model's heatmap " + ("pointed at it ✓" if case.model_hit
-                                                                                 else "missed it"))
-        lines.append(f"Where: {you}{model} (a click within 5% of the box counts, as for the model).")
-    if case.model_prob is not None and session.threshold is not None:
-        lines.append(f"Model: P(fractured) = **{case.model_prob:.3f}** (threshold {session.threshold:.3f}) → "
-                     f"**{session.class_names[int(case.model_prob >= session.threshold)]}**.")
-    for line in lines:
-        st.markdown(line)
+def reveal(session: Session, case: Case, answer, heatmaps: Sequence[np.ndarray | None], next_label: str) -> bool:
+    """The X-ray with the truth box and the reader's click beside the model's heatmap (left), the verdicts
+    and the *Next* button (right, key Enter), in one viewport. Returns whether *Next* was pressed."""
     images = case_images(case)
-    for index, (image, heatmap) in enumerate(zip(images, heatmaps)):
-        boxes = case.boxes[index] if index < len(case.boxes) else ()
-        mark = answer.mark if answer.mark is not None and answer.mark.image == index else None
-        left, right = st.columns(2)
-        marked = draw_mark(draw_boxes(image, boxes), mark)
-        left.image(fit(marked, REVEAL_MAX_H, VIEW_MAX_W), caption="the X-ray" + (
-            " · green box: annotated fracture" if boxes else "") + (" · blue ring: your click" if mark else ""))
-        if heatmap is not None:
-            right.image(fit(overlay(image, heatmap, 0.45, boxes), REVEAL_MAX_H, VIEW_MAX_W),
-                        caption="where the model looked (heatmap)")
+    picture, text = st.columns([3, 2])
+    with picture:
+        for index, (image, heatmap) in enumerate(zip(images, heatmaps)):
+            boxes = case.boxes[index] if index < len(case.boxes) else ()
+            mark = answer.mark if answer.mark is not None and answer.mark.image == index else None
+            left, right = st.columns(2) if heatmap is not None else (st.container(), None)
+            left.image(fit(draw_mark(draw_boxes(image, boxes), mark), REVEAL_MAX_H, VIEW_MAX_W),
+                       caption="the X-ray" + (" · green: annotated fracture" if boxes else "")
+                       + (" · blue ring: your click" if mark else ""))
+            if right is not None:
+                right.image(fit(overlay(image, heatmap, 0.45, boxes), REVEAL_MAX_H, VIEW_MAX_W),
+                            caption="where the model looked (heatmap)")
+    with text:
+        correct = int(answer.fractured) == case.label
+        (st.success if correct else st.error)(
+            f"Truth: **{session.class_names[case.label]}**. You said "
+            f"**{session.class_names[int(answer.fractured)]}** ({answer.confidence}% sure)."
+        )
+        hit = mark_hit(case, answer)
+        if hit is not None:
+            you = ("you pointed at it ✓" if hit else
+                   "you did not mark it" if answer.mark is None else "your click missed it")
+            model = "" if case.model_hit is None else (
+                "; the model's heatmap " + ("pointed at it ✓" if case.model_hit else "missed it"))
+            st.markdown(f"Where: {you}{model}.")
+            st.caption("A click (or the heatmap's peak) within 5% of the box counts: the same rule for both.")
+        if case.model_prob is not None and session.threshold is not None:
+            st.markdown(f"Model: P(fractured) = **{case.model_prob:.3f}** (threshold {session.threshold:.3f}) → "
+                        f"**{session.class_names[int(case.model_prob >= session.threshold)]}**.")
+        return st.button(next_label, type="primary", key="rs-next", shortcut="Enter", width="stretch")
 
 
 def you_vs_model(result: dict) -> pd.DataFrame:
@@ -218,7 +232,11 @@ def missed_gallery(session: Session, missed: Sequence[dict]) -> None:
 
 
 def join_link(base_url: str, code: str) -> str:
-    return f"{base_url.rstrip('/')}/{PAGE_PATH}?rs-code={quote(code)}"
+    """The link a student opens: the app's address, this page, the code filled in."""
+    base = base_url.split("?", 1)[0].rstrip("/")
+    if base.endswith(f"/{PAGE_PATH}"):
+        base = base[: -len(PAGE_PATH) - 1]
+    return f"{base}/{PAGE_PATH}?rs-code={quote(code)}"
 
 
 def qr_png(text: str) -> bytes:
@@ -232,18 +250,19 @@ def qr_png(text: str) -> bytes:
 
 def join_panel(code: str) -> None:
     """The large join code, the join link and its QR code (for the projector)."""
-    base = st.text_input("Address students use to reach this app", value=st.context.url or "http://localhost:8501",
-                         key="rs-base-url",
-                         help="If this says localhost, put the machine's network address here (e.g. "
-                              "http://192.168.1.20:8501): the link and QR code follow.")
-    link = join_link(base, code)
     left, right = st.columns([3, 2], vertical_alignment="center")
     with left:
         st.markdown("Join code")
         st.markdown(f"<div style='font-size:4.5rem;font-weight:700;letter-spacing:0.25em;line-height:1.1'>"
                     f"{code}</div>", unsafe_allow_html=True)
+        with st.popover("Link address"):
+            base = st.text_input("Address students use to reach this app",
+                                 value=st.context.url or "http://localhost:8501", key="rs-base-url",
+                                 help="If this says localhost or 127.0.0.1, put the machine's network address "
+                                      "here (e.g. http://192.168.1.20:8501): the link and QR code follow.")
+        link = join_link(base, code)
         st.markdown(f"Or open **{link}**")
-    right.image(qr_png(link), width=240, caption="scan to join")
+    right.image(qr_png(link), width=230, caption="scan to join")
 
 
 def progress_table(summary: dict) -> pd.DataFrame:

@@ -118,7 +118,12 @@ for variant in chosen:
         results[variant] = (None, None, str(exc))
 
 scored = {v: r[1].images[0] for v, r in results.items() if r[1] is not None}
-if scored:  # every variant's probability, comparable at a glance (and from the back of a room)
+
+
+def probability_row() -> None:
+    """Every variant's probability, comparable at a glance (and from the back of a room)."""
+    if not scored:
+        return
     st.markdown(f"#### P({results[next(iter(scored))][1].class_names[1]}) by variant")
     baseline = scored.get("Original")
     per_row = 3  # three to a row: a variant's whole name stays readable
@@ -128,6 +133,10 @@ if scored:  # every variant's probability, comparable at a glance (and from the 
             delta = None if baseline is None or variant == "Original" else f"{item.prob - baseline.prob:+.3f}"
             column.metric(variant, f"{item.prob:.3f}", delta=delta, delta_color="off",
                           help="Change against the original image" if delta else None)
+
+
+if not present:  # in presentation mode the variant's images come first, the summary after them
+    probability_row()
 
 
 def variant_card(variant: str, *, height: int, settings, beside: bool = False) -> None:
@@ -177,6 +186,7 @@ if chosen:
                                      mode="side by side")
         with picture:
             variant_card(variant, height=PRESENT_HEIGHT, settings=settings)
+        probability_row()
     else:  # the controls in one row above, every variant a full-width row: image beside heatmap, histogram
         settings = view_controls("lab-view", heatmap=entry is not None, boxes=bool(len(boxes)),
                                  mode="side by side", horizontal=True)

@@ -5,7 +5,7 @@ import streamlit as st
 
 from fracture.checkpoints.compatibility import describe_mismatch
 from fracture.errors import FractureError
-from fracture.evaluate.calibration import calibrated_threshold
+from fracture.checkpoints.decision import calibrated_threshold
 from fracture.gate.ood import WARNING as OOD_WARNING
 from fracture.gate.radiograph import NOT_RADIOGRAPH
 from fracture.ui import loaders

@@ -10,7 +10,7 @@ from fracture.checkpoints.compatibility import describe_mismatch
 from fracture.errors import FractureError
 from fracture.explain.cam import METHODS as CAM_METHOD_NAMES
 from fracture.explain.forward import stored_choice
-from fracture.evaluate.calibration import operating_point_choices
+from fracture.checkpoints.decision import operating_point_choices
 from fracture.gate.ood import unfamiliar_warning
 from fracture.gate.radiograph import NOT_RADIOGRAPH
 from fracture.ui import loaders

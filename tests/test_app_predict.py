@@ -175,7 +175,7 @@ def test_a_model_from_other_data_warns_on_samples_and_flags_out_of_distribution_
 
 
 def test_operating_points_are_selectable(model_run):
-    from fracture.evaluate.calibration import calibrated_threshold
+    from fracture.checkpoints.decision import calibrated_threshold
 
     make_foreign_and_calibrated(model_run, flag_everything=False)
     at = _upload(run_page(PAGE, model=RUN), [("a.png", png_bytes(96, seed=1), "image/png")])

@@ -7,20 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fracture.evaluate.calibration import (
-    N_BINS,
-    apply_temperature,
-    brier_score,
-    calibrated_threshold,
-    calibration_report,
-    expected_calibration_error,
-    fit_temperature,
-    fit_temperature_bias,
-    logit,
-    reliability_bins,
-    sigmoid,
-    temperature_of,
-)
+from fracture.evaluate.calibration import N_BINS, apply_temperature, brier_score, calibration_report, expected_calibration_error, fit_temperature, fit_temperature_bias, logit, reliability_bins, sigmoid
+from fracture.checkpoints.decision import calibrated_threshold, temperature_of
 from fracture.evaluate.metrics import EvaluationError, operating_points, point_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -248,7 +236,7 @@ def test_calibrate_refuses_another_dataset_unless_forced(tmp_path, monkeypatch, 
 
 
 def test_model_card_lists_calibration_operating_points_and_ood():
-    from fracture.evaluate.card import calibration_card_lines
+    from fracture.assess.card import calibration_card_lines
 
     meta = {
         "threshold": 0.43,
@@ -279,7 +267,7 @@ def test_shipped_model_is_calibrated_and_its_test_ece_drops(fracatlas_root, tmp_
     """The default model carries calibration; on the FracAtlas test split ECE is lower after it."""
     from fracture.checkpoints.format import read_checkpoint_meta
     from fracture.assess.compare import predict_split
-    from fracture.evaluate.calibration import calibrate_predictions
+    from fracture.checkpoints.decision import calibrate_predictions
 
     meta = read_checkpoint_meta(SHIPPED)
     assert meta["calibration"]["temperature"] > 0
@@ -300,7 +288,7 @@ def test_fit_calibration_not_strict_leaves_a_tiny_run_uncalibrated(tmp_path, cap
     import torch
 
     from fracture.checkpoints.format import read_checkpoint_meta, save_checkpoint
-    from fracture.evaluate.calibration import SplitSource, fit_calibration
+    from fracture.assess.calibration import SplitSource, fit_calibration
     from fracture.models import create_model
 
     torch.manual_seed(0)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from fracture.serve import onnx_backend
+from fracture.serve import onnx_backend, onnx_cache
 from fracture.checkpoints.format import save_checkpoint
 from fracture.cli import main
 from fracture.data import load_image
@@ -166,7 +166,7 @@ def test_the_scorer_on_both_backends_and_the_export_cache(tmp_path, monkeypatch,
         probs[backend] = scores.probs
     assert np.abs(probs["torch"] - probs["onnx"]).max() <= PARITY_TOLERANCE
     assert [(e.done, e.total) for e in seen] == [(4, 6), (6, 6)] * 2
-    cached = onnx_backend.cached_onnx_path(ckpt)
+    cached = onnx_cache.cached_onnx_path(ckpt)
     stamp = cached.stat().st_mtime_ns
     Scorer.from_checkpoint(ckpt, backend="onnx")  # the second load reuses the export
     assert cached.stat().st_mtime_ns == stamp

@@ -159,7 +159,7 @@ def gated_checkpoint(demo_root, tmp_path_factory) -> Path:
     from fracture.checkpoints.format import load_checkpoint
     from fracture.cli import main
     from fracture.data import load_image, open_dataset
-    from fracture.evaluate.calibration import SplitSource, fit_calibration
+    from fracture.assess.calibration import SplitSource, fit_calibration
     from fracture.preprocess.pipeline import Pipeline
 
     run = tmp_path_factory.mktemp("gate") / "run"
@@ -264,7 +264,7 @@ def test_a_refused_image_is_left_out_of_the_study(gated_checkpoint, demo_root, c
 def test_held_out_rates_and_the_card_section(gated_checkpoint):
     """The tiny demo model's gate on the held-out probes, and the card's "What is this image?" section."""
     from fracture.checkpoints.format import load_checkpoint
-    from fracture.evaluate.card import gate_card_lines
+    from fracture.assess.card import gate_card_lines
     from fracture.gate.probes import probe_sets
     from fracture.gate.radiograph import measure
 

@@ -129,7 +129,8 @@ def test_missing_or_damaged_ood_data_means_no_detector(caplog):
 def test_predictor_reports_ood_per_image_and_calibrated_probabilities(tmp_path):
     """fit_calibration on a tiny model, then Predictor: an ``ood`` block per image, calibrated P."""
     from fracture.checkpoints.format import load_checkpoint, read_checkpoint_meta
-    from fracture.evaluate.calibration import SplitSource, apply_temperature, fit_calibration
+    from fracture.evaluate.calibration import apply_temperature
+    from fracture.assess.calibration import SplitSource, fit_calibration
     from fracture.serve.predictor import Predictor
 
     path = tmp_path / "m.safetensors"

@@ -16,7 +16,7 @@ import torch
 from fracture.checkpoints.format import save_checkpoint
 from fracture.cli import main
 from fracture.models import create_model
-from fracture.serve import onnx_backend
+from fracture.serve import onnx_backend, onnx_cache
 
 ROOT = Path(__file__).resolve().parents[1]
 GALLERY = ROOT / "fracture" / "gallery" / "images"
@@ -94,7 +94,7 @@ def test_a_garbage_or_substituted_cached_export_is_rebuilt(env, caplog):
     images = np.random.default_rng(0).integers(0, 255, (3, 64, 64), dtype=np.uint8)
     reference = Scorer.from_checkpoint(ckpt, backend="torch").score(images).probs
     first = Scorer.from_checkpoint(ckpt, backend="onnx")
-    cached = onnx_backend.cached_onnx_path(ckpt)
+    cached = onnx_cache.cached_onnx_path(ckpt)
     assert np.abs(first.score(images).probs - reference).max() <= 1e-4
     # Garbage in the cache: found, exported again, right answers.
     cached.write_bytes(b"\x00garbage" * 100)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fracture.checkpoints.format import load_checkpoint, read_checkpoint_meta
-from fracture.evaluate.card import render_model_card
+from fracture.assess.card import render_model_card
 from fracture.serve.predictor import Predictor, default_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]

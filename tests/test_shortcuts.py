@@ -97,7 +97,7 @@ def test_figures_follow_from_the_predictions():
 def test_shortcuts_cli_on_the_demo_set_stores_figures_for_the_card(demo_root, tmp_path, capsys):
     from fracture.checkpoints.format import read_checkpoint_meta
     from fracture.cli import main
-    from fracture.evaluate.card import shortcut_card_lines
+    from fracture.assess.card import shortcut_card_lines
 
     run = tmp_path / "run"
     assert main(["train", "--data", str(demo_root), "--out", str(run), "--model", "small_cnn", "--image-size", "48",

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from fracture.util.files import atomic_write_bytes, read_bytes_bounded
+from fracture.util.files import atomic_write_bytes, file_sha256, read_bytes_bounded
 from fracture.errors import CacheError, DatasetError, FractureError
 from fracture.util.jsonio import parse_json
 from fracture.settings import get_settings
@@ -41,14 +41,6 @@ class EvaluationResult:
     threshold: float
     checkpoint_meta: dict[str, Any] | None = None
     problems: list[dict[str, str]] | None = None
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def predict_split(
@@ -94,7 +86,7 @@ def predict_split(
         raise DatasetError(f"{data_root}: the {split} split is empty")
     cache_root = Path(cache_dir) if cache_dir else get_settings().cache_dir
     key = hashlib.sha256(
-        json.dumps([_file_digest(checkpoint), manifest.fingerprint(), split, PREDICTION_CACHE_FORMAT]).encode()
+        json.dumps([file_sha256(checkpoint), manifest.fingerprint(), split, PREDICTION_CACHE_FORMAT]).encode()
     ).hexdigest()[:32]
     pred_path = cache_root / "predictions" / f"{key}.pred"
     if pred_path.exists():
@@ -219,7 +211,7 @@ def evaluate_checkpoint(
     given here is on the calibrated scale. ``report["image"]["calibration"]``
     holds ECE and Brier before and after, and the reliability bins.
     """
-    from fracture.evaluate.calibration import calibrate_predictions, calibrated_threshold
+    from fracture.checkpoints.decision import calibrate_predictions, calibrated_threshold
     from fracture.evaluate.report import evaluate_frame
 
     preds, meta, problems = predict_split(checkpoint, data_root, split, cache_dir=cache_dir, device=device,
@@ -258,7 +250,8 @@ def evaluate_ensemble(
 
     if len(checkpoints) < 2:
         raise ValueError("an ensemble needs at least two checkpoints")
-    from fracture.evaluate.calibration import calibrate_predictions, calibrated_threshold, calibration_report
+    from fracture.evaluate.calibration import calibration_report
+    from fracture.checkpoints.decision import calibrate_predictions, calibrated_threshold
 
     frames, thresholds, problems = [], [], []
     for ckpt in checkpoints:
@@ -288,7 +281,7 @@ def operating_points_on(preds: pd.DataFrame, meta: dict[str, Any]) -> list[dict[
     ``preds["prob"]`` is calibrated (:func:`evaluate_checkpoint`), so each
     stored threshold is mapped to the calibrated scale first.
     """
-    from fracture.evaluate.calibration import calibrated_threshold
+    from fracture.checkpoints.decision import calibrated_threshold
     from fracture.evaluate.metrics import point_metrics
 
     labels, probs = preds["label"].to_numpy(), preds["prob"].to_numpy()

@@ -46,7 +46,7 @@ def _prepared_images(checkpoint: Path, paths: list[str], cache_root: Path) -> tu
 def bench_ort_vs_torch(checkpoint: Path, paths: list[str], cache_root: Path, *, repeats: int,
                        batch_size: int) -> dict[str, Any]:
     """Throughput of both backends' ``predict_batches`` on the same images and threads."""
-    from fracture.serve import inference, onnx_backend
+    from fracture.serve import inference, onnx_backend, onnx_cache
     from fracture.checkpoints.format import load_checkpoint
     from fracture.serve.inference import InputSpec
 
@@ -55,7 +55,7 @@ def bench_ort_vs_torch(checkpoint: Path, paths: list[str], cache_root: Path, *, 
     model.eval()
     threads = torch.get_num_threads()
     started = time.perf_counter()
-    session = onnx_backend.load_onnx_model(checkpoint, cache_dir=cache_root, threads=threads)
+    session = onnx_cache.load_onnx_model(checkpoint, cache_dir=cache_root, threads=threads)
     export_s = time.perf_counter() - started
     spec = InputSpec.from_meta(meta)
     tta = bool(meta.get("tta_hflip"))

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from fracture.util.files import atomic_write_json
+from fracture.util.jsonio import atomic_write_json
 
 logger = logging.getLogger(__name__)
 

@@ -58,7 +58,8 @@ from typing import Any
 
 import numpy as np
 
-from fracture.util.files import atomic_write_json, file_stamps, open_regular, pid_alive
+from fracture.util.files import file_stamps, open_regular, pid_alive
+from fracture.util.jsonio import atomic_write_json
 from fracture.util.workers import usable_cpus, worker_context
 from fracture.errors import CacheError, ImageLoadError, PreprocessError
 

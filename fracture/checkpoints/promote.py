@@ -26,13 +26,12 @@ from fracture.util.files import (
     NotRegularFileError,
     acquire_pid_lock,
     atomic_temp_path,
-    atomic_write_json,
     atomic_write_text,
     open_regular,
     read_bytes_bounded,
     release_pid_lock,
 )
-from fracture.util.jsonio import JsonFileError, parse_json
+from fracture.util.jsonio import JsonFileError, atomic_write_json, parse_json
 from fracture.errors import CheckpointError
 from fracture.settings import get_settings
 
@@ -296,7 +295,7 @@ def _register(weights_dir: Path, stem: str, source: Path) -> None:
 
 def _card_text(meta: dict, checkpoint_name: str, source: Path) -> str:
     """The card for THIS checkpoint: the full card when it holds test metrics, else a short true one."""
-    from fracture.evaluate.card import render_model_card
+    from fracture.assess.card import render_model_card
 
     try:
         return render_model_card(meta, checkpoint_name=checkpoint_name)

@@ -1,7 +1,7 @@
 """``python -m fracture calibrate``: temperature, operating points and the OOD score for a checkpoint.
 
 Fits, on the checkpoint's own training dataset, everything
-:func:`fracture.evaluate.calibration.fit_calibration` stores: the temperature
+:func:`fracture.assess.calibration.fit_calibration` stores: the temperature
 and operating points on the validation split, the out-of-distribution
 statistics on a seeded subsample of the training split with their threshold on
 the validation split. The checkpoint is rewritten atomically with everything
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     from fracture.checkpoints.format import load_checkpoint, read_checkpoint_meta
     from fracture.data import open_dataset
     from fracture.errors import DatasetError
-    from fracture.evaluate.calibration import SplitSource, fit_calibration
+    from fracture.assess.calibration import SplitSource, fit_calibration
     from fracture.serve.inference import body_part_indices, resolve_device
     from fracture.settings import get_settings
 

@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
             update_checkpoint_meta(checkpoints[0], meta)
             print(f"stored {args.split} metrics in {checkpoints[0]}")
         if args.card:
-            from fracture.evaluate.card import write_model_card
+            from fracture.assess.card import write_model_card
 
             write_model_card(checkpoints[0], result, args.card, data_root=args.data)
             print(f"wrote {args.card}")

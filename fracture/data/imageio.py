@@ -139,6 +139,16 @@ class DecodedImage:
     format: str
     reduction: int = 1
     notes: tuple[str, ...] = ()
+    # What the file says about its source, for the "is this a radiograph?" gate (fracture.gate):
+    # bits per sample as stored, the colourfulness of the colour pixels before the gray conversion
+    # (Hasler & Suesstrunk; 0 for gray files) and a few DICOM tags (DICOM_SOURCE_TAGS) when present.
+    bit_depth: int = 8
+    colourfulness: float = 0.0
+    dicom: tuple[tuple[str, str], ...] = ()
+
+
+#: DICOM elements kept in :attr:`DecodedImage.dicom` (what the modality gate and the level-(b) warning read).
+DICOM_SOURCE_TAGS = ("Modality", "SOPClassUID", "BodyPartExamined", "PatientAge", "ImageType")
 
 
 def has_image_extension(path: str | os.PathLike[str]) -> bool:
@@ -233,7 +243,8 @@ def decode_image(
         raise ImageLoadError(label, "invalid", f"the decoder failed on this file ({type(exc).__name__}: {exc})") \
             from exc
     image = np.ascontiguousarray(decoded.image, dtype=np.uint8)
-    return DecodedImage(image, decoded.width, decoded.height, decoded.format, decoded.reduction, decoded.notes)
+    return DecodedImage(image, decoded.width, decoded.height, decoded.format, decoded.reduction, decoded.notes,
+                        decoded.bit_depth, decoded.colourfulness, decoded.dicom)
 
 
 def read_image_header(
@@ -480,6 +491,7 @@ def _load_pillow(data: bytes, label: str, max_pixels: int, pixel_budget: int | N
             _check_jpeg_fill(img, data, jpeg, draft, label)
         swapped = _exif_swaps_axes(img)
         ImageOps.exif_transpose(img, in_place=True)
+        bits, colour = _bit_depth(img), _colourfulness_pil(img)
         gray = _to_gray(img, label)
     if factor > 1:
         target = (target_h, target_w) if not swapped else (target_w, target_h)
@@ -488,7 +500,24 @@ def _load_pillow(data: bytes, label: str, max_pixels: int, pixel_budget: int | N
             f"{label}: {width}x{height} is over the {pixel_budget:,}-pixel limit per image; "
             f"reduced by {factor} to {gray.shape[1]}x{gray.shape[0]}"
         )
-    return DecodedImage(gray, width, height, fmt, factor, tuple(notes))
+    return DecodedImage(gray, width, height, fmt, factor, tuple(notes), bits, colour)
+
+
+def colourfulness(rgb: np.ndarray) -> float:
+    """Hasler & Suesstrunk's colourfulness of an (H, W, 3) image: ~0 for gray, > 15 for most photos."""
+    rgb = np.asarray(rgb, dtype=np.float64)[..., :3]
+    rg = rgb[..., 0] - rgb[..., 1]
+    yb = 0.5 * (rgb[..., 0] + rgb[..., 1]) - rgb[..., 2]
+    return float(math.hypot(rg.std(), yb.std()) + 0.3 * math.hypot(rg.mean(), yb.mean()))
+
+
+def _colourfulness_pil(img: Image.Image) -> float:
+    """Colourfulness of a 8-bit colour image from a small thumbnail (0 for gray modes)."""
+    if img.mode not in ("RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "P", "PA", "LAB", "HSV"):
+        return 0.0
+    thumb = img.convert("RGB")
+    thumb.thumbnail((128, 128))
+    return colourfulness(np.asarray(thumb))
 
 
 def _frame_count(img: Image.Image) -> int:
@@ -917,4 +946,8 @@ def _load_dicom(data: bytes, label: str, max_pixels: int, pixel_budget: int | No
     if inverse:
         gray = 255 - gray
     logger.debug("%s: DICOM %s %dx%d", label, photometric, width, height)
-    return DecodedImage(gray, width, height, "DICOM", factor, tuple(notes))
+    colour = colourfulness(frame[::max(1, frame.shape[0] // 128), ::max(1, frame.shape[1] // 128)]) \
+        if frame.ndim == 3 and frame.shape[-1] >= 3 else 0.0
+    tags = tuple((key, str(ds.get(key))) for key in DICOM_SOURCE_TAGS if ds.get(key) not in (None, ""))
+    bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 8)) or 8)
+    return DecodedImage(gray, width, height, "DICOM", factor, tuple(notes), bits, colour, tags)

@@ -290,11 +290,11 @@ def split_localisation(
         image of the split has a box (MURA, class folders).
     """
     from fracture.checkpoints.format import load_checkpoint, read_checkpoint_meta
-    from fracture.assess.compare import _file_digest
+    from fracture.util.files import file_sha256
     from fracture.data import open_dataset
     from fracture.explain.forward import stored_choice, usable_choice
     from fracture.serve.inference import resolve_device
-    from fracture.util.files import atomic_write_json
+    from fracture.util.jsonio import atomic_write_json
     from fracture.preprocess.pipeline import Pipeline
     from fracture.settings import get_settings
 
@@ -310,7 +310,7 @@ def split_localisation(
     layer = requested.layer if isinstance(requested.layer, str) else list(requested.layer)
     cache_root = Path(cache_dir) if cache_dir else get_settings().cache_dir
     key = hashlib.sha256(json.dumps(
-        [_file_digest(checkpoint), manifest.fingerprint(), split, requested.method, layer, MARGIN, CACHE_VERSION]
+        [file_sha256(checkpoint), manifest.fingerprint(), split, requested.method, layer, MARGIN, CACHE_VERSION]
     ).encode()).hexdigest()[:32]
     path = cache_root / "localisation" / f"{key}.json"
     cached = _read_cache(path)

@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from fracture.util.files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from fracture.util.files import atomic_write_bytes, atomic_write_text
+from fracture.util.jsonio import atomic_write_json
 from fracture.data import load_image, open_dataset
 from fracture.data.gallery import FORMAT_VERSION, GALLERY_DIR, INDEX_NAME, load_gallery
 from fracture.errors import DatasetError

@@ -32,7 +32,7 @@ from torch import nn
 from fracture.errors import ModelError, WeightsUnavailableError
 
 if TYPE_CHECKING:
-    from fracture.models.registry import ModelSpec
+    from fracture.models.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from fracture.errors import FractureError
-from fracture.util.files import atomic_write_json
+from fracture.util.jsonio import atomic_write_json
 from fracture.util.jsonio import read_json
 
 logger = logging.getLogger(__name__)

@@ -30,7 +30,6 @@ whole metadata. ``source_sha256`` is the checkpoint's digest.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -42,21 +41,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fracture.util.files import atomic_temp_path, atomic_write_bytes
+from fracture.util.files import atomic_temp_path, atomic_write_bytes, file_sha256
 from fracture.util.jsonio import json_default
 from fracture.errors import CheckpointError, FractureError
 
 log = logging.getLogger(__name__)
 
 #: Bumped when the graph's inputs/outputs change (part of the export cache key).
-ONNX_EXPORT_VERSION = 2
-OPSET = 17
-INPUT_IMAGE = "image"
-INPUT_BODY = "body_part"
-OUTPUT_PROB = "probability"
-OUTPUT_LOGIT = "logit"
-OUTPUT_BODY = "body_probability"
-OUTPUT_FEATURES = "features"
+from fracture.serve.onnx_format import (  # noqa: E402  (the names every ONNX reader and writer shares)
+    INPUT_BODY, INPUT_IMAGE, ONNX_EXPORT_VERSION, OPSET, OUTPUT_BODY, OUTPUT_FEATURES, OUTPUT_LOGIT, OUTPUT_PROB,
+)
 #: The issue's parity bar: max |torch - onnxruntime| probability difference.
 PARITY_TOLERANCE = 1e-4
 #: metadata_props keys copied one by one from the checkpoint metadata (JSON-encoded values).
@@ -81,14 +75,6 @@ class ParityReport:
     @property
     def ok(self) -> bool:
         return self.max_abs_diff <= self.tolerance
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _graph_module(model, tta_hflip: bool):

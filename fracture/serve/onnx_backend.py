@@ -22,7 +22,6 @@ of the torch module.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -35,7 +34,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from fracture.errors import ConfigError, FractureError
-from fracture.serve.export import INPUT_BODY, INPUT_IMAGE, OUTPUT_BODY, OUTPUT_LOGIT, OUTPUT_PROB
+from fracture.serve.onnx_format import INPUT_BODY, INPUT_IMAGE, OUTPUT_BODY, OUTPUT_LOGIT, OUTPUT_PROB
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +45,6 @@ DEFAULT_BATCH = 32
 
 # Exports that failed in this process: auto falls back to torch without trying again.
 _FAILED_EXPORTS: dict[str, str] = {}
-_EXPORT_LOCK = threading.Lock()
 
 
 class InferenceCancelled(FractureError):
@@ -293,84 +291,3 @@ def predict_batches(
             body_probs.append(body_out)
     all_probs = np.concatenate(probs) if probs else np.zeros(0, dtype=np.float64)
     return all_probs.astype(np.float64), (np.concatenate(body_probs) if body_probs else None)
-
-
-def cached_onnx_path(checkpoint: str | Path, cache_dir: str | Path | None = None,
-                     source_sha256: str | None = None) -> Path:
-    """Where the export of this checkpoint's content lives (it may not exist yet)."""
-    from fracture.serve.export import ONNX_EXPORT_VERSION, file_sha256
-    from fracture.settings import get_settings
-
-    root = Path(cache_dir) if cache_dir else get_settings().cache_dir
-    digest = source_sha256 or file_sha256(checkpoint)
-    return root / "onnx" / f"{digest[:32]}-v{ONNX_EXPORT_VERSION}.onnx"
-
-
-def _cache_record(path: Path) -> Path:
-    return path.with_name(path.name + ".json")
-
-
-def _verify_cached(path: Path, source_sha256: str) -> str | None:
-    """Why the cached export at ``path`` cannot be used for a checkpoint of ``source_sha256`` (None: it can).
-
-    Checked: the record beside it names that checkpoint digest and the file's own
-    sha256, and the file's metadata names the same checkpoint digest -- so a cut,
-    garbled or substituted graph is never run.
-    """
-    from fracture.errors import CheckpointError
-    from fracture.serve.export import file_sha256, read_onnx_metadata
-    from fracture.util.jsonio import read_json
-
-    if not path.is_file():
-        return "not exported yet"
-    try:
-        record = read_json(_cache_record(path), max_bytes=4096, error=CheckpointError)
-    except (FractureError, OSError) as exc:
-        return f"its record is missing or unreadable ({exc})"
-    if not isinstance(record, dict) or record.get("source_sha256") != source_sha256:
-        return "its record names another checkpoint"
-    if file_sha256(path) != record.get("onnx_sha256"):
-        return "the file's digest differs from the one recorded when it was exported (changed or substituted)"
-    try:
-        metadata = read_onnx_metadata(path)
-    except FractureError as exc:
-        return str(exc)
-    if metadata.get("source_sha256") != source_sha256:
-        return "its metadata names another checkpoint"
-    return None
-
-
-def load_onnx_model(checkpoint: str | Path, *, cache_dir: str | Path | None = None,
-                    threads: int | None = None) -> OrtModel:
-    """The checkpoint as an :class:`OrtModel`, exported on first use and cached on disk.
-
-    The cache is verified on every load (:func:`_verify_cached`: the checkpoint's digest
-    and the export's own); an export that fails the check is logged and made again.
-
-    Raises:
-        CheckpointError: an invalid checkpoint, or an export onnxruntime cannot load
-            (the message names the cached file and how to clear it).
-        ExportError: torch cannot export the network.
-    """
-    from fracture.serve.export import export_onnx, file_sha256
-    from fracture.util.files import atomic_write_bytes
-
-    source = file_sha256(checkpoint)
-    path = cached_onnx_path(checkpoint, cache_dir, source)
-    with _EXPORT_LOCK:
-        problem = _verify_cached(path, source)
-        if problem is not None:
-            if path.exists():
-                log.warning("cached ONNX export %s is not used (%s); exporting %s again", path, problem,
-                            Path(checkpoint).name)
-            else:
-                log.info("exporting %s to ONNX for onnxruntime (once per checkpoint): %s", Path(checkpoint).name, path)
-            _cache_record(path).unlink(missing_ok=True)
-            export_onnx(checkpoint, path, overwrite=True)
-            record = {"source_sha256": source, "onnx_sha256": file_sha256(path), "source": Path(checkpoint).name}
-            atomic_write_bytes(_cache_record(path), json.dumps(record).encode("utf-8"))
-    try:
-        return OrtModel.from_file(path, threads=threads)
-    except FractureError as exc:
-        raise type(exc)(f"{exc}. This is the cached export of {checkpoint}: delete {path} to have it made again, "
-                        f"or run with --backend torch") from exc

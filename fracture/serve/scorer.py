@@ -18,7 +18,7 @@ OOD flag missing on onnxruntime). Here it is built once from a checkpoint
 Backends: ``torch`` or ``onnx`` (onnxruntime), chosen inside
 (:func:`fracture.serve.onnx_backend.select_backend`: ``auto`` is onnxruntime on
 a CPU). The onnxruntime path imports no torch: the export is cached and
-verified (:func:`fracture.serve.onnx_backend.load_onnx_model`), the OOD
+verified (:func:`fracture.serve.onnx_cache.load_onnx_model`), the OOD
 statistics are read with safetensors' numpy loader. Heatmaps need torch.
 """
 from __future__ import annotations
@@ -96,7 +96,7 @@ class Scorer:
             ExportError: onnx forced and the network does not export.
         """
         from fracture.checkpoints.format import read_extra_arrays, read_meta
-        from fracture.serve import onnx_backend
+        from fracture.serve import onnx_backend, onnx_cache
 
         wanted = onnx_backend.requested_backend(_backend_name(backend))
         if need_heatmaps and wanted == "onnx":
@@ -109,7 +109,7 @@ class Scorer:
             from fracture.serve.export import ExportError
 
             try:
-                ort = onnx_backend.load_onnx_model(path, cache_dir=cache_dir)
+                ort = onnx_cache.load_onnx_model(path, cache_dir=cache_dir)
             except (ExportError, CheckpointError) as exc:
                 if wanted == "onnx":
                     raise
@@ -181,7 +181,7 @@ class Scorer:
         return self._score_torch(images, body_parts, cam, want_features)
 
     def _score_onnx(self, images: np.ndarray, body_parts: np.ndarray | None):
-        from fracture.serve.export import OUTPUT_BODY, OUTPUT_FEATURES, OUTPUT_LOGIT, OUTPUT_PROB
+        from fracture.serve.onnx_format import OUTPUT_BODY, OUTPUT_FEATURES, OUTPUT_LOGIT, OUTPUT_PROB
         from fracture.serve.onnx_backend import normalize_uint8
 
         norm = self.meta.normalization

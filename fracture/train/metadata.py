@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from fracture.util.csvsafe import frame_csv_text
-from fracture.util.files import atomic_write_json, atomic_write_text
+from fracture.util.files import atomic_write_text
+from fracture.util.jsonio import atomic_write_json
 from fracture.errors import TrainingError
 from fracture.train.config import TrainConfig
 from fracture.train.data import TrainData
@@ -115,7 +116,7 @@ def _calibrate(best_path: Path, model: torch.nn.Module, meta: dict[str, Any], cf
     val split (OOD features on a training subsample) and written into the checkpoint with ``meta``.
     A val split too small or with one class only logs a warning (``strict=False``) and returns None:
     the run still finishes, uncalibrated."""
-    from fracture.evaluate.calibration import SplitSource, fit_calibration
+    from fracture.assess.calibration import SplitSource, fit_calibration
 
     val, train = data.splits["val"], data.splits["train"]
     body = cfg.multitask

@@ -162,7 +162,7 @@ def _model_sidebar(settings: Settings) -> tuple[Any, list[Any], str | None]:
     meta = entry.meta or {}
     threshold = meta.get("threshold")
     if isinstance(threshold, (int, float)):  # on the scale of the probabilities shown (calibrated, if stored)
-        from fracture.evaluate.calibration import calibrated_threshold
+        from fracture.checkpoints.decision import calibrated_threshold
 
         threshold = calibrated_threshold(meta)
     st.sidebar.caption(

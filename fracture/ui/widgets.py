@@ -187,14 +187,14 @@ def model_card(entry: Any) -> None:
 
     Shows the facts stored in the checkpoint's metadata, and the model card: the
     Markdown file beside a shipped checkpoint (``NAME.md``), else one rendered
-    from the metadata by :func:`fracture.evaluate.card.render_model_card`.
+    from the metadata by :func:`fracture.assess.card.render_model_card`.
     """
     meta = entry.meta or {}
     card = Path(entry.path).with_suffix(".md")
     train = meta.get("train_config") or {}
     threshold = meta.get("threshold")
     if isinstance(threshold, (int, float)):  # on the scale of the probabilities shown (calibrated, if stored)
-        from fracture.evaluate.calibration import calibrated_threshold
+        from fracture.checkpoints.decision import calibrated_threshold
 
         threshold = calibrated_threshold(meta)
     st.markdown(
@@ -221,7 +221,7 @@ def model_card(entry: Any) -> None:
             st.markdown(card.read_text())
         else:
             from fracture.errors import CheckpointError
-            from fracture.evaluate.card import render_model_card
+            from fracture.assess.card import render_model_card
 
             try:
                 st.markdown(render_model_card(meta, checkpoint_name=Path(entry.path).name))

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import stat
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
 from fracture.errors import FractureError
 
@@ -82,6 +81,17 @@ def open_regular(path: str | os.PathLike[str], mode: str = "rb"):
     except BaseException:
         os.close(fd)
         raise
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB chunks: the one digest for checkpoints, caches and exports."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def read_bytes_bounded(path: str | os.PathLike[str], max_bytes: int) -> bytes:
@@ -170,10 +180,6 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_json(path: str | os.PathLike[str], data: Any, *, indent: int | None = 2) -> Path:
-    from fracture.util.jsonio import json_default
-
-    return atomic_write_text(path, json.dumps(data, indent=indent, default=json_default))
 
 
 def atomic_temp_path(path: str | os.PathLike[str]) -> Path:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 from fracture.errors import FractureError
+from fracture.util.files import atomic_write_text, read_bytes_bounded
 
 MAX_JSON_BYTES = 4 * 1024 * 1024
 MAX_JSON_DEPTH = 64
@@ -182,7 +183,6 @@ def read_json(
         the ``error`` type (default :class:`JsonFileError`): not a regular file
         (a FIFO, a device), unreadable, too large, or anything :func:`parse_json` refuses.
     """
-    from fracture.util.files import read_bytes_bounded
 
     src = os.fspath(path)
     try:
@@ -198,3 +198,7 @@ def read_json(
         data, source=src, what=what, max_bytes=max_bytes, max_depth=max_depth,
         max_number_chars=max_number_chars, nonfinite=nonfinite, error=error,
     )
+
+def atomic_write_json(path: str | os.PathLike[str], data: Any, *, indent: int | None = 2) -> Path:
+    """``data`` as JSON (numpy and paths made JSON-able), written atomically."""
+    return atomic_write_text(path, json.dumps(data, indent=indent, default=json_default))

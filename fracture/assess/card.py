@@ -199,7 +199,7 @@ def calibration_card_lines(meta: dict[str, Any], test: dict[str, Any]) -> list[s
     OOD) and ``evaluate --write-meta`` (the test split's calibration block and
     operating points); a checkpoint without them gets one line saying how.
     """
-    from fracture.evaluate.calibration import calibrated_threshold
+    from fracture.checkpoints.decision import calibrated_threshold
 
     block = meta.get("calibration") or {}
     lines = ["## Calibration, operating points and out-of-distribution warning", ""]
@@ -344,6 +344,23 @@ def shortcut_card_lines(meta: dict[str, Any]) -> list[str]:
                      f"{_pct(f.get('heatmap_on_stamp_before')) if 'heatmap_on_stamp_before' in f else ''} | "
                      f"{_pct(f.get('box_share')) if 'box_share' in f else ''} |")
     lines += ["", f"Reproduce: `{report.get('command')}`", ""]
+    return lines + _shortcuts_before_lines(meta.get("shortcuts_before"))
+
+
+def _shortcuts_before_lines(before: Any) -> list[str]:
+    """The same figures for the model this one replaces (``meta["shortcuts_before"]``): before and after
+    training with burnt-in markers and labels."""
+    if not isinstance(before, dict) or not isinstance(before.get("perturbations"), dict):
+        return []
+    lines = [f"Before: {before.get('model', 'the previous model')}, same images and alterations:", "",
+             "| alteration | mean abs dP | labels flipped | heatmap max on it | before |",
+             "| --- | --- | --- | --- | --- |"]
+    for name, f in before["perturbations"].items():
+        if isinstance(f, dict):
+            lines.append(f"| {name} | {_fmt(f.get('mean_abs_dp'))} | {_pct(f.get('flip_rate'))} | "
+                         f"{_pct(f.get('heatmap_on_stamp')) if 'heatmap_on_stamp' in f else ''} | "
+                         f"{_pct(f.get('heatmap_on_stamp_before')) if 'heatmap_on_stamp_before' in f else ''} |")
+    lines += ["", f"Reproduce: `{before.get('command')}`", ""]
     return lines
 
 

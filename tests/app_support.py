@@ -125,7 +125,7 @@ def make_foreign_and_calibrated(run_dir: Path, *, flag_everything: bool = True, 
     model, meta = load_checkpoint(path)
     dim = int(model.num_features)
     detector = OodDetector(mean=np.zeros(dim), components=np.eye(1, dim), variances=np.ones(2),
-                           threshold=-1.0 if flag_everything else 1e9, val_flag_rate=0.05)
+                           threshold=1e-9 if flag_everything else 1e9, val_flag_rate=0.05)
     meta["train_config"] = {**meta.get("train_config", {}), "data": "../shared/data/fracatlas"}
     meta.update(
         dataset_layout="fracatlas", dataset_fingerprint="0" * 64,

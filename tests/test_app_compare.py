@@ -47,8 +47,10 @@ def test_study_level_and_a_single_model(app_home):
     assert table["n"].iloc[0] == test["study_id"].nunique()
 
 
-def test_a_model_from_other_data_is_warned_about_and_reliability_is_drawn(app_home):
-    """Issue 11: a FracAtlas model on the demo set gets a plain warning; calibrated curves are drawn."""
+def test_a_model_from_other_data_is_warned_about_and_reliability_is_drawn(app_home, monkeypatch):
+    """Issue 11: a FracAtlas model on the demo set gets a plain warning; calibrated curves are drawn.
+    No FracAtlas on this machine (isolated), so Compare stays on the sidebar's demo set."""
+    _isolate_data(monkeypatch, app_home)
     write_tiny_run(app_home / "runs", RUNS[0])
     make_foreign_and_calibrated(app_home / "runs" / RUNS[0])
     label = f"{RUNS[0]} (run)"

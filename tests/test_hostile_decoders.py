@@ -91,7 +91,7 @@ def test_palette_color_dicom_without_file_meta_is_decoded_through_its_palette(tm
         ("planar", {"SamplesPerPixel": 3}, "invalid", "Planar Configuration"),
         ("slope", {"RescaleSlope": "7.25", "RescaleIntercept": "0", "patch": (b"7.25", b"abc ")}, "invalid",
          "rescale or window value"),
-        ("window", {"WindowCenter": "1234", "WindowWidth": "5678", "patch": (b"1234", b"x?!z")}, "invalid",
+        ("window", {"WindowCenter": "97531", "WindowWidth": "5678", "patch": (b"97531", b"x?!zq")}, "invalid",
          "rescale or window value"),
         ("short", {"pixel_data": bytes(100)}, "truncated", "less than expected"),
     ],

@@ -27,13 +27,20 @@ def test_weights_folder_is_small_enough():
 
 
 def test_shipped_checkpoint_loads_and_predicts(shipped):
+    from fracture.data import load_image
+    from fracture.data.gallery import load_gallery
+
     predictor = Predictor.from_checkpoint(shipped)
-    rng = np.random.default_rng(0)
-    image = (rng.random((300, 240)) * 255).astype(np.uint8)
+    image = load_image(load_gallery()[0].path)  # a real radiograph from the shipped gallery
     result = predictor.predict([image], with_cam=True)
+    assert result.images[0].is_radiograph
     assert 0.0 <= result.study_prob <= 1.0
     assert result.images[0].heatmap.shape == image.shape
     assert result.study_label in predictor.class_names
+    # Noise is not a radiograph: the shipped model's gate refuses it and gives no label.
+    noise = (np.random.default_rng(0).random((300, 240)) * 255).astype(np.uint8)
+    refused = predictor.predict([noise], with_cam=False).images[0]
+    assert not refused.is_radiograph and refused.label is None
 
 
 def test_shipped_metadata_has_the_promised_fields(shipped):
@@ -42,7 +49,7 @@ def test_shipped_metadata_has_the_promised_fields(shipped):
                 "threshold", "threshold_rule", "train_config", "dataset_fingerprint", "metrics",
                 "split_sizes", "created_at", "versions"):
         assert key in meta, key
-    assert meta["train_config"]["recipe"] == "fracatlas_lite0_v4_boxes.json"
+    assert meta["train_config"]["recipe"] == "fracatlas_lite0_v5.json"
     assert meta["explain"]["chosen_on"] == "val"  # the default heatmap was chosen on validation data
     test = meta["metrics"]["test"]
     assert test["split"] == "test" and "python -m fracture evaluate" in test["command"]

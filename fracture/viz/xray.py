@@ -19,6 +19,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from fracture.errors import PreprocessError
+from fracture.explain.annotate import draw_boxes  # the one box drawing (annotate owns it)
 
 #: The heatmap colours (OpenCV's "jet", the scale the colour bar under a heatmap names).
 HEATMAP_COLORMAP = cv2.COLORMAP_JET
@@ -103,23 +104,6 @@ def blend(image_rgb: np.ndarray, overlay_rgb: np.ndarray, opacity: float) -> np.
     if image_rgb.shape != overlay_rgb.shape:
         raise PreprocessError(f"blend needs one shape, got {image_rgb.shape} and {overlay_rgb.shape}")
     return cv2.addWeighted(overlay_rgb, float(opacity), image_rgb, 1.0 - float(opacity), 0.0)
-
-
-def draw_boxes(image_rgb: np.ndarray, boxes: Sequence[Sequence[float]]) -> np.ndarray:
-    """A copy of ``image_rgb`` with normalised (x0, y0, x1, y1) boxes drawn green on a dark outline."""
-    out = image_rgb.copy()
-    h, w = out.shape[:2]
-    line = max(2, round(0.006 * max(h, w)))
-    for box in boxes:
-        coords = [float(v) for v in box]
-        if len(coords) != 4 or not np.all(np.isfinite(coords)):
-            raise PreprocessError(f"a box is (x_min, y_min, x_max, y_max) normalised to [0, 1], got {box!r}")
-        x0, y0, x1, y1 = coords
-        p0 = (int(round(min(x0, x1) * (w - 1))), int(round(min(y0, y1) * (h - 1))))
-        p1 = (int(round(max(x0, x1) * (w - 1))), int(round(max(y0, y1) * (h - 1))))
-        cv2.rectangle(out, p0, p1, (0, 0, 0), line + 2, lineType=cv2.LINE_AA)
-        cv2.rectangle(out, p0, p1, (0, 255, 0), line, lineType=cv2.LINE_AA)
-    return out
 
 
 def adjusted(image: np.ndarray, settings: ViewSettings) -> np.ndarray:

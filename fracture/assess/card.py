@@ -322,8 +322,29 @@ def gate_card_lines(meta: dict[str, Any]) -> list[str]:
     return lines
 
 
+_SHORTCUT_COLUMNS = (("mean abs dP", "mean_abs_dp", _fmt, True), ("labels flipped", "flip_rate", _pct, True),
+                     ("heatmap max on it", "heatmap_on_stamp", _pct, False),
+                     ("before", "heatmap_on_stamp_before", _pct, False), ("box share", "box_share", _pct, False))
+"""The shortcut table's columns after the alteration's name: title, key in a ``shortcuts`` report, format,
+and whether the cell is filled when the key is absent (only stamped alterations have the heatmap columns)."""
+
+
+def _shortcut_table(perturbations: dict[str, Any], n_columns: int) -> list[str]:
+    """One shortcut table (the first ``n_columns`` of :data:`_SHORTCUT_COLUMNS`); a missing figure is blank."""
+    columns = _SHORTCUT_COLUMNS[:n_columns]
+    lines = ["| alteration | " + " | ".join(column[0] for column in columns) + " |",
+             "| --- |" + " --- |" * len(columns)]
+    for name, f in perturbations.items():
+        if not isinstance(f, dict):
+            continue
+        cells = [fmt(f.get(key)) if always or key in f else "" for _, key, fmt, always in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def shortcut_card_lines(meta: dict[str, Any]) -> list[str]:
-    """The "Shortcuts" section, from ``meta["shortcuts"]`` (``python -m fracture shortcuts --write-meta``)."""
+    """The "Shortcuts" section, from ``meta["shortcuts"]`` (``python -m fracture shortcuts --write-meta``),
+    and the same figures for the model it replaced when ``meta["shortcuts_before"]`` holds them."""
     report = meta.get("shortcuts")
     if not isinstance(report, dict) or not report.get("perturbations"):
         return []
@@ -335,32 +356,14 @@ def shortcut_card_lines(meta: dict[str, Any]) -> list[str]:
         f"{_fmt(report.get('threshold'))} flips, and for pasted things how often the heatmap maximum lands on them "
         "(their box widened by 3% of the longer side; *before*: the same box on the unaltered image's heatmap).",
         "",
-        "| alteration | mean abs dP | labels flipped | heatmap max on it | before | box share |",
-        "| --- | --- | --- | --- | --- | --- |",
+        *_shortcut_table(report["perturbations"], len(_SHORTCUT_COLUMNS)),
+        "", f"Reproduce: `{report.get('command')}`", "",
     ]
-    for name, f in report["perturbations"].items():
-        lines.append(f"| {name} | {_fmt(f.get('mean_abs_dp'))} | {_pct(f.get('flip_rate'))} | "
-                     f"{_pct(f.get('heatmap_on_stamp')) if 'heatmap_on_stamp' in f else ''} | "
-                     f"{_pct(f.get('heatmap_on_stamp_before')) if 'heatmap_on_stamp_before' in f else ''} | "
-                     f"{_pct(f.get('box_share')) if 'box_share' in f else ''} |")
-    lines += ["", f"Reproduce: `{report.get('command')}`", ""]
-    return lines + _shortcuts_before_lines(meta.get("shortcuts_before"))
-
-
-def _shortcuts_before_lines(before: Any) -> list[str]:
-    """The same figures for the model this one replaces (``meta["shortcuts_before"]``): before and after
-    training with burnt-in markers and labels."""
-    if not isinstance(before, dict) or not isinstance(before.get("perturbations"), dict):
-        return []
-    lines = [f"Before: {before.get('model', 'the previous model')}, same images and alterations:", "",
-             "| alteration | mean abs dP | labels flipped | heatmap max on it | before |",
-             "| --- | --- | --- | --- | --- |"]
-    for name, f in before["perturbations"].items():
-        if isinstance(f, dict):
-            lines.append(f"| {name} | {_fmt(f.get('mean_abs_dp'))} | {_pct(f.get('flip_rate'))} | "
-                         f"{_pct(f.get('heatmap_on_stamp')) if 'heatmap_on_stamp' in f else ''} | "
-                         f"{_pct(f.get('heatmap_on_stamp_before')) if 'heatmap_on_stamp_before' in f else ''} |")
-    lines += ["", f"Reproduce: `{before.get('command')}`", ""]
+    before = meta.get("shortcuts_before")
+    if isinstance(before, dict) and isinstance(before.get("perturbations"), dict):
+        lines += [f"Before: {before.get('model', 'the previous model')}, same images and alterations:", "",
+                  *_shortcut_table(before["perturbations"], 4),
+                  "", f"Reproduce: `{before.get('command')}`", ""]
     return lines
 
 

@@ -122,7 +122,7 @@ def test_auto_falls_back_to_torch_with_a_log_line_when_the_export_fails(env, mon
         raise export.ExportError("torch could not export small_cnn to ONNX (test)")
 
     monkeypatch.setattr(export, "export_onnx", broken)
-    monkeypatch.setattr(onnx_backend, "_FAILED_EXPORTS", {})
+    monkeypatch.setattr(onnx_cache, "FAILED_EXPORTS", {})
     scorer = Scorer.from_checkpoint(ckpt, backend="auto", device="cpu")
     assert scorer.backend == "torch" and "running it with torch" in caplog.text
     with pytest.raises(export.ExportError):

@@ -43,8 +43,6 @@ BACKENDS = ("auto", "torch", "onnx")
 #: Items per chunk between progress reports / cancel checks.
 DEFAULT_BATCH = 32
 
-# Exports that failed in this process: auto falls back to torch without trying again.
-_FAILED_EXPORTS: dict[str, str] = {}
 
 
 class InferenceCancelled(FractureError):

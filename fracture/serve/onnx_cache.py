@@ -22,6 +22,8 @@ from fracture.util.jsonio import read_json
 log = logging.getLogger(__name__)
 _EXPORT_LOCK = threading.Lock()
 """One export at a time in this process (app sessions share the cache)."""
+FAILED_EXPORTS: dict[str, str] = {}
+"""Exports that failed in this process, by checkpoint path: ``auto`` falls back to torch without trying again."""
 
 
 def cached_onnx_path(checkpoint: str | Path, cache_dir: str | Path | None = None,

@@ -104,7 +104,7 @@ class Scorer:
         chosen = "torch" if need_heatmaps else onnx_backend.select_backend(wanted, device)
         meta = read_meta(path)
         key = str(Path(path).resolve())
-        if chosen == "onnx" and not (wanted == "auto" and key in onnx_backend._FAILED_EXPORTS):
+        if chosen == "onnx" and not (wanted == "auto" and key in onnx_cache.FAILED_EXPORTS):
             from fracture.errors import CheckpointError
             from fracture.serve.export import ExportError
 
@@ -113,7 +113,7 @@ class Scorer:
             except (ExportError, CheckpointError) as exc:
                 if wanted == "onnx":
                     raise
-                onnx_backend._FAILED_EXPORTS[key] = str(exc)
+                onnx_cache.FAILED_EXPORTS[key] = str(exc)
                 log.warning("%s; running it with torch", exc)
             else:
                 return cls(path, meta, "onnx", ort=ort, extras=read_extra_arrays(path))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["pytester"]  # tests/test_fracatlas_fixture.py runs this conftest in a scratch folder
+pytest_plugins = ["pytester"]  # tests/data/test_fracatlas_fixture.py runs this conftest in a scratch folder
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FRACATLAS = REPO_ROOT.parent / "shared" / "data" / "fracatlas"

@@ -15,7 +15,7 @@ them, so two threads (two app sessions) may predict and explain with one model.
 
 The maps follow pytorch-grad-cam 1.5 exactly (per layer: the method's map,
 ReLU, min-max scaling to [0, 1], bilinear upsampling to the input; several
-layers: their mean, scaled again); ``tests/test_gradcam.py`` checks each
+layers: their mean, scaled again); ``tests/explain/test_gradcam.py`` checks each
 method against pytorch-grad-cam. One deliberate difference: the eigen methods
 fix the sign of the principal component (the larger of |min| and |max| is
 positive, Chung & Ying 2025), where pytorch-grad-cam's sign is arbitrary.

@@ -19,7 +19,7 @@ preprocessing pipeline and normalisation stay data (in the file's
 
 Self-describing: from the file alone (``metadata_props``, JSON values) a third
 party reproduces ``python -m fracture predict --json`` -- probability, label and
-OOD flag -- with any ONNX runtime (``tests/test_onnx_reproduce.py`` does it with
+OOD flag -- with any ONNX runtime (``tests/serve/test_onnx_reproduce.py`` does it with
 OpenCV's DNN module): ``reproduce`` says every step in order (decode to 8-bit
 gray, the checkpoint's pipeline with the resize rule and its interpolation,
 normalisation, graph, calibration, threshold, OOD score); ``decision`` holds

@@ -7,7 +7,7 @@ folder beside it serves its very first request in its older directory mode
 (each page script run on its own) until some script calls ``st.navigation``.
 :func:`run_under_app` makes that first run declare the app's navigation and
 rerun, so the request ends under ``app.py`` with its sidebar and labelled
-navigation. ``tests/test_first_request.py`` proves it against a real server.
+navigation. ``tests/app/test_first_request.py`` proves it against a real server.
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from fracture.errors import ConfigError
 from fracture.train import TrainConfig, read_events, run_status
 from fracture.train.trainer import train
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def tiny_config(data: Path, tmp_path: Path, **overrides) -> TrainConfig:

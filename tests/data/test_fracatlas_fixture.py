@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-CONFTEST = Path(__file__).with_name("conftest.py")
-PYTEST_INI = Path(__file__).resolve().parents[1] / "pytest.ini"
+CONFTEST = Path(__file__).resolve().parents[1] / "conftest.py"
+PYTEST_INI = Path(__file__).resolve().parents[2] / "pytest.ini"
 
 
 @pytest.fixture()

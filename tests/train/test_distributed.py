@@ -20,7 +20,7 @@ import pytest
 from fracture.train import TrainConfig, read_events, run_status
 from fracture.train.trainer import train
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FLAGS = dict(model="small_cnn", image_size=32, epochs=2, batch_size=16, scheduler="none", device="cpu")
 LOSS_RTOL = 0.05
 PROB_ATOL = 0.05

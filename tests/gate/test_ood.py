@@ -11,7 +11,7 @@ import pytest
 
 from fracture.gate.ood import METHOD, TARGET_VAL_FLAG_RATE, OodDetector, OodError, fit_detector
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "weights" / (REPO / "weights" / "default.txt").read_text().strip()  # the default model
 
 

@@ -11,7 +11,7 @@ from fracture.evaluate.calibration import N_BINS, apply_temperature, brier_score
 from fracture.checkpoints.decision import calibrated_threshold, temperature_of
 from fracture.evaluate.metrics import EvaluationError, operating_points, point_metrics
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "weights" / (REPO / "weights" / "default.txt").read_text().strip()  # the default model
 
 

@@ -18,7 +18,7 @@ from fracture.cli import main
 from fracture.models import create_model
 from fracture.serve import onnx_backend, onnx_cache
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GALLERY = ROOT / "fracture" / "gallery" / "images"
 
 

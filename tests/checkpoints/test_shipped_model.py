@@ -10,7 +10,7 @@ from fracture.checkpoints.format import load_checkpoint, read_checkpoint_meta
 from fracture.assess.card import render_model_card
 from fracture.serve.predictor import Predictor, default_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 WEIGHTS = REPO / "weights"
 
 

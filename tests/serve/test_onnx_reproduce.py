@@ -20,7 +20,7 @@ from fracture.models import create_model
 from fracture.serve.export import export_onnx
 
 TOL = 1e-4
-GALLERY = Path(__file__).resolve().parents[1] / "fracture" / "gallery" / "images"
+GALLERY = Path(__file__).resolve().parents[2] / "fracture" / "gallery" / "images"
 
 
 # ------------------------------------------------------------------ the third party: metadata only

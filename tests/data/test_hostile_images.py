@@ -27,7 +27,7 @@ from fracture.data.imageio import (
 )
 from fracture.errors import ConfigError, ImageLoadError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _png(image: Image.Image, **params) -> bytes:

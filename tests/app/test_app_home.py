@@ -80,7 +80,7 @@ def test_pages_live_in_pages_and_a_directory_mode_run_goes_through_app_py(app_ho
     """Without steady_state_navigation, AppTest starts every run in Streamlit's old ``pages/``
     directory mode (as a fresh server's first request does): Home and a page run directly by it
     still end under app.py's navigation, with the shared sidebar, and no Streamlit internals are
-    patched for it. The real first request is checked in a browser by tests/test_first_request.py."""
+    patched for it. The real first request is checked in a browser by tests/app/test_first_request.py."""
     from streamlit.testing.v1 import AppTest
 
     from app_support import APP, TIMEOUT

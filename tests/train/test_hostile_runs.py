@@ -22,7 +22,7 @@ from fracture.train import append_log as append_log_module
 from fracture.train.events import EVENTS_FILE, PID_FILE, EventLog, record_failure
 from fracture.train.run_lock import LOCK_FILE, claim_run_dir
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def tiny_config(data: Path, tmp_path: Path, **overrides) -> TrainConfig:

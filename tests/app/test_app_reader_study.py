@@ -77,7 +77,7 @@ def test_answer_is_disabled_until_chosen_and_a_click_is_scored(session):
     at.button(key="rs-next").click().run()
 
     # walk to a fractured case and miss it on purpose: the same pointing game says so
-    while True:
+    for _ in range(len(session.cases)):  # bounded: the study has a fractured case with a box
         case = _current_case(session, "Ada")
         at.button(key="rs-n" if not case.has_box else "rs-f").click().run()
         at.button(key="rs-level-3").click().run()
@@ -90,6 +90,8 @@ def test_answer_is_disabled_until_chosen_and_a_click_is_scored(session):
             assert mark_hit(case, find_reader(session, "Ada").answers[case.case_id]) is False
             break
         at.button(key="rs-next").click().run()
+    else:
+        pytest.fail("walked every case without meeting a fractured one with a box")
 
 
 def test_reader_keeps_their_name_and_a_taken_name_asks_first(session):

@@ -224,7 +224,7 @@ def evaluate_checkpoint(
     report["split"] = split
     report["n_unreadable"] = len(problems)
     if localisation:  # heatmap vs annotated boxes (None where no positive has a box); cached on disk
-        from fracture.evaluate.localisation import split_localisation
+        from fracture.assess.localisation import split_localisation
 
         report["image"]["localisation"] = split_localisation(checkpoint, data_root, split, cache_dir=cache_dir,
                                                              device=device)

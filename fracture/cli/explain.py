@@ -42,7 +42,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fracture.util.allocator import keep_freed_memory
-    from fracture.explain.select import select_heatmap, store_selection
+    from fracture.assess.heatmap_select import select_heatmap, store_selection
 
     keep_freed_memory()  # a batch job (fracture/util/allocator.py)
     checkpoint = Path(args.checkpoint)

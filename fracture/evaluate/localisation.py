@@ -17,30 +17,23 @@ letterbox arithmetic as the preprocessing (:mod:`fracture.data.boxes`):
 The rate of hits gets a percentile bootstrap 95% CI over images. Everything is
 reported overall and per body part, on positives that have boxes, for the
 fracture logit's heatmap.
+
+Pure numpy/pandas: the heatmaps themselves are made by the checkpoint's scorer
+(:mod:`fracture.assess.localisation` runs a checkpoint over a split).
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
-import logging
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
 from fracture.data.boxes import Box, box_mask, boxes_to_input
-from fracture.errors import FractureError
-from fracture.util.jsonio import read_json
-
-logger = logging.getLogger(__name__)
 
 MARGIN = 0.05
 """How far outside a box (fraction of the image's side, per axis) a maximum still counts as a hit."""
 N_BOOT = 2000
-CACHE_VERSION = 2
 PER_IMAGE_COLUMNS = ("path", "body_part", "hit", "mass_in_box", "box_area", "chance_hit", "centre_hit")
 
 
@@ -179,165 +172,6 @@ def positives_with_boxes(frame: pd.DataFrame) -> pd.DataFrame:
         return frame.iloc[0:0]
     has = frame["boxes"].map(lambda b: bool(b) if isinstance(b, (tuple, list)) else False)
     return frame[(frame["label"] == 1) & has].reset_index(drop=True)
-
-
-def score_frame(
-    model,
-    meta: dict[str, Any],
-    frame: pd.DataFrame,
-    choices: Sequence[Any],
-    *,
-    device: str = "cpu",
-    batch_size: int = 16,
-    margin: float = MARGIN,
-    progress: Callable[[int, int], None] | None = None,
-) -> dict[Any, pd.DataFrame]:
-    """Per-image localisation of several heatmap choices, with one forward pass per batch.
-
-    Args:
-        model: a FractureModel (put in eval mode here).
-        meta: its checkpoint metadata (preprocess, normalisation, body parts).
-        frame: rows with ``path``, ``boxes`` (non-empty), ``body_part``.
-        choices: :class:`fracture.explain.forward.CamChoice` objects; every
-            layer they name is captured in the same pass.
-        device: torch device name.
-
-    Returns:
-        ``{choice: per-image frame with PER_IMAGE_COLUMNS}``; unreadable images
-        are logged and left out.
-    """
-    import torch
-
-    from fracture.data.imageio import load_image
-    from fracture.errors import ImageLoadError, PreprocessError
-    from fracture.explain.cam import GRADIENT_FREE, capture, maps_from_capture
-    from fracture.explain.layers import resolve_layers
-    from fracture.serve.inference import InputSpec, body_part_indices, prepare_batch
-    from fracture.preprocess.pipeline import Pipeline
-
-    dev = torch.device(device)
-    model = model.to(dev).eval()
-    pipeline = Pipeline.from_spec(meta["preprocess"])
-    resize_mode = pipeline.resize_mode
-    norm = meta["normalization"]
-    spec = InputSpec(in_chans=int(meta["in_chans"]), mean=tuple(norm["mean"]), std=tuple(norm["std"]))
-    names: list[str] = []
-    modules = []
-    layer_slots = {}
-    for choice in choices:
-        layer_names, layer_modules = resolve_layers(model, choice.layer)
-        for name, module in zip(layer_names, layer_modules):
-            if name not in names:
-                names.append(name)
-                modules.append(module)
-        layer_slots[choice] = [names.index(name) for name in layer_names]
-    need_grads = any(choice.method not in GRADIENT_FREE for choice in choices)
-    multitask = bool(getattr(model, "num_body_parts", 0))
-    rows: dict[Any, list[dict[str, Any]]] = {choice: [] for choice in choices}
-    records = frame.to_dict("records")
-    for start in range(0, len(records), batch_size):
-        chunk, inputs, shapes = [], [], []
-        for record in records[start:start + batch_size]:
-            try:
-                image = load_image(record["path"])
-                inputs.append(pipeline(image))
-            except (ImageLoadError, PreprocessError) as exc:
-                logger.warning("localisation: %s left out (%s)", record["path"], exc)
-                continue
-            chunk.append(record)
-            shapes.append(image.shape[:2])
-        if chunk:
-            batch = prepare_batch(np.stack(inputs), spec, dev)
-            body = None
-            if multitask:
-                body = torch.as_tensor(body_part_indices([r["body_part"] for r in chunk], meta.get("body_parts") or []),
-                                       device=dev)
-            cap = capture(model, batch, modules, body_part=body, need_grads=need_grads)
-            for choice in choices:
-                maps = maps_from_capture(cap, choice.method, layer_indices=layer_slots[choice]).cpu().numpy()
-                for record, shape, heatmap in zip(chunk, shapes, maps):
-                    scored = score_heatmap(heatmap, record["boxes"], shape, resize_mode=resize_mode, margin=margin)
-                    rows[choice].append({"path": record["path"], "body_part": record["body_part"],
-                                         **dataclasses.asdict(scored)})
-        if progress is not None:
-            progress(min(start + batch_size, len(records)), len(records))
-    return {choice: pd.DataFrame(rows[choice], columns=list(PER_IMAGE_COLUMNS)) for choice in choices}
-
-
-def split_localisation(
-    checkpoint: str | Path,
-    data_root: str | Path,
-    split: str,
-    *,
-    manifest=None,
-    choice=None,
-    cache_dir: str | Path | None = None,
-    device: str = "auto",
-    n_boot: int = N_BOOT,
-) -> dict[str, Any] | None:
-    """The localisation block of one checkpoint on one split (per-image scores cached on disk).
-
-    Args:
-        checkpoint: a checkpoint file.
-        data_root: the dataset (its manifest must carry boxes).
-        split: a split name or ``all``.
-        manifest: an already opened manifest of ``data_root`` (saves a rescan).
-        choice: a :class:`~fracture.explain.forward.CamChoice`; default: the
-            checkpoint's stored one (``meta["explain"]``), else Grad-CAM.
-
-    Returns:
-        The block of :func:`summarize_localisation`, or None when no positive
-        image of the split has a box (MURA, class folders).
-    """
-    from fracture.checkpoints.format import load_checkpoint, read_checkpoint_meta
-    from fracture.util.files import file_sha256
-    from fracture.data import open_dataset
-    from fracture.explain.forward import stored_choice, usable_choice
-    from fracture.serve.inference import resolve_device
-    from fracture.util.jsonio import atomic_write_json
-    from fracture.preprocess.pipeline import Pipeline
-    from fracture.settings import get_settings
-
-    checkpoint = Path(checkpoint)
-    meta = read_checkpoint_meta(checkpoint)
-    manifest = manifest or open_dataset(data_root, seed=int((meta.get("train_config") or {}).get("split_seed", 0)))
-    frame = manifest.frame if split == "all" else manifest.subset(split)
-    rows = positives_with_boxes(frame)
-    if rows.empty:
-        return None
-    requested = choice or stored_choice(meta)
-    resize_mode = Pipeline.from_spec(meta["preprocess"]).resize_mode
-    layer = requested.layer if isinstance(requested.layer, str) else list(requested.layer)
-    cache_root = Path(cache_dir) if cache_dir else get_settings().cache_dir
-    key = hashlib.sha256(json.dumps(
-        [file_sha256(checkpoint), manifest.fingerprint(), split, requested.method, layer, MARGIN, CACHE_VERSION]
-    ).encode()).hexdigest()[:32]
-    path = cache_root / "localisation" / f"{key}.json"
-    cached = _read_cache(path)
-    if cached is not None:
-        per_image, label = cached
-    else:
-        model, meta = load_checkpoint(checkpoint)
-        used = usable_choice(model, requested)
-        per_image = score_frame(model, meta, rows, [used], device=str(resolve_device(device)))[used]
-        label = used.label()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(path, {"choice": label, "rows": per_image.to_dict("records")})
-    method = describe_method(label, meta.get("image_size"), resize_mode)
-    block = summarize_localisation(per_image, method, n_boot=n_boot)
-    block["n_unreadable"] = int(len(rows) - len(per_image))
-    return block
-
-
-def _read_cache(path: Path) -> tuple[pd.DataFrame, str] | None:
-    if not path.is_file():
-        return None
-    try:  # the guarded reader: a deep or damaged cache is recomputed, never a traceback on Compare
-        data = read_json(path, max_bytes=256 * 1024 * 1024, nonfinite="allow", what="(localisation cache)")
-        return pd.DataFrame(data["rows"], columns=list(PER_IMAGE_COLUMNS)), str(data["choice"])
-    except (OSError, ValueError, KeyError, TypeError, FractureError) as exc:
-        logger.warning("localisation cache %s unreadable (%s); recomputing", path, exc)
-        return None
 
 
 def format_localisation(block: dict[str, Any]) -> str:

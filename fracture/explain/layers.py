@@ -7,7 +7,7 @@ image. Earlier stages see finer grids (``stride16``: 18 x 18, ``stride8``:
 36 x 36) at the cost of less class-specific features; ``fused`` averages the
 maps of ``stride16`` and ``final`` (pytorch-grad-cam's multi-layer rule). Which
 one localises best is an empirical question per checkpoint, answered on the
-validation split by :mod:`fracture.explain.select`.
+validation split by :mod:`fracture.assess.heatmap_select`.
 
 Presets come from timm's ``feature_info`` (the last module at each reduction),
 from the registry's ``cam_layers`` for our own networks, and fall back to the

@@ -359,7 +359,7 @@ def _score_with_model(checkpoint: str | Path, chosen: list[dict]) -> tuple[float
     import pandas as pd
 
     from fracture.data.imageio import load_image
-    from fracture.evaluate.localisation import score_frame
+    from fracture.assess.localisation import score_frame
     from fracture.serve.predictor import Predictor
 
     predictor = Predictor.from_checkpoint(checkpoint)
@@ -377,7 +377,7 @@ def _score_with_model(checkpoint: str | Path, chosen: list[dict]) -> tuple[float
     hits: list[bool | None] = [None] * len(chosen)
     if boxed:
         frame = pd.DataFrame(boxed)
-        scored = score_frame(predictor.model, predictor.meta, frame, [predictor.cam_choice])[predictor.cam_choice]
+        scored = score_frame(predictor.scorer, frame, [predictor.cam_choice])[predictor.cam_choice]
         by_path = dict(zip(scored["path"], scored["hit"]))
         for item in boxed:
             if item["path"] in by_path:

@@ -125,6 +125,23 @@ class Scorer:
         extras = {k: v.double().cpu().numpy() for k, v in (getattr(model, "checkpoint_extras", None) or {}).items()}
         return cls(path, meta, "torch", model=model.to(dev).eval(), extras=extras, device=dev)
 
+    @classmethod
+    def from_model(cls, path: str | Path, model: Any, meta: "CheckpointMeta | dict[str, Any]", *,
+                   device: Any = "cpu") -> "Scorer":
+        """A torch scorer on a model in memory: a training run's best model before its checkpoint is final,
+        or a checkpoint being re-calibrated. ``meta`` is validated here as where a checkpoint opens.
+
+        Raises:
+            CheckpointError: a bad metadata block.
+        """
+        import torch
+
+        typed = meta if isinstance(meta, CheckpointMeta) else CheckpointMeta.from_dict(meta, where=str(path))
+        dev = torch.device(device)
+        extras = {k: v.double().cpu().numpy() if hasattr(v, "double") else np.asarray(v)
+                  for k, v in (getattr(model, "checkpoint_extras", None) or {}).items()}
+        return cls(path, typed, "torch", model=model.to(dev), extras=extras, device=dev)
+
     def stored_cam(self):
         """The heatmap chosen for this checkpoint (``explain`` block), else Grad-CAM on the last block (torch)."""
         from fracture.explain.forward import CamChoice, usable_choice
@@ -201,25 +218,70 @@ class Scorer:
     def _score_torch(self, images: np.ndarray, body_parts: np.ndarray | None, cam: Any, want_features: bool) -> Scores:
         import torch
 
-        from fracture.serve.inference import InputSpec, batch_probs, prepare_batch
+        from fracture.serve.inference import InputSpec, autocast, batch_probs, eval_mode, prepare_batch
 
         norm = self.meta.normalization
         spec = InputSpec(in_chans=self.meta.in_chans, mean=norm.mean, std=norm.std)
         batch = prepare_batch(images, spec, self.device)
         body_t = None if body_parts is None else torch.as_tensor(body_parts, dtype=torch.long, device=self.device)
-        logits, maps = None, None
-        if cam is not None:
-            from fracture.explain.forward import forward_with_cam
+        logits, maps, feats = None, None, None
+        with eval_mode(self.model):  # a model in memory (from_model) gets its mode back
+            if cam is not None:
+                from fracture.explain.forward import forward_with_cam
 
-            logit, body_logits, maps = forward_with_cam(self.model, batch, method=cam.method, layer=cam.layer,
-                                                        body_part=body_t)
-            logits = (logit, body_logits)
-        raw, body = batch_probs(self.model, batch, body_t, tta_hflip=self.meta.tta_hflip, logits=logits)
-        feats = None
-        if want_features:
-            with torch.no_grad():
-                feats = self.model.forward_features(batch).float().cpu().numpy()
+                logit, body_logits, maps = forward_with_cam(self.model, batch, method=cam.method, layer=cam.layer,
+                                                            body_part=body_t)
+                logits = (logit, body_logits)
+            elif want_features:  # one backbone pass gives the pooled features and, through the heads, the logits
+                with torch.no_grad(), autocast(batch.device):
+                    pooled = self.model.forward_features(batch)
+                    logits = self.model.forward_head(pooled, body_part=body_t)
+                feats = pooled.float().cpu().numpy()
+            raw, body = batch_probs(self.model, batch, body_t, tta_hflip=self.meta.tta_hflip, logits=logits)
+            if want_features and feats is None:
+                with torch.no_grad():
+                    feats = self.model.forward_features(batch).float().cpu().numpy()
         return self.decide(raw, body_probs=body, features=feats, heatmaps=maps)
+
+    def heatmap_sets(self, images: np.ndarray, choices: Sequence[Any], *,
+                     body_parts: np.ndarray | None = None) -> dict[Any, np.ndarray]:
+        """Heatmaps of several :class:`~fracture.explain.forward.CamChoice` from ONE forward pass (torch).
+
+        What the localisation metric and heatmap selection compare: every layer the
+        choices name is captured in the same pass, each choice's maps combined from
+        its layers. Returns ``{choice: (B, S, S) float32 in [0, 1]}`` in the input geometry.
+
+        Raises:
+            ConfigError: the scorer runs on onnxruntime.
+            ModelError: a method or layer the model does not have.
+        """
+        import torch
+
+        from fracture.explain.cam import GRADIENT_FREE, capture, maps_from_capture
+        from fracture.explain.layers import resolve_layers
+        from fracture.serve.inference import InputSpec, eval_mode, prepare_batch
+
+        if self.model is None:
+            raise ConfigError("heatmaps need the torch backend")
+        names: list[str] = []
+        modules: list[Any] = []
+        slots: dict[Any, list[int]] = {}
+        for choice in choices:
+            layer_names, layer_modules = resolve_layers(self.model, choice.layer)
+            for name, module in zip(layer_names, layer_modules):
+                if name not in names:
+                    names.append(name)
+                    modules.append(module)
+            slots[choice] = [names.index(name) for name in layer_names]
+        norm = self.meta.normalization
+        batch = prepare_batch(np.asarray(images), InputSpec(in_chans=self.meta.in_chans, mean=norm.mean, std=norm.std),
+                              self.device)
+        body_t = None if body_parts is None else torch.as_tensor(body_parts, dtype=torch.long, device=self.device)
+        with eval_mode(self.model):
+            cap = capture(self.model, batch, modules, body_part=body_t,
+                          need_grads=any(choice.method not in GRADIENT_FREE for choice in choices))
+        return {choice: maps_from_capture(cap, choice.method, layer_indices=slots[choice]).cpu().numpy()
+                for choice in choices}
 
     def score_fetch(
         self,

@@ -93,7 +93,7 @@ def test_evaluate_reproduces_the_card(shipped, fracatlas_root, tmp_path):
 def test_the_heatmap_points_at_the_fracture_as_the_card_says(shipped, fracatlas_root, tmp_path):
     """Issue 10's bar: the shipped model's heatmap maximum lands on an annotated fracture box for at least
     60% of the test split's fractured images (CheXlocalize's Grad-CAM: ~60%), recomputed here."""
-    from fracture.evaluate.localisation import split_localisation
+    from fracture.assess.localisation import split_localisation
 
     meta = read_checkpoint_meta(shipped)
     stored = meta["metrics"]["test"]["image"]["localisation"]

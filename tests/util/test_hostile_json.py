@@ -197,7 +197,7 @@ def test_the_job_viewer_reads_a_hostile_config_as_the_default_mode(tmp_path):
 
 def test_a_hostile_promotion_registry_or_localisation_cache_is_not_a_traceback(tmp_path, caplog):
     from fracture.checkpoints.promote import REGISTRY_NAME, promoted_names
-    from fracture.evaluate.localisation import _read_cache
+    from fracture.assess.localisation import _read_cache
 
     (tmp_path / REGISTRY_NAME).write_text(DEEP)
     with caplog.at_level("WARNING"):

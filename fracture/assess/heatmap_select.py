@@ -1,7 +1,8 @@
 """Choose a checkpoint's default heatmap (method and layer) by localisation on validation data.
 
 Every offered method on every layer preset the model has is scored with the
-localisation metric (:mod:`fracture.evaluate.localisation`) on the validation
+localisation metric (:mod:`fracture.evaluate.localisation`, run by
+:mod:`fracture.assess.localisation` through the checkpoint's scorer) on the validation
 split's fractured images with boxes; the best pointing hit wins, ties broken by
 mass in box, then by the order of :data:`fracture.explain.cam.METHODS` and the
 layer presets (plain Grad-CAM on the last block first). All candidates share one
@@ -99,22 +100,21 @@ def select_heatmap(
         DatasetError: no fractured image of ``split`` has a box.
         CheckpointError: the checkpoint is invalid.
     """
-    from fracture.checkpoints.format import load_checkpoint
+    from fracture.assess.localisation import score_frame
     from fracture.data import open_dataset
-    from fracture.evaluate.localisation import positives_with_boxes, score_frame
-    from fracture.serve.inference import resolve_device
+    from fracture.evaluate.localisation import positives_with_boxes
+    from fracture.serve.scorer import Scorer
 
-    model, meta = load_checkpoint(checkpoint)
-    manifest = open_dataset(data_root, seed=int((meta.get("train_config") or {}).get("split_seed", 0)))
-    rows = positives_with_boxes(manifest.subset(split))
+    scorer = Scorer.from_checkpoint(checkpoint, backend="torch", device=device, need_heatmaps=True)
+    seed = int((scorer.meta.raw.get("train_config") or {}).get("split_seed", 0))
+    rows = positives_with_boxes(open_dataset(data_root, seed=seed).subset(split))
     if rows.empty:
         raise DatasetError(
             f"{data_root}: no fractured image of the {split} split has an annotated box; heatmaps are chosen "
             "on boxes (FracAtlas annotations/YOLO, the demo set's fracture_locations.csv)"
         )
-    choices = candidate_choices(model, methods, layers)
-    scores = score_frame(model, meta, rows, choices, device=str(resolve_device(device)), batch_size=batch_size,
-                         progress=progress)
+    choices = candidate_choices(scorer.model, methods, layers)
+    scores = score_frame(scorer, rows, choices, batch_size=batch_size, progress=progress)
     table = rank_candidates(scores)
     best = table.iloc[0]["choice"]
     logger.info("heatmap chosen on %s (%d images): %s, pointing hit %.3f", split, len(rows), best.label(),

@@ -16,7 +16,6 @@ from fracture.reader_study import (
     save_answer,
 )
 from fracture.reader_study.summary import fmt
-from fracture.ui import loaders
 from fracture.ui import reader_views as views
 from fracture.ui.context import active_context
 from fracture.ui.reader_charts import readers_roc
@@ -150,15 +149,7 @@ status.progress(min(1.0, len(answers) / total),
 revealed = st.session_state.get("rs-reveal")
 if revealed and revealed in answers:
     case = session.case(revealed)
-    heatmaps = [None] * len(case.paths)
-    if session.checkpoint:
-        try:
-            prediction = loaders.predict_study(session.checkpoint, views.case_images(case),
-                                               [p.rsplit("/", 1)[-1] for p in case.paths])
-            heatmaps = [p.heatmap for p in prediction.images]
-        except FractureError as exc:
-            st.warning(f"No heatmap: {exc}")
-    if views.reveal(session, case, answers[revealed], heatmaps, "Next case" if pending else "See my results"):
+    if views.reveal(session, case, answers[revealed], "Next case" if pending else "See my results"):
         st.session_state["rs-reveal"] = None
         st.rerun()
     st.stop()
@@ -167,7 +158,7 @@ if pending:
     case = session.case(pending[0])
     picture, controls = st.columns([3, 2])
     with picture:
-        views.mark_images(case, views.case_images(case))
+        views.mark_images(case)
     with controls:
         st.markdown(f"**Case {len(answers) + 1} of {total}** · body part: {case.body_part}")
         call, level, mark = views.answer_controls(session, case)

@@ -19,6 +19,7 @@ from fracture.reader_study.session import (
     ReaderSet,
     ReaderStudyError,
     Session,
+    case_heatmaps,
     check_pin,
     claim_reader,
     create_session,
@@ -35,7 +36,7 @@ from fracture.reader_study.summary import export_csv, reader_summary, session_su
 
 __all__ = [
     "Answer", "Case", "MIN_KAPPA_CASES", "Mark", "Reader", "ReaderNameTaken", "ReaderSet", "ReaderStudyError",
-    "Session", "check_pin", "claim_reader", "create_session", "export_csv", "find_reader", "fleiss_kappa",
+    "Session", "case_heatmaps", "check_pin", "claim_reader", "create_session", "export_csv", "find_reader", "fleiss_kappa",
     "list_sessions", "load_answers", "load_readers", "load_session", "localisation_summary", "mark_hit",
     "reader_metrics", "reader_order", "reader_summary", "save_answer", "score_mark", "session_summary",
     "sessions_root",

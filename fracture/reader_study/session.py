@@ -4,6 +4,8 @@ Layout under ``$FRACTURE_HOME/reader_studies/<CODE>/``::
 
     session.json            the case set, the model's probabilities and hits, the instructor PIN's hash
     readers/<slug>.json     one reader's order of cases and answers (written atomically, under a lock)
+    heatmaps/<case>-<i>.png the model's heatmap of each case image, made with the session (8-bit), so
+                            the reveal after an answer never waits for the model
 
 One file per reader means several readers can answer at once without
 touching each other's files, and a reload or a second browser loses nothing:
@@ -23,6 +25,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import hmac
+import io
 import logging
 import math
 import re
@@ -53,6 +56,7 @@ PIN_MIN, PIN_MAX = 4, 32
 PREVALENCES = ("balanced", "natural")
 SOURCES = ("gallery", "dataset")
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+HEATMAP_MAX_SIDE = 512
 
 
 class ReaderStudyError(FractureError):
@@ -353,9 +357,11 @@ def _image_sizes(paths: list[str]) -> tuple[tuple[int, int], ...]:
     return tuple(sizes)
 
 
-def _score_with_model(checkpoint: str | Path, chosen: list[dict]) -> tuple[float, list[float], list[bool | None]]:
-    """The model's study probability per case, and its pointing game on each case's first boxed image
-    (the same heatmap choice and hit rule as ``evaluate --localisation``)."""
+def _score_with_model(
+    checkpoint: str | Path, chosen: list[dict],
+) -> tuple[float, list[float], list[bool | None], list[list[np.ndarray | None]]]:
+    """The model's study probability and heatmaps (its stored choice) per case, and its pointing game on
+    each case's first boxed image (the same heatmap choice and hit rule as ``evaluate --localisation``)."""
     import pandas as pd
 
     from fracture.data.imageio import load_image
@@ -363,11 +369,13 @@ def _score_with_model(checkpoint: str | Path, chosen: list[dict]) -> tuple[float
     from fracture.serve.predictor import Predictor
 
     predictor = Predictor.from_checkpoint(checkpoint)
-    probs = []
+    probs, heatmaps = [], []
     for row in chosen:
         images = [load_image(p) for p in row["paths"]]
-        result = predictor.predict(images, names=[Path(p).name for p in row["paths"]], with_cam=False)
+        result = predictor.predict(images, names=[Path(p).name for p in row["paths"]],
+                                   with_cam=predictor.model is not None)  # onnxruntime: no heatmaps
         probs.append(float(result.study_prob))
+        heatmaps.append([item.heatmap for item in result.images])
     boxed = []
     for i, row in enumerate(chosen):
         image = next((j for j, boxes in enumerate(row["boxes"]) if boxes), None)
@@ -382,7 +390,53 @@ def _score_with_model(checkpoint: str | Path, chosen: list[dict]) -> tuple[float
         for item in boxed:
             if item["path"] in by_path:
                 hits[item["case"]] = bool(by_path[item["path"]])
-    return float(predictor.threshold), probs, hits
+    return float(predictor.threshold), probs, hits, heatmaps
+
+
+def _heatmap_file(folder: Path, case_id: str, index: int) -> Path:
+    return folder / "heatmaps" / f"{case_id}-{index}.png"
+
+
+def _save_heatmap(path: Path, heatmap: np.ndarray) -> None:
+    """A heatmap in [0, 1] as an 8-bit PNG, its longer side at most :data:`HEATMAP_MAX_SIDE`
+    (the reveal blends it resized onto the X-ray; 8 bits are finer than a colour map shows)."""
+    import cv2
+    from PIL import Image
+
+    from fracture.util.files import atomic_write_bytes
+
+    grey = np.round(np.clip(np.nan_to_num(np.asarray(heatmap, np.float32)), 0.0, 1.0) * 255).astype(np.uint8)
+    scale = HEATMAP_MAX_SIDE / max(grey.shape)
+    if scale < 1:
+        size = (max(1, round(grey.shape[1] * scale)), max(1, round(grey.shape[0] * scale)))
+        grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+    buffer = io.BytesIO()
+    Image.fromarray(grey).save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def case_heatmaps(session: Session, case: Case, root: str | Path | None = None) -> list[np.ndarray | None] | None:
+    """The model's heatmaps of ``case`` as stored when the session was made (float32 in [0, 1],
+    possibly smaller than the image), so a reveal never waits for the model.
+
+    Returns:
+        One map per image, or None when the session has none stored (made without a model, by an
+        older version, or a file is missing or unreadable: logged; the caller may compute them).
+    """
+    from fracture.data.imageio import load_image
+
+    folder = _session_dir(session.code, root)
+    maps: list[np.ndarray | None] = []
+    for index in range(len(case.paths)):
+        path = _heatmap_file(folder, case.case_id, index)
+        try:
+            maps.append(load_image(path).astype(np.float32) / 255.0)
+        except FileNotFoundError:
+            return None
+        except FractureError as exc:
+            logger.warning("reader study %s: stored heatmap %s unreadable (%s)", session.code, path, exc)
+            return None
+    return maps
 
 
 def create_session(
@@ -422,8 +476,9 @@ def create_session(
     threshold = None
     probs: list[float | None] = [None] * len(chosen)
     hits: list[bool | None] = [None] * len(chosen)
+    heatmaps: list[list[np.ndarray | None]] = [[] for _ in chosen]
     if checkpoint is not None:
-        threshold, probs, hits = _score_with_model(checkpoint, chosen)
+        threshold, probs, hits, heatmaps = _score_with_model(checkpoint, chosen)
     cases = [
         Case(
             case_id=f"case{i + 1:03d}", paths=tuple(row["paths"]), label=int(row["label"]), body_part=row["body_part"],
@@ -445,6 +500,10 @@ def create_session(
     else:  # pragma: no cover - 32^6 codes
         raise ReaderStudyError("could not find a free session code; remove old sessions")
     (folder / "readers").mkdir()
+    for case, maps in zip(cases, heatmaps):  # the reveal reads these: no model run while the class reads
+        for index, heatmap in enumerate(maps):
+            if heatmap is not None:
+                _save_heatmap(_heatmap_file(folder, case.case_id, index), heatmap)
     session = Session(
         code=code, created_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), source=source, source_detail=detail,
         split=split if source == "dataset" else "test", seed=int(seed), prevalence=prevalence, body_part=body_part,

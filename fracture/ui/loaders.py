@@ -189,10 +189,55 @@ def image_digest(image: np.ndarray) -> str:
 @st.cache_resource(show_spinner=False)
 def _prediction_cache(max_bytes: int) -> Any:
     """One prediction cache per server, bounded in bytes (``FRACTURE_PREDICTION_CACHE_MB``):
-    a prediction holds its images and Grad-CAM maps, so counting entries bounds nothing."""
-    from fracture.ui.bytecache import ByteBudgetCache
+    a prediction holds its images and Grad-CAM maps, so counting entries bounds nothing.
+    Single flight: sessions asking for a prediction already being computed wait for it
+    (:class:`fracture.ui.shared_results.SharedResults`)."""
+    from fracture.ui.shared_results import SharedResults
 
-    return ByteBudgetCache(max_bytes)
+    return SharedResults(max_bytes)
+
+
+def shared_predictions() -> Any:
+    """This server's shared prediction results, sized by ``FRACTURE_PREDICTION_CACHE_MB``."""
+    from fracture.settings import get_settings
+
+    return _prediction_cache(int(get_settings().prediction_cache_mb * 1024 * 1024))
+
+
+#: Model forwards at once (the CPU's threads serve one forward best) and predictions allowed in line.
+MODEL_SLOTS, MODEL_MAX_WAITING = 1, 64
+
+
+@st.cache_resource(show_spinner=False)
+def model_queue(slots: int = MODEL_SLOTS, max_waiting: int = MODEL_MAX_WAITING) -> Any:
+    """The server's one line for model forwards (:class:`fracture.ui.shared_results.ModelQueue`):
+    a class's predictions take turns instead of all competing for the CPU at once, so the cheap
+    reruns of everyone else (a reader's answer) are not starved."""
+    from fracture.ui.shared_results import ModelQueue
+
+    return ModelQueue(slots, max_waiting)
+
+
+_digests: dict[tuple[str, int, int], str] = {}
+
+
+def checkpoint_digest(path: str | Path) -> str:
+    """The sha256 of a checkpoint file, read once per file version (path, size, mtime); a
+    missing file keys on its path (the model load then raises the real error)."""
+    from fracture.util.files import file_sha256
+
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return f"missing:{path}"
+    version = (str(path), stat.st_size, stat.st_mtime_ns)
+    digest = _digests.get(version)
+    if digest is None:
+        digest = file_sha256(path)
+        if len(_digests) > 64:
+            _digests.clear()
+        _digests[version] = digest
+    return digest
 
 
 def prediction_nbytes(prediction: Any) -> int:
@@ -201,6 +246,17 @@ def prediction_nbytes(prediction: Any) -> int:
     for item in prediction.images:
         total += item.image.nbytes + (item.heatmap.nbytes if item.heatmap is not None else 0) + 1024
     return total
+
+
+def _named(prediction: Any, names: Sequence[str]) -> Any:
+    """``prediction`` with its images named ``names`` (a shared result keys on pixels, not names)."""
+    import dataclasses
+
+    if [getattr(item, "name", None) for item in prediction.images] == list(names) \
+            or not dataclasses.is_dataclass(prediction):
+        return prediction
+    images = [dataclasses.replace(item, name=name) for item, name in zip(prediction.images, names)]
+    return dataclasses.replace(prediction, images=images)
 
 
 def predict_study(
@@ -214,7 +270,12 @@ def predict_study(
     cam_method: str | None = None,
     sources: Sequence[Any] | None = None,
 ) -> Any:
-    """Predict one study with the checkpoint's predictor, cached on pixels and options.
+    """Predict one study with the checkpoint's predictor, shared by every session of the server.
+
+    Keyed by the checkpoint's digest, the images' pixel digests and the options (heatmap method,
+    body part, extra steps, what the files said), not by the images' names: fifteen students
+    predicting the same gallery X-ray (or a reader's reveal of it) run the model once, and those
+    who ask while it runs wait for that result. The model runs in :func:`model_queue`'s turn.
 
     ``sources``: per image what its file said (``LoadedUpload.source``: DICOM modality,
     colour, bit depth) for the radiograph gate; None for gallery and dataset samples.
@@ -227,20 +288,20 @@ def predict_study(
         A :class:`fracture.serve.predictor.StudyPrediction`.
 
     Raises:
+        ModelBusyError: too many predictions are waiting for the model on this server.
         FractureError: a bad preprocessing step, or a model that cannot run.
     """
     import json
 
-    from fracture.settings import get_settings
-
     path, signature = str(checkpoint), path_signature(checkpoint)
-    key = (path, signature, tuple(image_digest(img) for img in images), tuple(names), body_part,
+    key = (checkpoint_digest(path), tuple(image_digest(img) for img in images), body_part,
            json.dumps(extra_steps or [], sort_keys=True), with_cam, cam_method, tuple(sources or ()))
-    cache = _prediction_cache(int(get_settings().prediction_cache_mb * 1024 * 1024))
-    prediction = cache.get(key)
-    if prediction is None:
-        with st.spinner("Running the model…"):
-            prediction = _predictor(path, signature).predict(
+    shared = shared_predictions()
+
+    def compute() -> Any:
+        predictor = _predictor(path, signature)
+        with model_queue().turn():
+            prediction = predictor.predict(
                 list(images), names=list(names), body_part=body_part,
                 extra_steps=extra_steps or None, with_cam=with_cam, cam_method=cam_method,
                 sources=list(sources) if sources else None,
@@ -251,8 +312,15 @@ def predict_study(
             if item.heatmap is not None:
                 item.heatmap = item.heatmap.view()
                 item.heatmap.setflags(write=False)
-        cache.put(key, prediction, prediction_nbytes(prediction))
-    return prediction
+        return prediction
+
+    prediction = shared.get(key)
+    if prediction is None:
+        queue = model_queue()
+        ahead = queue.waiting + (1 if shared.in_flight() else 0)
+        with st.spinner("Running the model…" + (f" ({ahead} other prediction(s) first)" if ahead else "")):
+            prediction = shared.get_or_compute(key, compute, prediction_nbytes)
+    return _named(prediction, names)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)

@@ -25,6 +25,7 @@ from fracture.reader_study import (
     Mark,
     ReaderStudyError,
     Session,
+    case_heatmaps,
     load_readers,
     load_session,
     mark_hit,
@@ -44,6 +45,7 @@ VIEW_MAX_H, VIEW_MAX_W = 440, 560
 IMAGE_SIZES = {"Small": 320, "Medium": VIEW_MAX_H, "Large": 680}
 REVEAL_MAX_H = 440
 THUMB = 200
+JPEG_QUALITY = 90
 REFRESH_S = 3
 MARK_COLOUR = (0, 230, 255)
 PAGE_PATH = "Reader_Study"
@@ -84,6 +86,75 @@ def case_images(case: Case) -> list[np.ndarray]:
     return [loaders.load_full_image(p, loaders.path_signature(p)) for p in case.paths]
 
 
+class EncodedImage:
+    """Image bytes already encoded, for a component that takes "an object with a save method"
+    (``streamlit_image_coordinates``): it copies them instead of encoding the image again."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def save(self, buffer, format=None, **_options) -> None:  # noqa: A002 - PIL's signature
+        buffer.write(self.data)
+
+
+def jpeg_bytes(image: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def _mark_tuple(mark: Mark | None) -> tuple[float, float] | None:
+    return None if mark is None else (mark.x, mark.y)
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def reading_view(path: str, signature: int, max_h: int, max_w: int,
+                 mark: tuple[float, float] | None) -> tuple[bytes, int, int]:
+    """The X-ray as a reader sees it (fitted, their click drawn) as JPEG bytes, with its height and width.
+
+    Why cached: every click of a reader reruns the page, and each rerun used to decode, resize and send
+    the X-ray as an uncompressed PNG (~0.5-1 MB); now a rerun sends the same ~30 KB it sent before.
+    """
+    shown = fit(loaders.load_full_image(path, signature), max_h, max_w)
+    drawn = draw_mark(shown, None if mark is None else Mark(0, *mark))
+    return jpeg_bytes(drawn), int(shown.shape[0]), int(shown.shape[1])
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def reveal_views(code: str, case_id: str, index: int, path: str, signature: int,
+                 mark: tuple[float, float] | None) -> tuple[bytes, bytes | None, bool]:
+    """The reveal's pictures of one image as JPEG bytes: the X-ray with the truth box and the reader's
+    click, and the model's heatmap stored with the session blended on it.
+
+    Returns:
+        (X-ray, heatmap view or None, whether the session has its heatmaps stored).
+    """
+    session = load_session(code)
+    case = session.case(case_id)
+    boxes = case.boxes[index] if index < len(case.boxes) else ()
+    image = loaders.load_full_image(path, signature)
+    xray = jpeg_bytes(fit(draw_mark(draw_boxes(image, boxes), None if mark is None else Mark(0, *mark)),
+                          REVEAL_MAX_H, VIEW_MAX_W))
+    maps = case_heatmaps(session, case)
+    if maps is None or maps[index] is None:
+        return xray, None, maps is not None
+    return xray, jpeg_bytes(fit(overlay(image, maps[index], 0.45, boxes), REVEAL_MAX_H, VIEW_MAX_W)), True
+
+
+def live_heatmaps(session: Session, case: Case) -> list[np.ndarray | None]:
+    """The case's heatmaps from the model now (a session made before heatmaps were stored with it):
+    shared with every session and queued for the model (:func:`fracture.ui.loaders.predict_study`)."""
+    if not session.checkpoint:
+        return [None] * len(case.paths)
+    try:
+        prediction = loaders.predict_study(session.checkpoint, case_images(case),
+                                           [p.rsplit("/", 1)[-1] for p in case.paths])
+    except FractureError as exc:
+        st.warning(f"No heatmap: {exc}")
+        return [None] * len(case.paths)
+    return [p.heatmap for p in prediction.images]
+
+
 # --------------------------------------------------------------------------
 # A reader's case.
 
@@ -96,25 +167,27 @@ def _choose(key: str, value) -> None:
     st.session_state[key] = value
 
 
-def mark_images(case: Case, images: Sequence[np.ndarray]) -> None:
+def mark_images(case: Case) -> None:
     """The case's X-ray(s), clickable: a click stores a :class:`Mark` in ``st.session_state["rs-mark-<case>"]``."""
     from streamlit_image_coordinates import streamlit_image_coordinates
 
     keys = _keys(case.case_id)
     mark = st.session_state.get(keys["mark"])
     max_h = IMAGE_SIZES.get(st.session_state.get("rs-size") or "Medium", VIEW_MAX_H)
-    columns = st.columns(len(images)) if len(images) > 1 else [st.container()]
-    for index, (column, image) in enumerate(zip(columns, images)):
-        shown = fit(image, max_h, round(max_h * 1.4) // len(images))
+    columns = st.columns(len(case.paths)) if len(case.paths) > 1 else [st.container()]
+    for index, (column, path) in enumerate(zip(columns, case.paths)):
+        data, height, width = reading_view(path, loaders.path_signature(path), max_h,
+                                           round(max_h * 1.4) // len(case.paths),
+                                           _mark_tuple(mark if mark is not None and mark.image == index else None))
         with column:
             value = streamlit_image_coordinates(
-                draw_mark(shown, mark if mark is not None and mark.image == index else None),
+                EncodedImage(data), image_format="JPEG",
                 width="content", key=f"rs-click-{case.case_id}-{index}", cursor="crosshair",
             )
         seen = f"rs-click-seen-{case.case_id}-{index}"
         if value and value.get("unix_time") != st.session_state.get(seen):
             st.session_state[seen] = value.get("unix_time")
-            width, height = float(value.get("width") or shown.shape[1]), float(value.get("height") or shown.shape[0])
+            width, height = float(value.get("width") or width), float(value.get("height") or height)
             x, y = float(value["x"]) / width, float(value["y"]) / height
             if 0.0 <= x <= 1.0 and 0.0 <= y <= 1.0:
                 st.session_state[keys["mark"]] = Mark(image=index, x=x, y=y)
@@ -159,22 +232,30 @@ def answer_controls(session: Session, case: Case) -> tuple[bool | None, int | No
 # The reveal and the results.
 
 
-def reveal(session: Session, case: Case, answer, heatmaps: Sequence[np.ndarray | None], next_label: str) -> bool:
+def reveal(session: Session, case: Case, answer, next_label: str) -> bool:
     """The X-ray with the truth box and the reader's click beside the model's heatmap (left), the verdicts
-    and the *Next* button (right, key Enter), in one viewport. Returns whether *Next* was pressed."""
-    images = case_images(case)
+    and the *Next* button (right, key Enter), in one viewport. Returns whether *Next* was pressed.
+
+    The heatmaps were stored with the session (no model run); a session made without them gets them
+    from the shared, queued prediction (:func:`live_heatmaps`)."""
     picture, text = st.columns([3, 2])
+    live: list[np.ndarray | None] | None = None
     with picture:
-        for index, (image, heatmap) in enumerate(zip(images, heatmaps)):
+        for index, path in enumerate(case.paths):
             boxes = case.boxes[index] if index < len(case.boxes) else ()
             mark = answer.mark if answer.mark is not None and answer.mark.image == index else None
-            left, right = st.columns(2) if heatmap is not None else (st.container(), None)
-            left.image(fit(draw_mark(draw_boxes(image, boxes), mark), REVEAL_MAX_H, VIEW_MAX_W),
-                       caption="the X-ray" + (" · green: annotated fracture" if boxes else "")
+            xray, heat, stored = reveal_views(session.code, case.case_id, index, path, loaders.path_signature(path),
+                                              _mark_tuple(mark))
+            if heat is None and not stored and session.checkpoint:
+                live = live_heatmaps(session, case) if live is None else live
+                if live[index] is not None:
+                    image = case_images(case)[index]
+                    heat = jpeg_bytes(fit(overlay(image, live[index], 0.45, boxes), REVEAL_MAX_H, VIEW_MAX_W))
+            left, right = st.columns(2) if heat is not None else (st.container(), None)
+            left.image(xray, caption="the X-ray" + (" · green: annotated fracture" if boxes else "")
                        + (" · blue ring: your click" if mark else ""))
             if right is not None:
-                right.image(fit(overlay(image, heatmap, 0.45, boxes), REVEAL_MAX_H, VIEW_MAX_W),
-                            caption="where the model looked (heatmap)")
+                right.image(heat, caption="where the model looked (heatmap)")
     with text:
         correct = int(answer.fractured) == case.label
         (st.success if correct else st.error)(

@@ -188,3 +188,60 @@ def test_damaged_reader_files_are_listed_and_crash_nothing(session):
     reader.run()
     assert_no_exception(reader)  # the unknown case and the bad answer are ignored
     assert "1 of 6 cases read" in reader.get("progress")[0].proto.text
+
+
+@pytest.fixture
+def model_session(app_home, tiny_gallery, tmp_path):
+    """A session scored by a tiny real checkpoint: its heatmaps are stored with it."""
+    from fracture.reader_study import create_session
+    from tests.app_support import write_tiny_run
+
+    run = write_tiny_run(tmp_path / "runs", "tiny", image_size=32)
+    return create_session(pin=PIN, source="gallery", n_cases=4, seed=2, checkpoint=run / "best.safetensors")
+
+
+def _answer_first_case(code: str, name: str):
+    at = _as_reader(code, name)
+    at.button(key="rs-f").click().run()
+    at.button(key="rs-level-5").click().run()
+    at.button(key="rs-answer").click().run()
+    assert_no_exception(at)
+    return at
+
+
+def test_the_reveal_shows_the_stored_heatmap_without_running_the_model(model_session, monkeypatch):
+    from fracture.reader_study import case_heatmaps
+    from fracture.ui import loaders
+
+    maps = case_heatmaps(model_session, model_session.cases[0])
+    assert maps is not None and all(m.dtype == np.float32 and 0.0 <= m.min() <= m.max() <= 1.0 for m in maps)
+    runs = []
+    monkeypatch.setattr(loaders, "_predictor", lambda *a: runs.append(a))  # the page must not need it
+    at = _answer_first_case(model_session.code, "Ada")
+    captions = [caption for image in at.image for caption in image.captions]
+    assert "where the model looked (heatmap)" in captions and any(c.startswith("the X-ray") for c in captions)
+    assert runs == []
+
+
+def test_a_session_without_stored_heatmaps_runs_the_model_once_for_two_readers(model_session, monkeypatch):
+    import shutil
+
+    from fracture.ui import loaders
+
+    shutil.rmtree(session_path(model_session) / "heatmaps")  # as a session made by an older version
+    loaders.shared_predictions().clear()
+    real, runs = loaders._predictor, []
+
+    def counting(path, signature):
+        runs.append(path)
+        return real(path, signature)
+
+    monkeypatch.setattr(loaders, "_predictor", counting)
+    readers = [_as_reader(model_session.code, name) for name in ("Ada", "Bob")]
+    firsts = {_current_case(model_session, name).case_id for name in ("Ada", "Bob")}
+    for at in readers:
+        at.button(key="rs-f").click().run()
+        at.button(key="rs-level-5").click().run()
+        at.button(key="rs-answer").click().run()
+        assert_no_exception(at)
+    assert len(runs) == len(firsts)  # one model run per case, whoever reveals it first

@@ -1,0 +1,171 @@
+"""A class's model work computed once and taken in turns (fracture.ui.shared_results, loaders.predict_study).
+
+No timings: threads are held on events and the tests count what ran.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from fracture.ui.shared_results import ModelBusyError, ModelQueue, SharedResults
+
+WAIT_S = 20  # an upper bound for a thread to reach a state, never a measured duration
+
+
+def _until(condition) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        assert time.monotonic() < deadline, "a thread never got there"
+        time.sleep(0.005)
+
+
+def _threads(n, target):
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def test_five_sessions_asking_for_one_key_compute_it_once():
+    shared = SharedResults(10_000)
+    release, runs, got = threading.Event(), [], {}
+
+    def compute():
+        runs.append(1)
+        release.wait(WAIT_S)
+        return np.arange(10)
+
+    threads = _threads(5, lambda i: got.__setitem__(i, shared.get_or_compute("k", compute, lambda v: v.nbytes)))
+    _until(lambda: shared.joined == 4)  # four wait for the first one's computation
+    release.set()
+    for t in threads:
+        t.join(WAIT_S)
+    assert runs == [1] and shared.computed == 1 and len(got) == 5
+    assert all(v is got[0] for v in got.values())
+    assert shared.get_or_compute("k", compute, lambda v: v.nbytes) is got[0] and shared.hits == 1
+    assert shared.in_flight() == 0 and len(shared) == 1 and shared.nbytes == got[0].nbytes
+
+
+def test_a_failed_computation_reaches_every_waiter_and_is_not_kept():
+    shared = SharedResults(10_000)
+    release, errors = threading.Event(), []
+
+    def compute():
+        release.wait(WAIT_S)
+        raise ValueError("model broke")
+
+    def ask(i):
+        try:
+            shared.get_or_compute("k", compute, lambda v: 1)
+        except ValueError as exc:
+            errors.append(str(exc))
+
+    threads = _threads(3, ask)
+    _until(lambda: shared.joined == 2)
+    release.set()
+    for t in threads:
+        t.join(WAIT_S)
+    assert errors == ["model broke"] * 3 and len(shared) == 0 and shared.in_flight() == 0
+    assert shared.get_or_compute("k", lambda: "fine", lambda v: 1) == "fine" and shared.computed == 2
+
+
+def test_results_over_the_byte_budget_go_least_recently_used_first():
+    shared = SharedResults(100)
+    for key in "abc":
+        shared.get_or_compute(key, lambda: key, lambda v: 40)
+    assert len(shared) == 2 and shared.get("a") is None and shared.nbytes == 80
+    assert shared.get_or_compute("big", lambda: "B", lambda v: 101) == "B" and shared.get("big") is None
+
+
+def test_model_queue_serves_in_order_and_refuses_past_its_line():
+    queue = ModelQueue(slots=1, max_waiting=2)
+    hold, order, refused = threading.Event(), [], []
+
+    def work(i):
+        try:
+            with queue.turn():
+                order.append(i)
+                if i == 0:
+                    hold.wait(WAIT_S)
+        except ModelBusyError as exc:
+            refused.append(str(exc))
+
+    first = _threads(1, work)
+    _until(lambda: order == [0])
+    second = _threads(1, lambda _: work(1))
+    _until(lambda: queue.waiting == 1)
+    third = _threads(1, lambda _: work(2))
+    _until(lambda: queue.waiting == 2)
+    work(3)  # the line is full: refused at once, said plainly
+    assert refused and "the model is busy: 2 predictions are already waiting" in refused[0]
+    hold.set()
+    for t in first + second + third:
+        t.join(WAIT_S)
+    assert order == [0, 1, 2] and queue.ran == 3 and queue.refused == 1
+    assert queue.peak_running == 1 and queue.peak_waiting == 2 and queue.waiting == 0
+
+
+def test_model_queue_lets_the_next_go_when_a_waiter_leaves():
+    queue = ModelQueue(slots=1, max_waiting=4)
+    with queue.turn():
+        pass
+    with pytest.raises(RuntimeError):
+        with queue.turn():
+            raise RuntimeError("a forward failed")
+    with queue.turn():  # the slot came back after the failure
+        pass
+    assert queue.ran == 3 and queue.waiting == 0
+
+
+def _fake_prediction(images, names):
+    from fracture.serve.predictor import ImagePrediction, StudyPrediction
+
+    items = [ImagePrediction(name=n, prob=0.7, label="fractured", positive=True, body_part=None, body_part_prob=None,
+                             image=img, heatmap=np.zeros(img.shape, np.float32)) for img, n in zip(images, names)]
+    return StudyPrediction(images=items, study_prob=0.7, study_label="fractured", positive=True, threshold=0.5,
+                           class_names=("not fractured", "fractured"), body_part=None, body_part_prob=None,
+                           body_part_source="none", checkpoint="ckpt", preprocess=[])
+
+
+def test_predict_study_runs_the_model_once_for_five_sessions_and_keeps_their_names(monkeypatch, tmp_path):
+    from fracture.ui import loaders
+
+    ckpt = tmp_path / "model.safetensors"
+    ckpt.write_bytes(b"weights")
+    release, calls = threading.Event(), []
+
+    class FakePredictor:
+        def predict(self, images, *, names, **options):
+            calls.append(options)
+            release.wait(WAIT_S)
+            return _fake_prediction(images, names)
+
+    monkeypatch.setattr(loaders, "_predictor", lambda path, signature: FakePredictor())
+    loaders._prediction_cache.clear()
+    loaders.model_queue.clear()
+    image = np.full((40, 30), 7, np.uint8)
+    got = {}
+    try:
+        threads = _threads(5, lambda i: got.__setitem__(
+            i, loaders.predict_study(ckpt, [image.copy()], [f"student {i}.png"], with_cam=True)))
+        shared = loaders.shared_predictions()
+        _until(lambda: shared.joined == 4)
+        release.set()
+        for t in threads:
+            t.join(WAIT_S)
+        assert len(calls) == 1 and loaders.model_queue().ran == 1  # the model ran once for five sessions
+        assert sorted(p.images[0].name for p in got.values()) == [f"student {i}.png" for i in range(5)]
+        assert all(p.images[0].heatmap is got[0].images[0].heatmap for p in got.values())  # one shared map
+        assert not got[0].images[0].heatmap.flags.writeable
+        other = loaders.predict_study(ckpt, [image], ["x"], with_cam=True, cam_method="gradcam")
+        assert len(calls) == 2 and calls[-1]["cam_method"] == "gradcam" and other.images[0].name == "x"
+        ckpt.write_bytes(b"other weights")  # another checkpoint version: computed again
+        loaders.predict_study(ckpt, [image], ["x"], with_cam=True, cam_method="gradcam")
+        assert len(calls) == 3
+    finally:
+        release.set()
+        loaders._prediction_cache.clear()
+        loaders.model_queue.clear()

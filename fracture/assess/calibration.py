@@ -1,8 +1,10 @@
 """Fitting a checkpoint's calibration, operating points, OOD statistics and radiograph gate on its splits.
 
 The hook the trainer and ``python -m fracture calibrate`` call: it runs the model
-(torch imported inside), fits with the pure maths of :mod:`fracture.evaluate.calibration`
-and writes the blocks back through the one metadata writer.
+through the checkpoint's scorer (:meth:`fracture.serve.scorer.Scorer.from_model`: the
+same tensor conversion, flip TTA and pooled features as every prediction), fits with the
+pure maths of :mod:`fracture.evaluate.calibration` and :mod:`fracture.gate`, and writes
+the blocks back through the one metadata writer.
 """
 from __future__ import annotations
 
@@ -111,12 +113,11 @@ def fit_calibration(
         EvaluationError: a validation split without labels, with one class or too few images.
         CheckpointError: the checkpoint cannot be written.
     """
-    import torch
-
-    from fracture.gate import ood
+    from fracture.assess import gate_fit
     from fracture.checkpoints.format import save_checkpoint, update_checkpoint_meta
     from fracture.evaluate.metrics import operating_points
-    from fracture.serve.inference import InputSpec
+    from fracture.gate import ood, radiograph
+    from fracture.serve.scorer import Scorer
 
     if not strict:
         from fracture.gate.ood import OodError
@@ -134,17 +135,15 @@ def fit_calibration(
     if method not in METHODS:
         raise EvaluationError(f"unknown calibration method {method!r}; use one of {METHODS}")
     check_fit_input(np.asarray(val.labels), np.full(len(val.labels), 0.5))  # before any model run
-    device = torch.device(device)
-    norm = meta["normalization"]
-    spec = InputSpec(in_chans=int(meta["in_chans"]), mean=tuple(norm["mean"]), std=tuple(norm["std"]))
-    tta = bool(meta.get("tta_hflip"))
-    report = (lambda what: (lambda done, total: progress(what, done, total))) if progress else (lambda what: None)
-    from fracture.gate import radiograph
+    scorer = Scorer.from_model(checkpoint, model, meta, device=device)
+
+    def report(what: str):
+        return None if progress is None else (lambda step: progress(what, step.done, step.total))
 
     val_stats = radiograph.StatsRecorder(val.fetch)  # image statistics for the radiograph gate, same pass
-    val_probs, val_features = ood.extract(model, val_stats.fetch, val.n, spec, device=device, tta_hflip=tta,
-                                          body_parts=val.body_parts, batch_size=batch_size,
-                                          progress=report("validation images"))
+    val_scores = scorer.score_fetch(val_stats.fetch, val.n, body_parts=val.body_parts, chunk=batch_size,
+                                    features=True, progress=report("validation images"))
+    val_probs, val_features = val_scores.probs_uncalibrated, val_scores.features
     labels = np.asarray(val.labels).astype(np.int64)
     temperature_alone = fit_temperature(labels, val_probs)
     if method == "temperature":
@@ -158,16 +157,15 @@ def fit_calibration(
     if train is not None and train.n > 0:
         train = train.subsample(max_train_images)
         train_stats = radiograph.StatsRecorder(train.fetch)
-        _, fit_features = ood.extract(model, train_stats.fetch, train.n, spec, device=device, tta_hflip=False,
-                                      body_parts=train.body_parts, batch_size=batch_size, with_probs=False,
-                                      progress=report("training images"))
+        fit_features = scorer.features_fetch(train_stats.fetch, train.n, chunk=batch_size,
+                                             progress=report("training images"))
         fit_stats, fitted_on = train_stats.array(), "train"
     else:
         fit_features, fit_stats, fitted_on = val_features, val_stats.array(), "val"
     detector = ood.fit_detector(fit_features, val_features, components=ood_components)
     try:  # level (a): radiograph or not; a fit that cannot be made leaves the DICOM and colour checks alone
-        gate, gate_block = radiograph.fit_for_model(model, meta, fit_features, fit_stats, val_features=val_features,
-                                                    val_stats=val_stats.array(), device=device, batch_size=batch_size)
+        gate, gate_block = gate_fit.fit_for_model(scorer, fit_features, fit_stats, val_features=val_features,
+                                                  val_stats=val_stats.array())
     except radiograph.GateError as exc:
         log.warning("%s: no radiograph gate fitted: %s", checkpoint, exc)
         gate, gate_block = None, None
@@ -175,24 +173,19 @@ def fit_calibration(
     gate_measured: dict[str, Any] = {}
     if test is not None and test.n > 0:
         test_stats = radiograph.StatsRecorder(test.fetch)
-        _, test_features = ood.extract(model, test_stats.fetch, test.n, spec, device=device, batch_size=batch_size,
-                                       body_parts=test.body_parts, with_probs=False, progress=report("test images"))
+        test_features = scorer.features_fetch(test_stats.fetch, test.n, chunk=batch_size,
+                                              progress=report("test images"))
         measured["test_flag_rate"] = float(detector.flags(detector.score(test_features)).mean())
         measured["n_test"] = int(test.n)
         if gate is not None:
             gated = int(gate.gated(test_features, test_stats.array()).sum())
             gate_measured["test"] = {"n": int(test.n), "gated": gated, "rate": gated / max(1, int(test.n))}
     if probes:
-        from fracture.preprocess.pipeline import Pipeline
-
-        pipeline = Pipeline.from_spec(meta["preprocess"])
         measured["probes"] = {}
         for group, images in probes.items():
-            prepared = np.stack([pipeline(image) for image in images.values()])
-            _, features = ood.extract(model, lambda p: prepared[p], len(prepared), spec, device=device,
-                                      batch_size=batch_size, with_probs=False)
-            measured["probes"][group] = {"n": len(prepared), "flagged": int(detector.flags(detector.score(features)).sum())}
-        gate_measured["probes"] = radiograph.measure(gate, model, meta, probes, device=device, batch_size=batch_size)
+            features = scorer.features(np.stack([scorer.prepare(image) for image in images.values()]))
+            measured["probes"][group] = {"n": len(features), "flagged": int(detector.flags(detector.score(features)).sum())}
+        gate_measured["probes"] = gate_fit.measure(gate, scorer, probes)
     new_meta = dict(meta)
     new_meta["calibration"] = {
         "method": method,

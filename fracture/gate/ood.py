@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -215,55 +215,3 @@ def fit_detector(train_features: Any, val_features: Any, *, components: int | No
     detector.threshold = float(ordered[len(ordered) - 1 - allowed])
     detector.val_flag_rate = float(detector.flags(val_scores).mean())
     return detector
-
-
-def extract(
-    model: Any,
-    fetch: Callable[[np.ndarray], np.ndarray],
-    n_items: int,
-    spec: Any,
-    *,
-    device: Any,
-    tta_hflip: bool = False,
-    body_parts: np.ndarray | None = None,
-    batch_size: int = 32,
-    with_probs: bool = True,
-    progress: Callable[[int, int], None] | None = None,
-) -> tuple[np.ndarray | None, np.ndarray]:
-    """Fracture probabilities (flip-averaged like the model predicts) and pooled features, in one pass.
-
-    Returns:
-        ``(probs (N,) or None without with_probs, features (N, F) float32)``.
-    """
-    import torch
-
-    from fracture.serve.inference import prepare_batch
-
-    was_training = model.training
-    model.eval()
-    device = torch.device(device)
-    probs, feats = [], []
-    try:
-        with torch.no_grad():
-            for start in range(0, n_items, batch_size):
-                positions = np.arange(start, min(start + batch_size, n_items))
-                batch = prepare_batch(np.asarray(fetch(positions)), spec, device)
-                features = model.forward_features(batch)
-                feats.append(features.float().cpu().numpy())
-                if with_probs:
-                    body = None
-                    if body_parts is not None and getattr(model, "num_body_parts", 0):
-                        body = torch.as_tensor(body_parts[positions], dtype=torch.long, device=device)
-                    logit, _ = model.forward_head(features, body_part=body)
-                    prob = torch.sigmoid(logit.float())
-                    if tta_hflip:
-                        flipped, _ = model(torch.flip(batch, dims=[3]), body_part=body)
-                        prob = (prob + torch.sigmoid(flipped.float())) / 2
-                    probs.append(prob.cpu().numpy())
-                if progress:
-                    progress(int(positions[-1]) + 1, n_items)
-    finally:
-        model.train(was_training)
-    features = np.concatenate(feats).astype(np.float32) if feats else np.zeros((0, 0), np.float32)
-    out_probs = (np.concatenate(probs).astype(np.float64) if probs else np.zeros(0)) if with_probs else None
-    return out_probs, features

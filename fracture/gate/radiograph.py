@@ -246,69 +246,6 @@ class StatsRecorder:
         return np.vstack(self._rows) if self._rows else np.zeros((0, len(STATISTICS)))
 
 
-def features_and_stats(model: Any, meta: Mapping[str, Any], images: Sequence[np.ndarray], *, device: Any = "cpu",
-                       batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """Pooled features and statistics of raw uint8 images through the checkpoint's own pipeline."""
-    from fracture.gate.ood import extract
-    from fracture.preprocess.pipeline import Pipeline
-    from fracture.serve.inference import InputSpec
-
-    pipeline = Pipeline.from_spec(meta["preprocess"])
-    norm = meta["normalization"]
-    spec = InputSpec(in_chans=int(meta["in_chans"]), mean=tuple(norm["mean"]), std=tuple(norm["std"]))
-    prepared = np.stack([pipeline(np.asarray(img)) for img in images])
-    _, features = extract(model, lambda p: prepared[p], len(prepared), spec, device=device, batch_size=batch_size,
-                          with_probs=False)
-    return features, image_statistics(prepared)
-
-
-def fit_for_model(model: Any, meta: Mapping[str, Any], train_features: np.ndarray, train_stats: np.ndarray, *,
-                  val_features: np.ndarray | None = None, val_stats: np.ndarray | None = None,
-                  device: Any = "cpu", batch_size: int = 32) -> tuple[RadiographGate, dict[str, Any]]:
-    """Fit a model's gate on its training radiographs against :func:`~fracture.gate.probes.fit_probe_sets`.
-
-    Returns:
-        The gate and its ``meta["radiograph_gate"]`` block (with what it was fitted on).
-    """
-    from fracture.gate.probes import fit_probe_sets
-
-    others = fit_probe_sets()
-    other_features, other_stats = features_and_stats(model, meta, list(others.values()), device=device,
-                                                     batch_size=batch_size)
-    gate = fit_gate(train_features, train_stats, other_features, other_stats,
-                    val_features=val_features, val_stats=val_stats)
-    block = {**gate.meta_block(), "n_radiographs": int(len(train_features)), "n_other": int(len(others)),
-             "fitted_on": "train-split radiographs vs fracture.gate.probes.fit_probe_sets (photo crops, documents "
-                          "and screen shots, noise, CT/MR-like slices)"}
-    return gate, block
-
-
-def measure(gate: "RadiographGate | None", model: Any, meta: Mapping[str, Any], groups: Mapping[str, Mapping[str, np.ndarray]],
-            *, device: Any = "cpu", batch_size: int = 32) -> dict[str, dict[str, Any]]:
-    """Per probe group ``{"n", "gated", "rate"}``: how many the pixel gate refuses (held-out images only).
-
-    The probes are gray; for scikit-image's sample photos, whose files are in colour, the group also
-    says ``gated_as_files``: refused by the colour check or the pixels, as an upload of the file would be.
-    """
-    from fracture.gate.probes import HELD_OUT_PHOTOS, photo_colourfulness
-
-    out = {}
-    if gate is None:
-        return out
-    colour = None
-    for name, images in groups.items():
-        if not images:
-            continue
-        features, stats = features_and_stats(model, meta, list(images.values()), device=device, batch_size=batch_size)
-        gated = gate.gated(features, stats)
-        out[name] = {"n": int(len(gated)), "gated": int(gated.sum()), "rate": float(gated.mean())}
-        if set(images) <= set(HELD_OUT_PHOTOS):
-            colour = colour or photo_colourfulness()
-            as_files = gated | np.array([colour.get(k, 0.0) > COLOUR_LIMIT for k in images])
-            out[name]["gated_as_files"] = int(as_files.sum())
-    return out
-
-
 # ------------------------------------------------------------------ verdicts
 
 

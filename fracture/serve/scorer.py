@@ -283,6 +283,35 @@ class Scorer:
         return {choice: maps_from_capture(cap, choice.method, layer_indices=slots[choice]).cpu().numpy()
                 for choice in choices}
 
+    def features(self, images: np.ndarray) -> np.ndarray:
+        """Pooled features ``(B, F)`` float32 of uint8 model inputs (unmirrored): what the OOD score and
+        the radiograph gate read, without the probability's mirror pass."""
+        images = np.asarray(images)
+        if self.backend == "onnx":
+            return self._score_onnx(images, self.body_indices(None, len(images)))[2]
+        import torch
+
+        from fracture.serve.inference import InputSpec, autocast, eval_mode, prepare_batch
+
+        norm = self.meta.normalization
+        batch = prepare_batch(images, InputSpec(in_chans=self.meta.in_chans, mean=norm.mean, std=norm.std),
+                              self.device)
+        with eval_mode(self.model), torch.no_grad(), autocast(batch.device):
+            return self.model.forward_features(batch).float().cpu().numpy()
+
+    def features_fetch(self, fetch: Callable[[np.ndarray], np.ndarray], n_items: int, *, chunk: int = DEFAULT_CHUNK,
+                       progress: Callable[[Any], None] | None = None) -> np.ndarray:
+        """:meth:`features` over items ``0..n-1`` in chunks (progress as :meth:`score_fetch`)."""
+        from fracture.serve.batching import iterate_batches
+        from fracture.serve.onnx_backend import InferenceProgress
+
+        started, parts = time.monotonic(), []
+        for positions, images in iterate_batches(np.arange(n_items), chunk, lambda p: (p, fetch(p))):
+            parts.append(self.features(images))
+            if progress is not None:
+                progress(InferenceProgress("features", int(positions[-1]) + 1, n_items, time.monotonic() - started))
+        return np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, 0), dtype=np.float32)
+
     def score_fetch(
         self,
         fetch: Callable[[np.ndarray], np.ndarray],

@@ -183,15 +183,11 @@ def shipped():
 
 
 def _features(model, meta, images: list[np.ndarray]) -> np.ndarray:
-    from fracture.serve.inference import InputSpec
-    from fracture.gate.ood import extract
-    from fracture.preprocess.pipeline import Pipeline
+    """Pooled features through the checkpoint's scorer (what every prediction's OOD score reads)."""
+    from fracture.serve.scorer import Scorer
 
-    pipeline = Pipeline.from_spec(meta["preprocess"])
-    prepared = np.stack([pipeline(image) for image in images])
-    norm = meta["normalization"]
-    spec = InputSpec(in_chans=int(meta["in_chans"]), mean=tuple(norm["mean"]), std=tuple(norm["std"]))
-    return extract(model, lambda p: prepared[p], len(prepared), spec, device="cpu", with_probs=False)[1]
+    scorer = Scorer.from_model(SHIPPED, model, meta)
+    return scorer.features(np.stack([scorer.prepare(image) for image in images]))
 
 
 @pytest.mark.slow
@@ -220,16 +216,13 @@ def test_shipped_model_flags_documents_and_noise(shipped):
 def test_shipped_model_flags_at_most_ten_percent_of_the_fracatlas_test_split(shipped, fracatlas_root):
     from fracture.cache import ImageCache
     from fracture.data import open_dataset
-    from fracture.serve.inference import InputSpec
-    from fracture.gate.ood import extract
+    from fracture.serve.scorer import Scorer
 
     model, meta, detector = shipped
     test = open_dataset(fracatlas_root, seed=0).subset("test")
     cache = ImageCache.open_or_build(test["path"].tolist(), meta["preprocess"])
     rows = np.flatnonzero(np.asarray(cache.valid_mask, dtype=bool))
-    norm = meta["normalization"]
-    spec = InputSpec(in_chans=int(meta["in_chans"]), mean=tuple(norm["mean"]), std=tuple(norm["std"]))
-    _, features = extract(model, lambda p: cache.get_batch(rows[p]), len(rows), spec, device="cpu", with_probs=False)
+    features = Scorer.from_model(SHIPPED, model, meta).features_fetch(lambda p: cache.get_batch(rows[p]), len(rows))
     rate = float(detector.flags(detector.score(features)).mean())
     assert len(rows) > 400 and rate <= 0.10, rate
 

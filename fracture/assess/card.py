@@ -367,6 +367,18 @@ def shortcut_card_lines(meta: dict[str, Any]) -> list[str]:
     return lines
 
 
+def promotion_card(meta: dict[str, Any], checkpoint_name: str, source: Path) -> str:
+    """The card written beside a promoted checkpoint: the full card when it holds test metrics, else the
+    short true one (:func:`fracture.checkpoints.promote.short_card`)."""
+    from fracture.checkpoints.promote import short_card
+    from fracture.errors import CheckpointError
+
+    try:
+        return render_model_card(meta, checkpoint_name=checkpoint_name)
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return short_card(meta, checkpoint_name, source)
+
+
 def _reproduce_training(train_config: dict) -> str:
     """The training command: the run's recipe and the flags it changed (fracture.train.recipes)."""
     from fracture.errors import ConfigError

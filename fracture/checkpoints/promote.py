@@ -19,6 +19,7 @@ import shutil
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 from fracture.util.files import (
     FileTooLargeError,
@@ -125,6 +126,7 @@ def promote_checkpoint(
     make_default: bool = False,
     overwrite: bool = False,
     protect_shipped: bool = False,
+    card_text: "Callable[[dict, str, Path], str] | None" = None,
 ) -> Path:
     """Copy a run's best checkpoint into ``weights/`` as ``NAME.safetensors``, with its own card.
 
@@ -137,6 +139,10 @@ def promote_checkpoint(
             Without it an existing name is refused, shipped or promoted.
         protect_shipped: refuse shipped checkpoints' names even with
             ``overwrite`` (the web UI sets it).
+        card_text: ``(meta, checkpoint_name, source) -> markdown`` of the card written beside it
+            (the CLI and the Train page pass :func:`fracture.assess.card.promotion_card`, the full
+            card); default :func:`short_card`. Passed in because the card reads evaluation reports
+            that sit above this layer.
 
     Returns:
         The checkpoint written.
@@ -184,7 +190,7 @@ def promote_checkpoint(
             _install(tmp, target, overwrite=overwrite)
         finally:
             tmp.unlink(missing_ok=True)
-        atomic_write_text(card, _card_text(meta, target.name, source))
+        atomic_write_text(card, (card_text or short_card)(meta, target.name, source))
         _register(weights_dir, target.name[: -len(CHECKPOINT_SUFFIX)], source)
         if make_default:
             atomic_write_text(weights_dir / DEFAULT_POINTER, target.name + "\n")
@@ -293,14 +299,8 @@ def _register(weights_dir: Path, stem: str, source: Path) -> None:
     atomic_write_json(path, {"promoted": entries})
 
 
-def _card_text(meta: dict, checkpoint_name: str, source: Path) -> str:
-    """The card for THIS checkpoint: the full card when it holds test metrics, else a short true one."""
-    from fracture.assess.card import render_model_card
-
-    try:
-        return render_model_card(meta, checkpoint_name=checkpoint_name)
-    except (CheckpointError, KeyError, TypeError, ValueError):
-        pass
+def short_card(meta: dict, checkpoint_name: str, source: Path) -> str:
+    """A short true card for a checkpoint: what it is, its validation AUC, and how to compute its test metrics."""
     val = ((meta.get("metrics") or {}).get("val") or {})
     auc = val.get("roc_auc") if isinstance(val, dict) else None
     stem = checkpoint_name[: -len(CHECKPOINT_SUFFIX)]

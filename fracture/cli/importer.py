@@ -23,7 +23,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fracture.models.importer import import_state_dict
+    from fracture.checkpoints.importer import import_state_dict
 
     names = tuple(n.strip() for n in args.class_names.split(","))
     if len(names) != 2:

@@ -34,8 +34,10 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_promote(args: argparse.Namespace) -> int:
+    from fracture.assess.card import promotion_card
     from fracture.checkpoints.promote import promote_checkpoint
 
-    target = promote_checkpoint(args.run, args.name, make_default=args.default, overwrite=args.overwrite)
+    target = promote_checkpoint(args.run, args.name, make_default=args.default, overwrite=args.overwrite,
+                                card_text=promotion_card)
     print(f"promoted to {target}" + (" (default model)" if args.default else ""))
     return 0

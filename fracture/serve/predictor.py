@@ -17,7 +17,7 @@ import numpy as np
 
 from fracture.util.files import is_regular_file, read_bytes_bounded
 from fracture.errors import FractureError, PreprocessError
-from fracture.checkpoints.promote import DEFAULT_POINTER, promote_checkpoint  # noqa: F401  (re-exported: promotion lives in fracture.checkpoints.promote)
+from fracture.checkpoints.promote import DEFAULT_POINTER
 from fracture.settings import get_settings
 
 log = logging.getLogger(__name__)

@@ -68,8 +68,10 @@ def promote_run(
         CheckpointError: the run has no valid checkpoint, the name is not a
             plain file name, or it exists (shipped, or promoted without ``overwrite``).
     """
+    from fracture.assess.card import promotion_card
     from fracture.checkpoints.promote import promote_checkpoint
 
     return promote_checkpoint(
-        run_dir, name, weights_dir, make_default=make_default, overwrite=overwrite, protect_shipped=True
+        run_dir, name, weights_dir, make_default=make_default, overwrite=overwrite, protect_shipped=True,
+        card_text=promotion_card,
     )

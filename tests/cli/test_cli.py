@@ -153,7 +153,7 @@ def test_runs_and_promote(trained_run, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FRACTURE_RUNS_DIR", str(trained_run.parent))
     assert main(["runs"]) == 0
     assert "finished" in capsys.readouterr().out
-    from fracture.serve.predictor import promote_checkpoint
+    from fracture.checkpoints.promote import promote_checkpoint
 
     target = promote_checkpoint(trained_run, "demo_small", weights_dir=tmp_path, make_default=True)
     assert target.name == "demo_small.safetensors"

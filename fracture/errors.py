@@ -67,3 +67,7 @@ class TrainingError(FractureError):
 
 class CacheError(FractureError):
     """The preprocessed-image or feature cache is unusable."""
+
+
+class PerturbationError(FractureError):
+    """An unknown shortcut-lab perturbation name (the message names it and lists the valid ones)."""

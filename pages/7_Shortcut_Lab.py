@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from fracture.assess.shortcuts import PERTURBATIONS, STAMPED, max_on_box, perturb
+from fracture.assess.shortcuts import LABELS, PERTURBATIONS, STAMPED, max_on_box, perturb, read_stored_report
 from fracture.errors import FractureError
 from fracture.preprocess.markers import LABEL_TEXTS, MARKER_TEXTS
 from fracture.ui import loaders
@@ -42,16 +42,17 @@ if image is None:
     st.stop()
 
 controls = st.columns(3)
-kind = controls[0].selectbox("Add or change", list(PERTURBATIONS), key="shortcut-kind",
+kind = controls[0].selectbox("Add or change", list(PERTURBATIONS), key="shortcut-kind", format_func=LABELS.get,
                              help="Each alteration is the one `python -m fracture shortcuts` measures on a whole split.")
 options = {}
-if kind == "lead marker":
+if kind == "lead_marker":
     options["text"] = controls[1].selectbox("Marker", sorted(set(MARKER_TEXTS)), key="shortcut-marker")
-elif kind == "text label":
+elif kind == "text_label":
     options["text"] = controls[1].selectbox("Label", LABEL_TEXTS, key="shortcut-label")
 seed = controls[2].number_input("Placement (seed)", 0, 999, 0, key="shortcut-seed",
                                 help="Another seed puts it in another corner or turns the other way.")
 
+label = LABELS[kind]
 work = fit_image(image)
 altered = perturb(work, kind, seed=int(seed), **options)
 entry = context.checkpoint
@@ -59,11 +60,11 @@ if entry is None:
     st.info("No model is active: only the altered image is shown. Train one on the Train page, or pick one in the "
             "sidebar, to see the probability and the heatmap move.")
     settings = view_controls("shortcut-view", heatmap=False)
-    show_xray(altered.image, None, settings, key="shortcut-altered", caption=f"{name} with {kind}")
+    show_xray(altered.image, None, settings, key="shortcut-altered", caption=f"{name} with {label}")
     st.stop()
 
 try:
-    prediction = loaders.predict_study(entry.path, [work, altered.image], [name, f"{name} + {kind}"])
+    prediction = loaders.predict_study(entry.path, [work, altered.image], [name, f"{name} + {label}"])
 except FractureError as exc:
     st.error(str(exc))
     st.stop()
@@ -71,7 +72,7 @@ before, after = prediction.images
 positive_name = prediction.class_names[1]
 cols = st.columns(4)
 cols[0].metric(f"Original P({positive_name})", f"{before.prob:.3f}")
-cols[1].metric(f"With {kind}", f"{after.prob:.3f}", delta=f"{after.prob - before.prob:+.3f}", delta_color="off")
+cols[1].metric(f"With {label}", f"{after.prob:.3f}", delta=f"{after.prob - before.prob:+.3f}", delta_color="off")
 flipped = (before.prob >= prediction.threshold) != (after.prob >= prediction.threshold)
 cols[2].metric("Label", "flipped" if flipped else "unchanged",
                help=f"At the model's threshold {prediction.threshold:.3f} (the default operating point).")
@@ -95,16 +96,17 @@ with picture:
                   caption=f"Original: P {before.prob:.3f}")
     with right:
         show_xray(after.image, after.heatmap, settings, key="shortcut-after",
-                  caption=f"With {kind}: P {after.prob:.3f}")
+                  caption=f"With {label}: P {after.prob:.3f}")
 heatmap_legend()
 
 stored = (entry.meta or {}).get("shortcuts")
+stored = read_stored_report(stored) if isinstance(stored, dict) else None  # former names ("lead marker") mapped
 st.subheader(f"Measured on a whole split: `{checkpoint_label(entry)}`")
 if stored:
     st.caption(f"{stored.get('n')} {stored.get('split')}-split images, each altered one way at a time "
                f"(`{stored.get('command')}`).")
-    st.dataframe(pd.DataFrame([{"alteration": k, "mean |dP|": v.get("mean_abs_dp"), "labels flipped": v.get("flip_rate"),
-                                "heatmap max on it": v.get("heatmap_on_stamp")}
+    st.dataframe(pd.DataFrame([{"alteration": LABELS.get(k, k), "mean |dP|": v.get("mean_abs_dp"),
+                                "labels flipped": v.get("flip_rate"), "heatmap max on it": v.get("heatmap_on_stamp")}
                                for k, v in stored["perturbations"].items()]), hide_index=True)
 else:
     st.caption("Not measured for this model yet: `python -m fracture shortcuts --checkpoint CKPT --data DATA "

@@ -28,6 +28,7 @@ from typing import Any, Callable, Mapping, Sequence
 import cv2
 import numpy as np
 
+from fracture.errors import PerturbationError
 from fracture.preprocess.markers import paste_stamp, render_stamp, stamp_bank
 
 log = logging.getLogger(__name__)
@@ -133,22 +134,60 @@ def jpeg(image: np.ndarray, rng: np.random.Generator, quality: int = 10) -> Pert
 
 
 PERTURBATIONS: dict[str, Callable[..., Perturbed]] = {
-    "lead marker": lead_marker, "text label": text_label, "ruler": ruler, "border": border, "crop": crop,
+    "lead_marker": lead_marker, "text_label": text_label, "ruler": ruler, "border": border, "crop": crop,
     "rotation": rotation, "inversion": inversion, "noise": noise, "blur": blur, "jpeg": jpeg,
 }
-"""Every perturbation by name, in the order reports list them."""
-STAMPED = ("lead marker", "text label", "ruler")
+"""Every perturbation by name (identifiers without spaces: CLI arguments, report keys), in report order."""
+LABELS: dict[str, str] = {
+    "lead_marker": "lead marker", "text_label": "text label", "ruler": "ruler", "border": "film border",
+    "crop": "crop", "rotation": "rotation", "inversion": "inversion", "noise": "noise", "blur": "blur",
+    "jpeg": "JPEG artefacts",
+}
+"""What a person reads for each name (pages, the CLI's table)."""
+STAMPED = ("lead_marker", "text_label", "ruler")
 """Perturbations that paste something with a box, for the heatmap question."""
+_FORMER_NAMES = {"lead marker": "lead_marker", "text label": "text_label"}
+"""Names stored before they became identifiers (e.g. v5's ``meta["shortcuts"]``), mapped on read."""
+
+
+def perturbation_name(name: str) -> str:
+    """The identifier for ``name`` (a former name with a space is accepted and mapped).
+
+    Raises:
+        PerturbationError: an unknown name; the message names it and lists the valid ones.
+    """
+    name = _FORMER_NAMES.get(name, name)
+    if name not in PERTURBATIONS:
+        raise PerturbationError(f"unknown perturbation {name!r}; valid: {', '.join(PERTURBATIONS)}")
+    return name
+
+
+def perturbation_label(name: str) -> str:
+    """How a perturbation (identifier or former name) is shown to a person: ``lead_marker`` -> "lead marker"."""
+    return LABELS[perturbation_name(name)]
+
+
+def read_stored_report(report: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored shortcut report (``meta["shortcuts"]`` or a ``--json`` file) with today's names: blocks written
+    under a former name (``"lead marker"``) are keyed by its identifier; unknown names are kept as they are."""
+    out = dict(report)
+    figures = report.get("perturbations")
+    if isinstance(figures, Mapping):
+        out["perturbations"] = {_FORMER_NAMES.get(k, k): v for k, v in figures.items()}
+    rows = report.get("per_image")
+    if isinstance(rows, list):
+        out["per_image"] = [{_FORMER_NAMES.get(k, k): v for k, v in row.items()} if isinstance(row, Mapping)
+                            else row for row in rows]
+    return out
 
 
 def perturb(image: np.ndarray, name: str, *, seed: int = 0, **options: Any) -> Perturbed:
     """Apply one named perturbation to a uint8 grayscale image (seeded: the same seed, the same result).
 
     Raises:
-        ValueError: an unknown name (the message lists the known ones).
+        PerturbationError: an unknown name (the message lists the valid ones).
     """
-    if name not in PERTURBATIONS:
-        raise ValueError(f"unknown perturbation {name!r}; known: {', '.join(PERTURBATIONS)}")
+    name = perturbation_name(name)
     image = np.ascontiguousarray(image, dtype=np.uint8)
     if image.ndim != 2:
         raise ValueError(f"perturbations take a grayscale (H, W) image, got shape {image.shape}")
@@ -192,11 +231,14 @@ def measure_shortcuts(
         predictor: a :class:`fracture.serve.predictor.Predictor` (probabilities as shown, its threshold,
             its stored heatmap choice).
         images: uint8 grayscale radiographs (e.g. a test split).
+        perturbations: names from :data:`PERTURBATIONS` (a former name is mapped; an unknown one raises
+            :class:`~fracture.errors.PerturbationError` before anything runs).
         seed: image ``i`` under perturbation ``k`` uses seed ``seed + 1000 * k + i``.
 
     Returns:
         ``{"n", "threshold", "heatmap", "perturbations": {name: {...figures}}, "per_image": [...]}``.
     """
+    perturbations = [perturbation_name(p) for p in perturbations]  # an unknown name fails before any work
     images = [np.ascontiguousarray(img, dtype=np.uint8) for img in images]
     if not images:
         raise ValueError("measure_shortcuts needs at least one image")

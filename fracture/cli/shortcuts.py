@@ -7,8 +7,8 @@ Examples::
     python -m fracture shortcuts --checkpoint RUN_DIR --data DATA --json out.json --write-meta
 
 Alters each image of a split one way at a time (:mod:`fracture.assess.shortcuts`:
-L/R lead marker, text label, ruler, border, crop, rotation, inversion, noise,
-blur, JPEG) and reports per alteration the mean |dP|, the label-flip rate and,
+``lead_marker``, ``text_label``, ``ruler``, ``border``, ``crop``, ``rotation``,
+``inversion``, ``noise``, ``blur``, ``jpeg``) and reports per alteration the mean |dP|, the label-flip rate and,
 for pasted things, how often the heatmap maximum lands on them. ``--write-meta``
 stores the figures in the checkpoint (``meta["shortcuts"]``) for its model card.
 """
@@ -33,7 +33,9 @@ def register(subparsers) -> None:
     parser.add_argument("--data", required=True, help="dataset root")
     parser.add_argument("--split", default="test", choices=("test", "val", "train"))
     parser.add_argument("--limit", type=int, default=None, help="at most this many images (a seeded sample)")
-    parser.add_argument("--perturbations", nargs="+", help="which alterations (default: all)")
+    parser.add_argument("--perturbations", nargs="+", metavar="NAME",
+                        help="which alterations, e.g. lead_marker text_label (default: all; an unknown name "
+                             "lists the valid ones)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="cpu")
@@ -46,7 +48,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from fracture.assess.shortcuts import PERTURBATIONS, measure_shortcuts, summary_lines
+    from fracture.assess.shortcuts import PERTURBATIONS, measure_shortcuts, perturbation_name, summary_lines
     from fracture.checkpoints.format import read_checkpoint_meta
     from fracture.data import load_image, open_dataset
     from fracture.errors import DatasetError
@@ -55,10 +57,7 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = Path(args.checkpoint)
     if checkpoint.is_dir():
         checkpoint = checkpoint / "best.safetensors"
-    chosen = list(args.perturbations or PERTURBATIONS)
-    unknown = [p for p in chosen if p not in PERTURBATIONS]
-    if unknown:
-        raise ValueError(f"unknown perturbation(s) {unknown}; known: {', '.join(PERTURBATIONS)}")
+    chosen = [perturbation_name(p) for p in args.perturbations or PERTURBATIONS]  # PerturbationError: exit 2
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be 1 or more, got {args.limit}")
     meta = read_checkpoint_meta(checkpoint)

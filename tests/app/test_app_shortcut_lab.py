@@ -23,11 +23,25 @@ def _pictures(at) -> list[str]:
             if t.get("type") == "image"]
 
 
+def _store_former_names_block(run_dir) -> None:
+    """A ``meta["shortcuts"]`` block as v5 stores it: names with spaces (before they became identifiers)."""
+    from fracture.checkpoints.format import read_checkpoint_meta, update_checkpoint_meta
+
+    path = run_dir / "best.safetensors"
+    meta = read_checkpoint_meta(path)
+    meta["shortcuts"] = {"n": 5, "split": "val", "command": "python -m fracture shortcuts ...", "perturbations": {
+        "lead marker": {"mean_abs_dp": 0.25, "flip_rate": 0.2, "heatmap_on_stamp": 0.4},
+        "jpeg": {"mean_abs_dp": 0.125, "flip_rate": 0.0}}}
+    update_checkpoint_meta(path, meta)
+
+
 @pytest.mark.slow
 def test_a_marker_moves_probability_and_the_page_says_where_the_heatmap_went(app_home):
-    write_tiny_run(app_home / "runs", RUN)
+    _store_former_names_block(write_tiny_run(app_home / "runs", RUN))
     at = run_page(PAGE, model=RUN)
     assert_no_exception(at)
+    kinds = at.selectbox(key="shortcut-kind")
+    assert kinds.value == "lead_marker" and "lead marker" in kinds.options, "an identifier, shown by its label"
     metrics = {m.label: m.value for m in at.metric}
     original = next(v for k, v in metrics.items() if k.startswith("Original P("))
     altered = metrics["With lead marker"]
@@ -43,7 +57,10 @@ def test_a_marker_moves_probability_and_the_page_says_where_the_heatmap_went(app
     assert_no_exception(at)
     metrics = {m.label: m.value for m in at.metric}
     assert "With inversion" in metrics and "Heatmap maximum" not in metrics
-    assert any("shortcuts --checkpoint" in c.value for c in at.caption), "how to measure a whole split"
+    table = at.dataframe[-1].value  # the stored block, its former names read as today's
+    assert list(table["alteration"]) == ["lead marker", "JPEG artefacts"]
+    assert list(table["mean |dP|"]) == [0.25, 0.125]
+    assert any("5 val-split images" in c.value for c in at.caption)
 
 
 def test_without_a_model_only_the_altered_image_is_shown(app_home):

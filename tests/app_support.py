@@ -71,7 +71,7 @@ def write_tiny_run(runs_dir: Path, name: str, *, seed: int = 0, image_size: int 
 
     from fracture.checkpoints.format import save_checkpoint
     from fracture.models import create_model
-    from fracture.train.config import TrainConfig
+    from fracture.recipes.config import TrainConfig
     from fracture.train.events import EventLog
 
     torch.manual_seed(seed)

@@ -380,9 +380,9 @@ def promotion_card(meta: dict[str, Any], checkpoint_name: str, source: Path) -> 
 
 
 def _reproduce_training(train_config: dict) -> str:
-    """The training command: the run's recipe and the flags it changed (fracture.train.recipes)."""
+    """The training command: the run's recipe and the flags it changed (fracture.recipes.catalogue)."""
     from fracture.errors import ConfigError
-    from fracture.train.recipes import reproduce_command
+    from fracture.recipes.catalogue import reproduce_command
 
     try:
         return reproduce_command(train_config)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fracture.train.config import TrainConfig
+from fracture.recipes.config import TrainConfig
 from fracture.train.events import EventLog
 from fracture.train.loop import TrainLoop
 from fracture.train.loss import fracture_loss

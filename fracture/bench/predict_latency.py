@@ -34,7 +34,7 @@ def make_bench_checkpoint(path: Path, model_name: str, image_size: int, *, in_ch
         ``path``.
     """
     from fracture.checkpoints.format import save_checkpoint
-    from fracture.serve.inference import model_normalization
+    from fracture.models.network import model_normalization
     from fracture.models import create_model
     from fracture.preprocess.pipeline import Pipeline
 

@@ -200,7 +200,7 @@ def _run_in(settings: BenchSettings, data: str | None, work: Path, say: Callable
     from fracture.bench.train_loop import bench_train_loop
     from fracture.data.imageio import load_image
     from fracture.preprocess.pipeline import Pipeline
-    from fracture.train.config import TrainConfig
+    from fracture.recipes.config import TrainConfig
 
     s = settings
     cache_dir = work / "cache"

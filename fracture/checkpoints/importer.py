@@ -68,7 +68,7 @@ def import_state_dict(
         ModelError: unknown ``model_name`` or weights that do not fit it.
     """
     from fracture.checkpoints.format import save_checkpoint
-    from fracture.serve.inference import model_normalization
+    from fracture.models.network import model_normalization
     from fracture.models import create_model, get_model_spec
     from fracture.models.pretrained import _fit_to_backbone, _is_efficientnet_pytorch_layout, map_state_dict_in_order, read_state_dict
 

@@ -18,7 +18,7 @@ import typing
 from pathlib import Path
 
 from fracture.errors import ConfigError
-from fracture.train.config import AugmentConfig, TrainConfig
+from fracture.recipes.config import AugmentConfig, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     values: dict = {}
     if args.config:
         from fracture.train.events import CONFIG_FILE
-        from fracture.train.recipes import recipe_ref
+        from fracture.recipes.catalogue import recipe_ref
 
         values = TrainConfig.from_json(args.config).to_dict()
         if Path(args.config).name != CONFIG_FILE:  # a run's config.json keeps the recipe it records

@@ -191,3 +191,12 @@ class FractureModel(nn.Module):
             f"arch={self.arch!r}, in_chans={self.in_chans}, num_features={self.num_features}, "
             f"num_body_parts={self.num_body_parts}"
         )
+
+
+def model_normalization(model: torch.nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The mean/std the backbone was pretrained with (timm's pretrained_cfg), else 0.5/0.5."""
+    backbone = getattr(model, "backbone", model)
+    cfg = getattr(backbone, "pretrained_cfg", None) or {}
+    mean = tuple(float(v) for v in cfg.get("mean", (0.5, 0.5, 0.5)))
+    std = tuple(float(v) for v in cfg.get("std", (0.5, 0.5, 0.5)))
+    return mean, std

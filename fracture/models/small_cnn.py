@@ -49,7 +49,7 @@ class SmallCNN(nn.Module):
         self.last_block = _conv_bn_relu(channels[-1], channels[-1], stride=1)
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.num_features = channels[-1]
-        # Same key timm backbones carry, read by fracture.serve.inference.model_normalization.
+        # Same key timm backbones carry, read by fracture.models.network.model_normalization.
         self.pretrained_cfg = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
         for module in self.modules():
             if isinstance(module, nn.Conv2d):

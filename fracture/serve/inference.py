@@ -37,15 +37,6 @@ class InputSpec:
         return cls(in_chans=int(meta["in_chans"]), mean=tuple(norm["mean"]), std=tuple(norm["std"]))
 
 
-def model_normalization(model: torch.nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The mean/std the backbone was pretrained with (timm's pretrained_cfg), else 0.5/0.5."""
-    backbone = getattr(model, "backbone", model)
-    cfg = getattr(backbone, "pretrained_cfg", None) or {}
-    mean = tuple(float(v) for v in cfg.get("mean", (0.5, 0.5, 0.5)))
-    std = tuple(float(v) for v in cfg.get("std", (0.5, 0.5, 0.5)))
-    return mean, std
-
-
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

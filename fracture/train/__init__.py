@@ -1,5 +1,5 @@
 """Training: one config, one trainer, events in the run directory, a process launcher."""
-from fracture.train.config import AugmentConfig, TrainConfig
+from fracture.recipes.config import AugmentConfig, TrainConfig
 from fracture.train.events import EventLog, RunStatus, read_events, run_status
 
 __all__ = ["AugmentConfig", "TrainConfig", "EventLog", "RunStatus", "read_events", "run_status", "train"]

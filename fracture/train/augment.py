@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from fracture.preprocess.markers import scaled_mask, stamp_bank
-from fracture.train.config import AugmentConfig
+from fracture.recipes.config import AugmentConfig
 
 
 class BatchAugment:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from fracture.errors import TrainingError
-from fracture.train.config import TrainConfig
+from fracture.recipes.config import TrainConfig
 
 MAX_PROBLEM_EVENTS = 50
 SPLIT_NAMES = ("train", "val", "test")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from fracture.util.files import atomic_replace
-from fracture.train.config import TrainConfig
+from fracture.recipes.config import TrainConfig
 from fracture.train.data import TrainData
 
 FEATURES_VERSION = 2  # 2: extracted under bf16 autocast on CUDA, like every other forward

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fracture.preprocess.ops import RESIZE_MODES
-from fracture.train.config import (
+from fracture.recipes.config import (
     BALANCING, MODES, MONITORS, OPTIMIZERS, SCHEDULERS, THRESHOLD_RULES, TrainConfig,
 )
 
@@ -117,14 +117,14 @@ HIDDEN: dict[str, str] = {
 
 def recipe_choices() -> list[str]:
     """:data:`DEFAULTS_CHOICE` and every recipe in ``fracture/recipes/``."""
-    from fracture.train.recipes import list_recipes
+    from fracture.recipes.catalogue import list_recipes
 
     return [DEFAULTS_CHOICE, *list_recipes()]
 
 
 def default_choice() -> str:
     """:data:`QUICK_RECIPE` when it exists and its model has offline weights, else the defaults."""
-    from fracture.train.recipes import list_recipes, load_recipe
+    from fracture.recipes.catalogue import list_recipes, load_recipe
 
     if QUICK_RECIPE in list_recipes() and _offline(load_recipe(QUICK_RECIPE).model):
         return QUICK_RECIPE
@@ -133,7 +133,7 @@ def default_choice() -> str:
 
 def base_config(choice: str, data: str | Path) -> TrainConfig:
     """The config the form starts from: :data:`DEFAULTS_CHOICE` or a recipe name, on ``data``."""
-    from fracture.train.recipes import load_recipe
+    from fracture.recipes.catalogue import load_recipe
 
     config = TrainConfig() if choice == DEFAULTS_CHOICE else load_recipe(choice)
     config.data = str(data)

@@ -21,7 +21,7 @@ from typing import Iterator
 
 from fracture.util.files import atomic_write_text, pid_alive, read_pid
 from fracture.errors import TrainingError
-from fracture.train.config import TrainConfig
+from fracture.recipes.config import TrainConfig
 from fracture.train.events import CONFIG_FILE, PID_FILE, RunStatus, run_status
 from fracture.train.run_lock import INHERIT_ENV, claim_run_dir
 

@@ -27,7 +27,7 @@ from fracture.serve.inference import (
 from fracture.train.augment import BatchAugment
 from fracture.train.box_guidance import box_loss
 from fracture.train.batches import epoch_indices, pad_to_world, rank_slice
-from fracture.train.config import TrainConfig
+from fracture.recipes.config import TrainConfig
 from fracture.train.data import TrainData
 from fracture.train.distributed import DistContext
 from fracture.train.loss import fracture_loss

@@ -18,7 +18,7 @@ from fracture.util.csvsafe import frame_csv_text
 from fracture.util.files import atomic_write_text
 from fracture.util.jsonio import atomic_write_json
 from fracture.errors import TrainingError
-from fracture.train.config import TrainConfig
+from fracture.recipes.config import TrainConfig
 from fracture.train.data import TrainData
 
 BEST_CHECKPOINT = "best.safetensors"

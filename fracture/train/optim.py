@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from fracture.errors import TrainingError
-from fracture.train.config import TrainConfig
+from fracture.recipes.config import TrainConfig
 
 
 @dataclass

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from fracture.settings import Settings
-from fracture.train.config import TrainConfig
+from fracture.recipes.config import TrainConfig
 from fracture.train.events import RunStatus
 
 RUN_COLUMNS = ["run", "state", "model", "epochs", "best metric", "monitor", "checkpoint", "error"]

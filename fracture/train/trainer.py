@@ -24,7 +24,7 @@ import torch
 from fracture.errors import TrainingError
 from fracture.train import box_guidance, distributed, features, metadata, optim, resume
 from fracture.train.augment import BatchAugment
-from fracture.train.config import TrainConfig
+from fracture.recipes.config import TrainConfig
 from fracture.train.data import SplitData, TrainData, class_balance, load_data  # noqa: F401  (SplitData re-exported)
 from fracture.train.distributed import DistContext
 from fracture.train.events import CONFIG_FILE, EventCallback, EventLog, record_failure
@@ -113,7 +113,8 @@ class Trainer:
 
     # ---------------------------------------------------------------- setup
     def setup(self) -> TrainLoop:
-        from fracture.serve.inference import InputSpec, model_normalization
+        from fracture.models.network import model_normalization
+        from fracture.serve.inference import InputSpec
         from fracture.models import create_model
 
         cfg, device = self.config, self.device

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from fracture.errors import TrainingError
-from fracture.train.config import TrainConfig
+from fracture.recipes.config import TrainConfig
 
 
 def init_from_checkpoint(model: torch.nn.Module, cfg: TrainConfig) -> None:

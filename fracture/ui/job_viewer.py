@@ -146,7 +146,7 @@ def resume_button(run_dir: str | Path) -> None:
     """"Resume": start the run's process again from its last finished epoch (``train --resume``)."""
     from fracture.errors import FractureError
     from fracture.settings import get_settings
-    from fracture.train.config import TrainConfig
+    from fracture.recipes.config import TrainConfig
     from fracture.train.launcher import launch_training
 
     if not st.button("▶ Resume", key=f"resume-{Path(run_dir).name}",

@@ -12,7 +12,7 @@ from typing import Any
 
 import streamlit as st
 
-from fracture.train.config import TrainConfig
+from fracture.recipes.config import TrainConfig
 from fracture.train.form import (
     FIELDS, OWN_STEPS, FormField, base_config, config_from_form, default_choice, form_values, model_choices,
     options, recipe_choices,

@@ -97,7 +97,7 @@ def test_past_runs_are_listed_and_a_run_can_be_promoted(app_home):
 def test_every_train_config_field_is_a_widget_or_deliberately_hidden():
     import dataclasses
 
-    from fracture.train.config import AugmentConfig, TrainConfig
+    from fracture.recipes.config import AugmentConfig, TrainConfig
     from fracture.train.form import FIELDS, HIDDEN
 
     every = {f.name for f in dataclasses.fields(TrainConfig) if f.name != "augment"}
@@ -111,7 +111,7 @@ def test_every_train_config_field_is_a_widget_or_deliberately_hidden():
 def test_the_form_starts_from_a_recipe_and_overrides_it(app_home):
     """Every recipe can be picked; its values fill the widgets; a change overrides it; the recipe is recorded."""
     from fracture.train.form import DEFAULTS_CHOICE, FIELDS, base_config, config_from_form, form_values
-    from fracture.train.recipes import list_recipes
+    from fracture.recipes.catalogue import list_recipes
 
     at = run_page(PAGE)
     assert_no_exception(at)

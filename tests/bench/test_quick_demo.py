@@ -6,7 +6,7 @@ from fracture.bench.quick_demo import RECIPE, TARGET_AUC, QuickResult, format_re
 
 
 def test_the_quick_recipe_is_a_frozen_pretrained_run_that_loads():
-    from fracture.train.recipes import load_recipe
+    from fracture.recipes.catalogue import load_recipe
 
     config = load_recipe(RECIPE.name)
     assert (config.model, config.mode, config.pretrained) == ("efficientnet_lite0", "frozen", True)

@@ -11,7 +11,7 @@ import pytest
 
 from fracture.cli import main
 from fracture.errors import ConfigError
-from fracture.train.config import TrainConfig
+from fracture.recipes.config import TrainConfig
 
 
 def _folders(root: Path) -> Path:

@@ -5,7 +5,7 @@ import torch
 
 from fracture.preprocess.markers import stamp_bank
 from fracture.train.augment import BatchAugment
-from fracture.train.config import AugmentConfig
+from fracture.recipes.config import AugmentConfig
 
 NONE = dict(hflip=False, vflip=False, rotation_deg=0.0, shift=0.0, zoom=0.0, brightness=0.0, contrast=0.0)
 

@@ -12,7 +12,7 @@ from fracture.preprocess.ops import letterbox_geometry
 from fracture.train import TrainConfig, read_events
 from fracture.train.augment import BatchAugment
 from fracture.train.box_guidance import MASK_SIZE, box_loss, build_box_masks, check_supported
-from fracture.train.config import AugmentConfig
+from fracture.recipes.config import AugmentConfig
 from fracture.train.trainer import train
 
 

@@ -555,7 +555,7 @@ def test_run_names_become_safe_folder_names(tmp_path):
 
 
 def test_the_rate_follows_the_mode_when_only_the_mode_changes():
-    from fracture.train.config import TrainConfig
+    from fracture.recipes.config import TrainConfig
     from fracture.train.form import MODE_LR, config_from_form
 
     base = TrainConfig(data="x", mode="frozen", lr=1e-2)

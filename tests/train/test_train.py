@@ -149,7 +149,7 @@ def test_runs_record_the_recipe_they_came_from_and_the_card_reruns_it(tmp_path):
     (the Train page launches with one), and the card's command reruns recipe plus changes."""
     from fracture.cli import build_parser
     from fracture.cli.train import config_from_args
-    from fracture.train.recipes import reproduce_command
+    from fracture.recipes.catalogue import reproduce_command
 
     parse = lambda *argv: build_parser().parse_args(["train", "--out", str(tmp_path / "r"), *argv])  # noqa: E731
     recipe = REPO / "fracture" / "recipes" / "fracatlas_lite0_cpu.json"

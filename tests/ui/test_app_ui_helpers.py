@@ -163,7 +163,7 @@ def test_preparation_progress_reads_the_latest_counted_log_event():
 @pytest.mark.slow
 def test_pretrained_weights_are_refused_for_a_model_without_offline_weights():
     from fracture.errors import WeightsUnavailableError
-    from fracture.train.config import TrainConfig
+    from fracture.recipes.config import TrainConfig
 
     TrainConfig(data="x", model="small_cnn", pretrained=False).check_weights_available()
     with pytest.raises(WeightsUnavailableError, match="small_cnn"):

@@ -163,7 +163,7 @@ def test_hostile_onnx_metadata_is_a_checkpoint_error_naming_the_file(tmp_path):
 
 
 def test_hostile_run_folder_files_are_typed_errors_or_skipped(tmp_path):
-    from fracture.train.config import TrainConfig
+    from fracture.recipes.config import TrainConfig
     from fracture.train.events import EVENTS_FILE, read_events
     from fracture.train.launcher import read_run_config
 

@@ -14,9 +14,9 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from fracture.train.config import AugmentConfig, TrainConfig
+from fracture.recipes.config import AugmentConfig, TrainConfig
 
-RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES_DIR = Path(__file__).resolve().parent
 #: Fields a reproduce command leaves out: where things are on this machine, and bookkeeping.
 _NOT_REPRODUCED = {"data", "cache_dir", "device", "workers", "notes", "recipe"}
 

@@ -92,6 +92,7 @@ class Student:
     widgets: dict[str, str] = field(default_factory=dict)  # user key -> widget id
     texts: list[str] = field(default_factory=list)  # markdown/alert texts of the last run
     answered: list[str] = field(default_factory=list)
+    token: str = ""  # the reader's key from the Reader Study's URL (rs-key), kept across a visit to Predict
 
     async def connect(self) -> None:
         import websockets
@@ -143,27 +144,38 @@ class Student:
                          widget_id.split("-", 2)[-1]] = widget_id
         elif kind == "markdown":
             self.texts.append(element.markdown.body)
+        elif kind == "heading":
+            self.texts.append(element.heading.body)
         elif kind == "alert":
             self.texts.append(element.alert.body)
 
 
 async def student_loop(student: Student, code: str, gallery: list[str], predicts: bool, until: float,
-                       answer_s: list[float], predict_s: list[float], errors: list[str]) -> None:
+                       answer_s: list[float], predict_s: list[float], errors: list[str], asked: set[str],
+                       first_s: list[float], repeat_s: list[float]) -> None:
+    """One student: join, then (Predict a random gallery X-ray, when ``predicts``) and answer a case, until
+    ``until``. ``asked`` holds the X-rays any student asked the server for already: a prediction of one of
+    those goes to ``repeat_s`` (the server may answer it from its shared results), else to ``first_s``."""
     rng = random.Random(student.name)
     try:
         await student.connect()
         joined = await student.run("Reader_Study", urlencode({"rs-code": code, "rs-name": student.name}))
+        student.token = _token(student.query)  # Predict's URL replaces the query: keep the reader's key
         logger.info("%s joined in %.2f s", student.name, joined)
         while time.monotonic() < until:
             if predicts:
-                predict_s.append(await student.run("Predict", urlencode({"input": "Sample",
-                                                                          "xray": rng.choice(gallery)})))
-                logger.info("%s predicted in %.2f s", student.name, predict_s[-1])
+                xray = rng.choice(gallery)
+                repeat = xray in asked
+                asked.add(xray)
+                predict_s.append(await student.run("Predict", urlencode({"input": "Sample", "xray": xray})))
+                (repeat_s if repeat else first_s).append(predict_s[-1])
+                logger.info("%s predicted %s in %.2f s%s", student.name, xray, predict_s[-1],
+                            " (asked before)" if repeat else "")
                 await student.run("Reader_Study", urlencode({"rs-code": code, "rs-name": student.name,
-                                                             "rs-key": _token(student.query)}))
+                                                             "rs-key": student.token}))
             if "rs-answer" not in student.widgets:
                 if not any("Your results" in t for t in student.texts):
-                    errors.append(f"{student.name}: no case and no results page: {student.texts[:3]}")
+                    errors.append(f"{student.name}: no case and no results page: {student.texts[-3:]}")
                 break  # every case read: the results page
             call = rng.choice(["rs-f", "rs-n"])
             await student.run("Reader_Study", triggers=(call,))
@@ -201,7 +213,10 @@ def _percentiles(values: list[float]) -> dict[str, float | int | None]:
 async def _drive(url: str, code: str, n: int, duration: float, gallery: list[str]) -> dict:
     answer_s: list[float] = []
     predict_s: list[float] = []
+    first_s: list[float] = []
+    repeat_s: list[float] = []
     errors: list[str] = []
+    asked: set[str] = {gallery[0]}  # the warm-up predicts it
     warm = Student(url=url, name="warm-up")  # a fresh server imports torch on its first runs: not timed
     await warm.connect()
     await warm.run("Reader_Study", urlencode({"rs-code": code}))
@@ -212,11 +227,12 @@ async def _drive(url: str, code: str, n: int, duration: float, gallery: list[str
     until = time.monotonic() + duration
     try:  # bounded: the answering time, then at most RUN_TIMEOUT_S for the steps under way
         await asyncio.wait_for(asyncio.gather(*(
-            student_loop(s, code, gallery, i % 2 == 0, until, answer_s, predict_s, errors)
+            student_loop(s, code, gallery, i % 2 == 0, until, answer_s, predict_s, errors, asked, first_s, repeat_s)
             for i, s in enumerate(students))), duration + RUN_TIMEOUT_S)
     except asyncio.TimeoutError:
         errors.append(f"students still busy {RUN_TIMEOUT_S} s after the end: stopped")
-    return {"students": students, "answer_s": answer_s, "predict_s": predict_s, "errors": errors}
+    return {"students": students, "answer_s": answer_s, "predict_s": predict_s, "errors": errors,
+            "predict_first_s": first_s, "predict_repeat_s": repeat_s}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,14 +257,16 @@ def main(argv: list[str] | None = None) -> int:
                 args.duration)
     extra = {"STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION": "false"}  # the test client sends no cookie
     with app_server(home, extra_env=extra) as url:
-        from browser_support import wait_until_healthy  # noqa: F401 - app_server already waited
-
         pid = _server_pid(url)
         sampler = RssSampler(pid)
         sampler.start()
+        load_before = os.getloadavg()
+        cpu_before = _cpu_s(pid)
         started = time.perf_counter()
         result = asyncio.run(_drive(url, session.code, args.sessions, args.duration, gallery))
         wall = time.perf_counter() - started
+        server_cpu = _cpu_s(pid) - cpu_before
+        load_after = os.getloadavg()
         sampler.stop()
         sampler.join()
     on_disk = load_readers(session)
@@ -259,6 +277,11 @@ def main(argv: list[str] | None = None) -> int:
         "sessions": args.sessions, "duration_s": round(wall, 1), "cases": len(session.cases),
         "server_peak_rss_mb": round(sampler.peak_kb / 1024, 1),
         "answer": _percentiles(result["answer_s"]), "predict": _percentiles(result["predict_s"]),
+        "predict_first_of_its_image": _percentiles(result["predict_first_s"]),
+        "predict_image_asked_before": _percentiles(result["predict_repeat_s"]),
+        "server_cpu_s": round(server_cpu, 1),
+        "machine": {"cpus": os.cpu_count(), "loadavg_1min_before": round(load_before[0], 2),
+                    "loadavg_1min_after": round(load_after[0], 2)},
         "answers_given": sum(given.values()), "answers_on_disk": sum(stored.values()), "answers_lost": lost,
         "damaged_reader_files": on_disk.problems, "errors": result["errors"],
     }
@@ -266,6 +289,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out.write_text(json.dumps(report, indent=2))
     return 0 if not lost and not result["errors"] and not on_disk.problems else 1
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) the server process has used, its threads included."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _server_pid(url: str) -> int:

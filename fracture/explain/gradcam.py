@@ -5,8 +5,8 @@
 layer; nothing on the model is changed except, for the duration of the call,
 its train/eval mode). :func:`reference_gradcam` computes the same map with
 pytorch-grad-cam (:data:`CAM_METHODS`), the library the engine's formulas come
-from; tests hold the two together. Like MONAI's class-activation maps, a
-missing target layer is logged and replaced by the last convolution found.
+from; tests hold the two together. A missing target layer is a ModelError
+naming the model, never a silent fallback to some other convolution.
 
 The heatmap is computed on the network input (letterboxed or stretched square);
 :func:`heatmap_to_original` undoes that resize so the map lies on the original
@@ -69,13 +69,12 @@ class _ScoreOutput(nn.Module):
         return body_logits
 
 
-def _last_conv(model: nn.Module) -> nn.Module | None:
-    convs = [module for module in model.modules() if isinstance(module, nn.Conv2d)]
-    return convs[-1] if convs else None
-
-
 def _resolve_target_layer(model: nn.Module, target_layer: nn.Module | str | None) -> nn.Module:
-    """The layer Grad-CAM reads: given, the model's own, or (with a warning) the last conv."""
+    """The layer Grad-CAM reads: given, or the model's own (``gradcam_target_layer``).
+
+    Raises:
+        ModelError: the named layer is not in the model, or the model names none.
+    """
     if isinstance(target_layer, nn.Module):
         return target_layer
     arch = getattr(model, "arch", type(model).__name__)
@@ -84,11 +83,10 @@ def _resolve_target_layer(model: nn.Module, target_layer: nn.Module | str | None
             return model.get_submodule(target_layer)
         return model.gradcam_target_layer
     except (AttributeError, ModelError) as exc:
-        fallback = _last_conv(model)
-        if fallback is None:
-            raise ModelError(f"{arch}: no Grad-CAM target layer and no Conv2d to fall back on") from exc
-        logger.warning("%s: Grad-CAM target layer missing (%s); using the last Conv2d instead", arch, exc)
-        return fallback
+        raise ModelError(
+            f"{arch}: no Grad-CAM target layer ({exc}); name one of its modules, or a preset "
+            f"({', '.join(LAYER_PRESETS)})"
+        ) from exc
 
 
 def _target_modules(model: nn.Module, target_layer) -> list[nn.Module]:

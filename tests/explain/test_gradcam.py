@@ -1,8 +1,6 @@
 """Grad-CAM: shape and range, state restored, and a map that finds what the net responds to."""
 from __future__ import annotations
 
-import json
-import logging
 
 import cv2
 import numpy as np
@@ -120,14 +118,11 @@ def test_efficientnet_map_and_eval_mode_kept(b0_gray):
     assert not b0_gray.training
 
 
-def test_missing_target_layer_warns_and_falls_back(caplog):
+def test_a_missing_target_layer_is_a_model_error_naming_the_model():
     model = _blob_model()
     model.gradcam_layer_name = "no_such_layer"
-    with caplog.at_level(logging.WARNING, logger="fracture.explain.gradcam"):
-        heatmap = gradcam(model, _blob_image((20, 20)))
-    assert "target layer missing" in caplog.text
-    peak = np.unravel_index(np.argmax(heatmap), heatmap.shape)
-    assert np.hypot(peak[0] - 20, peak[1] - 20) <= 4  # the fallback (the conv) also sees the blob
+    with pytest.raises(ModelError, match="no Grad-CAM target layer"):
+        gradcam(model, _blob_image((20, 20)))
 
 
 def test_bad_arguments(small_multitask):

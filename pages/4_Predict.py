@@ -149,7 +149,7 @@ try:
 except FractureError as exc:
     st.error(str(exc))
     st.stop()
-prediction = prediction.with_threshold(point["threshold"], point["name"])
+prediction = prediction.at_operating_point(point["name"])
 for refused in prediction.refused:  # level (a): what is not a radiograph gets no label at all
     st.error(f"**{refused.name}** — " + NOT_RADIOGRAPH.format(reason=refused.gate["reason"]))
 if prediction.study_prob is None:

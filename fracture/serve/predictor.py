@@ -72,6 +72,9 @@ class StudyPrediction:
     temperature: float | None = None
     bias: float = 0.0
     operating_point: str = "default"
+    # The checkpoint's offered operating points (CheckpointMeta.operating_point_choices: thresholds on the
+    # shown, calibrated scale); at_operating_point relabels at one of them by name.
+    operating_points: tuple[dict[str, Any], ...] = ()
 
     @property
     def ood_flagged(self) -> bool:
@@ -88,16 +91,27 @@ class StudyPrediction:
         """Radiographs unlike the training data (level b), with their ``gate["differences"]``."""
         return [p for p in self.images if p.is_radiograph and (p.gate or {}).get("unfamiliar")]
 
-    def with_threshold(self, threshold: float, operating_point: str) -> "StudyPrediction":
-        """The same probabilities labelled at another threshold (an operating point); no model run."""
+    def at_operating_point(self, name: str) -> "StudyPrediction":
+        """The same probabilities labelled at one of the checkpoint's operating points (by name); no model run.
+
+        Raises:
+            ConfigError: ``name`` is not one of :attr:`operating_points`.
+        """
         from dataclasses import replace
 
+        from fracture.errors import ConfigError
+
+        point = next((p for p in self.operating_points if p["name"] == name), None)
+        if point is None:
+            raise ConfigError(f"operating point {name!r} unknown to {self.checkpoint}; it offers "
+                              f"{', '.join(p['name'] for p in self.operating_points) or 'none'}")
+        threshold = float(point["threshold"])
         images = [replace(p, positive=bool(p.prob >= threshold), label=self.class_names[int(p.prob >= threshold)])
                   if p.is_radiograph else p for p in self.images]
         positive = None if self.study_prob is None else bool(self.study_prob >= threshold)
         return replace(self, images=images, positive=positive,
                        study_label=None if positive is None else self.class_names[int(positive)],
-                       threshold=float(threshold), operating_point=operating_point)
+                       threshold=threshold, operating_point=name)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able result (no pixel arrays) for downloads and logs."""
@@ -277,6 +291,7 @@ class Predictor:
             threshold=self.threshold, class_names=self.class_names, body_part=part, body_part_prob=part_prob,
             body_part_source=source, checkpoint=self.path.name, preprocess=list(extra_steps or []) + self.meta["preprocess"],
             temperature=self.temperature, bias=self.bias,
+            operating_points=tuple(self.scorer.meta.operating_point_choices()),
         )
 
     def gate_results(self, scores, prepared: np.ndarray | None, sources: Sequence[Any] | None

@@ -255,9 +255,12 @@ def test_a_refused_image_is_left_out_of_the_study(gated_checkpoint, demo_root, c
     alone = predictor.predict([radiograph.image], sources=[radiograph], with_cam=False)
     assert [p.is_radiograph for p in both.images] == [True, False]
     assert both.study_prob == pytest.approx(alone.study_prob) and both.study_label == alone.study_label
-    relabelled = both.with_threshold(0.0, "everything positive")
-    assert relabelled.images[1].label is None and relabelled.images[1].positive is None
-    assert relabelled.to_dict()["images"][1]["label"] is None
+    assert both.operating_points, "every checkpoint offers at least its stored threshold"
+    for point in both.operating_points:  # a refused image gets no label at any operating point
+        relabelled = both.at_operating_point(point["name"])
+        assert relabelled.images[1].label is None and relabelled.images[1].positive is None
+        assert relabelled.to_dict()["images"][1]["label"] is None
+        assert relabelled.threshold == pytest.approx(point["threshold"])
 
 
 @pytest.mark.slow  # trains and calibrates a tiny model (gated_checkpoint)

@@ -23,6 +23,8 @@ otherwise decode to gigabytes):
 - ``FRACTURE_MAX_UPLOAD_FILES`` (default 64): files one upload may have.
 - ``FRACTURE_PREDICTION_CACHE_MB`` (default 512): memory the app's prediction
   cache may hold (images and Grad-CAM maps); least recently used go first.
+- ``FRACTURE_DEMO_STUDIES`` (default 320, at least 2): studies in the built-in
+  demo set the app generates on first use (tests set a small number).
 
 Every numeric limit is parsed here (:data:`LIMITS`) and nowhere else. A value
 that is not a finite number in range is a :class:`ConfigError` naming the
@@ -40,6 +42,8 @@ from pathlib import Path
 from fracture.errors import ConfigError, DatasetError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+#: ``fracture.data.demo.DEFAULT_STUDIES``, not imported (settings stay free of OpenCV); a test keeps them equal.
+DEMO_STUDIES_DEFAULT = 320
 WEIGHTS_DIR = REPO_ROOT / "weights"
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 logger = logging.getLogger(__name__)
@@ -64,6 +68,7 @@ class Settings:
     max_upload_megapixels: float = 64.0
     max_upload_files: int = 64
     prediction_cache_mb: float = 512.0
+    demo_studies: int = DEMO_STUDIES_DEFAULT
 
     @property
     def max_image_pixels(self) -> int:
@@ -95,6 +100,7 @@ LIMITS = (
     _Limit("max_upload_megapixels", "FRACTURE_MAX_UPLOAD_MEGAPIXELS", 64.0, 0.01),
     _Limit("max_upload_files", "FRACTURE_MAX_UPLOAD_FILES", 64, 1, integer=True),
     _Limit("prediction_cache_mb", "FRACTURE_PREDICTION_CACHE_MB", 512.0, 0),
+    _Limit("demo_studies", "FRACTURE_DEMO_STUDIES", DEMO_STUDIES_DEFAULT, 2, integer=True),
 )
 _reported: set[str] = set()
 

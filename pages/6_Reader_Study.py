@@ -6,18 +6,18 @@ import streamlit as st
 from fracture.errors import FractureError
 from fracture.reader_study import (
     ReaderNameTaken,
-    check_pin,
     claim_reader,
     create_session,
     find_reader,
     list_sessions,
     load_session,
+    open_instructor_view,
     reader_summary,
     save_answer,
 )
 from fracture.reader_study.summary import fmt
 from fracture.ui import reader_views as views
-from fracture.ui.context import active_context
+from fracture.ui.context import active_context, dataset_root
 from fracture.ui.reader_charts import readers_roc
 
 context = active_context()
@@ -44,11 +44,12 @@ if role == "the instructor":
             submitted = st.form_submit_button("Create session", type="primary")
         if submitted:
             checkpoint = context.checkpoint.path if context.checkpoint is not None else None
+            root = dataset_root(context) if use_dataset else None  # a demo set still being built: waited for
             try:
-                with st.spinner("Building the case set and scoring it with the model…"):
+                with st.spinner("Building the case set, scoring it and storing the model's heatmaps…"):
                     created = create_session(
                         pin=new_pin, source="dataset" if use_dataset else "gallery",
-                        data_root=str(context.dataset_root) if use_dataset and context.dataset_root else None,
+                        data_root=str(root) if root else None,
                         n_cases=int(n_cases), seed=int(seed), prevalence=prevalence, body_part=body_part,
                         checkpoint=checkpoint,
                     )
@@ -66,9 +67,8 @@ if role == "the instructor":
             opened = st.form_submit_button("Open dashboard")
         if opened and code:
             try:
-                check_pin(load_session(code), pin)
+                open_instructor_view(load_session(code), pin)  # 5 wrong in 5 minutes: locked for a while
             except FractureError as exc:
-                views.wrong_pin_pause()
                 st.error(str(exc))
             else:
                 st.session_state["rs-unlocked"] = unlocked = code

@@ -10,6 +10,7 @@ asks for, the clicks scored with the model's pointing game (:mod:`.localise`).
 """
 from fracture.reader_study.localise import localisation_summary, mark_hit, score_mark
 from fracture.reader_study.metrics import MIN_KAPPA_CASES, fleiss_kappa, reader_metrics
+from fracture.reader_study.pin_lock import PinLockedError, open_instructor_view
 from fracture.reader_study.session import (
     Answer,
     Case,
@@ -19,6 +20,7 @@ from fracture.reader_study.session import (
     ReaderSet,
     ReaderStudyError,
     Session,
+    WrongPinError,
     case_heatmaps,
     check_pin,
     claim_reader,
@@ -37,7 +39,7 @@ from fracture.reader_study.summary import export_csv, reader_summary, session_su
 __all__ = [
     "Answer", "Case", "MIN_KAPPA_CASES", "Mark", "Reader", "ReaderNameTaken", "ReaderSet", "ReaderStudyError",
     "Session", "case_heatmaps", "check_pin", "claim_reader", "create_session", "export_csv", "find_reader", "fleiss_kappa",
-    "list_sessions", "load_answers", "load_readers", "load_session", "localisation_summary", "mark_hit",
+    "list_sessions", "load_answers", "open_instructor_view", "PinLockedError", "WrongPinError", "load_readers", "load_session", "localisation_summary", "mark_hit",
     "reader_metrics", "reader_order", "reader_summary", "save_answer", "score_mark", "session_summary",
     "sessions_root",
 ]

@@ -63,6 +63,10 @@ class ReaderStudyError(FractureError):
     """A bad session code, reader name, answer, PIN or case-set request."""
 
 
+class WrongPinError(ReaderStudyError):
+    """The instructor PIN given does not match the session's (counted by :mod:`.pin_lock`)."""
+
+
 class ReaderNameTaken(ReaderStudyError):
     """Another browser already reads under this name; the page asks 'is that you?' before joining it."""
 
@@ -275,7 +279,8 @@ def check_pin(session: Session, pin: str) -> None:
     """Raise unless ``pin`` opens this session's instructor view (the truth, the dashboard, the CSV).
 
     Raises:
-        ReaderStudyError: no PIN given, a wrong PIN, or a session made without one.
+        WrongPinError: a wrong PIN.
+        ReaderStudyError: no PIN given, or a session made without one.
     """
     if session.pin is None:
         raise ReaderStudyError(f"session {session.code} has no instructor PIN (made by an older version): "
@@ -289,7 +294,7 @@ def check_pin(session: Session, pin: str) -> None:
     except ValueError:
         raise ReaderStudyError(f"session {session.code}: its PIN record is damaged; create a new session") from None
     if not hmac.compare_digest(expected, actual):
-        raise ReaderStudyError(f"wrong PIN for session {session.code}")
+        raise WrongPinError(f"wrong PIN for session {session.code}")
 
 
 def _read_json(path: Path, what: str) -> Any:

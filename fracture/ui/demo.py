@@ -14,8 +14,7 @@ import shutil
 import threading
 from pathlib import Path
 
-# One default size for the app, the CLI and the quick-demo bench.
-from fracture.data.demo import DEFAULT_STUDIES, GENERATOR_VERSION, read_demo_marker
+from fracture.data.demo import GENERATOR_VERSION, read_demo_marker
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +23,16 @@ READY_FLAG = ".fracture-demo-complete"
 
 
 def demo_studies() -> int:
-    """How many studies the demo set gets (``FRACTURE_DEMO_STUDIES``, default :data:`DEFAULT_STUDIES`).
+    """How many studies the demo set gets (``FRACTURE_DEMO_STUDIES``, default
+    ``fracture.data.demo.DEFAULT_STUDIES``).
 
-    Tests set a small number so that the whole app starts in seconds.
+    Parsed by :mod:`fracture.settings` like every limit: a bad value is a ConfigError naming the
+    variable, shown once by the app, which then runs on the default. Tests set a small number so
+    that the whole app starts in seconds.
     """
-    value = os.environ.get("FRACTURE_DEMO_STUDIES", "")
-    return int(value) if value.strip() else DEFAULT_STUDIES
+    from fracture.settings import get_settings
+
+    return get_settings().demo_studies
 
 
 def demo_ready(demo_dir: str | Path) -> bool:

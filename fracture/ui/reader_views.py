@@ -9,7 +9,6 @@ Streamlit's own ``st.button(shortcut=...)``.
 from __future__ import annotations
 
 import io
-import time
 from collections.abc import Sequence
 from urllib.parse import quote
 
@@ -416,7 +415,3 @@ def csv_button(session: Session) -> None:
     st.download_button("Download answers (CSV)", export_csv_bytes(session), file_name=f"reader_study_{session.code}.csv",
                        mime="text/csv", key="rs-csv")
 
-
-def wrong_pin_pause() -> None:
-    """A second's pause after a wrong PIN: guessing a 4-digit PIN by hand becomes slow."""
-    time.sleep(1.0)

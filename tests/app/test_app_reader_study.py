@@ -20,7 +20,6 @@ def tiny_gallery(monkeypatch, tmp_path):
 
     from fracture.data import gallery as gallery_mod
     from fracture.data.gallery import GalleryItem
-    from fracture.ui import reader_views
 
     items = []
     for i, label in enumerate([1, 0, 1, 0, 1, 0]):
@@ -29,7 +28,6 @@ def tiny_gallery(monkeypatch, tmp_path):
         items.append(GalleryItem(path=path, label=label, body_part="hand", boxes=(BOX,) if label else (),
                                  source_id=f"IMG{i}.jpg"))
     monkeypatch.setattr(gallery_mod, "load_gallery", lambda folder=None: items)
-    monkeypatch.setattr(reader_views, "wrong_pin_pause", lambda: None)
     return items
 
 
@@ -245,3 +243,22 @@ def test_a_session_without_stored_heatmaps_runs_the_model_once_for_two_readers(m
         at.button(key="rs-answer").click().run()
         assert_no_exception(at)
     assert len(runs) == len(firsts)  # one model run per case, whoever reveals it first
+
+
+def test_five_wrong_pins_lock_the_dashboard_and_say_how_long(session):
+    at = run_page(PAGE)
+    at.radio(key="rs-role").set_value("the instructor").run()
+    at.text_input(key="rs-open-code").set_value(session.code)
+
+    def try_pin(pin: str) -> str:
+        at.text_input(key="rs-pin").set_value(pin)
+        next(b for b in at.button if "Open dashboard" in b.label).click().run()
+        assert_no_exception(at)
+        return " ".join(e.value for e in at.error)
+
+    for left in (4, 3, 2, 1):
+        assert f"wrong PIN for session {session.code} ({left} tr" in try_pin("0000")
+    assert "the instructor view is locked. Wait 5 min 0 s" in try_pin("0000")
+    said = try_pin(PIN)  # the right PIN now waits too
+    assert "Too many wrong PINs" in said and ("Wait 4 min" in said or "Wait 5 min" in said)
+    assert not any(m.label == "Readers joined" for m in at.metric) and not at.get("download_button")

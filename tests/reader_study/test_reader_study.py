@@ -213,6 +213,35 @@ def test_pin_is_needed_and_checked(monkeypatch, tmp_path, session_root):
             check_pin(session, wrong)
 
 
+def test_five_wrong_pins_in_five_minutes_lock_the_instructor_view(monkeypatch, tmp_path, session_root):
+    from fracture.reader_study import PinLockedError, WrongPinError, open_instructor_view
+    from fracture.reader_study.pin_lock import MAX_WRONG, WINDOW_S
+
+    _fake_gallery(monkeypatch, tmp_path)
+    session = create_session(pin="4711", source="gallery", n_cases=2, root=session_root)
+    t0 = 1_000_000.0
+    with pytest.raises(ReaderStudyError, match="enter the instructor PIN"):
+        open_instructor_view(session, "", now=t0, root=session_root)  # an empty box is not a try
+    for i in range(MAX_WRONG - 1):
+        with pytest.raises(WrongPinError, match=f"{MAX_WRONG - 1 - i} tr"):
+            open_instructor_view(session, "1111", now=t0 + i, root=session_root)
+    open_instructor_view(session, "4711", now=t0 + 10, root=session_root)  # the right PIN clears the count
+    for i in range(MAX_WRONG - 1):
+        with pytest.raises(WrongPinError):
+            open_instructor_view(session, "1111", now=t0 + 20 + i, root=session_root)
+    with pytest.raises(PinLockedError, match="locked. Wait 5 min 0 s"):
+        open_instructor_view(session, "2222", now=t0 + 30, root=session_root)  # the fifth
+    with pytest.raises(PinLockedError, match=r"Wait 4 min 40 s") as locked:  # the right PIN waits too
+        open_instructor_view(session, "4711", now=t0 + 40, root=session_root)
+    assert locked.value.retry_after_s == pytest.approx(WINDOW_S - 20)
+    # the oldest wrong try (t0 + 20) leaves the window: four remain, one more try is allowed
+    open_instructor_view(session, "4711", now=t0 + 20 + WINDOW_S, root=session_root)
+    assert json.loads((session_root / session.code / "wrong_pins.json").read_text()) == {"wrong": []}
+    # a damaged record counts nothing and crashes nothing
+    (session_root / session.code / "wrong_pins.json").write_text("{" * 10_000)
+    open_instructor_view(session, "4711", now=t0, root=session_root)
+
+
 def test_names_are_case_insensitive_and_a_taken_name_asks_first(monkeypatch, tmp_path, session_root):
     from fracture.reader_study import ReaderNameTaken, claim_reader, find_reader
 

@@ -48,7 +48,6 @@ MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 1024
 MAX_BODY_PARTS = 256
 # What a caller must provide: what prediction needs to reproduce training's input and decision.
 REQUIRED_META_KEYS = (
-    "image_size",
     "preprocess",
     "normalization",
     "class_names",
@@ -108,9 +107,16 @@ def _complete_meta(model: FractureModel, meta: dict[str, Any]) -> dict[str, Any]
     return full
 
 
+INPUT_SIZE_KEY = "image_size"
+"""The network's input side: stored once, as the size of the pipeline's last resize step. Readers get it
+back under this key (:func:`read_checkpoint_meta` fills it in); an older header that stores it as well must
+agree; writers leave it out of the file."""
+
+
 def _encode_meta(meta: dict[str, Any]) -> str:
+    stored = {key: value for key, value in meta.items() if key != INPUT_SIZE_KEY}
     try:
-        return json.dumps(meta, default=json_default, allow_nan=True)
+        return json.dumps(stored, default=json_default, allow_nan=True)
     except (TypeError, ValueError) as exc:
         bad = [key for key, value in meta.items() if not _is_jsonable(value)]
         raise CheckpointError(f"checkpoint metadata is not JSON serialisable (keys {bad}): {exc}") from exc
@@ -232,7 +238,13 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
     shapes = {key: list(entry.get("shape") or []) for key, entry in header.items()
               if key.startswith(EXTRA_TENSOR_PREFIX) and isinstance(entry, dict)}
     validate_meta(meta, where=str(path), tensor_shapes=shapes)
+    meta[INPUT_SIZE_KEY] = input_size(meta)
     return meta
+
+
+def input_size(meta: dict[str, Any]) -> int:
+    """The network's input side of validated metadata: its pipeline's last resize (see :data:`INPUT_SIZE_KEY`)."""
+    return int([step for step in meta["preprocess"] if step.get("op") == "resize"][-1]["size"])
 
 
 def read_meta(path: str | Path) -> "CheckpointMeta":
@@ -341,9 +353,6 @@ def validate_meta(meta: dict[str, Any], *, where: str = "checkpoint",
     in_chans = meta.get("in_chans", 3)
     if not _is_int(in_chans) or in_chans not in (1, 3):
         raise bad("in_chans", f"must be 1 or 3, got {_show(in_chans)}")
-    size = meta.get("image_size")
-    if not _is_int(size) or not MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE:
-        raise bad("image_size", f"must be an integer {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE}, got {_show(size)}")
     spec = meta.get("preprocess")
     if not isinstance(spec, list) or not all(isinstance(step, dict) for step in spec):
         raise bad("preprocess", f"must be a list of step objects, got {_show(spec)}")
@@ -352,8 +361,14 @@ def validate_meta(meta: dict[str, Any], *, where: str = "checkpoint",
     except PreprocessError as exc:
         raise bad("preprocess", f"is not a valid pipeline ({exc})") from exc
     sizes = [step.params.get("size") for step in pipeline.steps if step.op == "resize"]
-    if not sizes or sizes[-1] != size:  # without it, prediction would feed full-size images to the network
-        raise bad("preprocess", f"must end its resizing at image_size {size}, resizes to {sizes or 'nothing'}")
+    if not sizes:  # without it, prediction would feed full-size images to the network
+        raise bad("preprocess", "must end its resizing at the network's input size; it has no resize step")
+    size = sizes[-1]
+    if not _is_int(size) or not MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE:
+        raise bad("preprocess", f"must resize to an integer {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE}, got {_show(size)}")
+    stored = meta.get(INPUT_SIZE_KEY, size)  # an older header stores it twice: both must agree
+    if not _is_int(stored) or stored != size:
+        raise bad(INPUT_SIZE_KEY, f"must equal the pipeline's last resize ({size}), got {_show(stored)}")
     _check_normalization(meta.get("normalization"), in_chans, bad)
     names = meta.get("class_names")
     if not (isinstance(names, list) and len(names) == 2 and all(isinstance(n, str) and n for n in names)):

@@ -141,7 +141,9 @@ class CheckpointMeta:
     @property
     def image_size(self) -> int:
         """The network's input side: the size of the pipeline's last resize step (stored once, there)."""
-        return int([s for s in self.preprocess if s.get("op") == "resize"][-1]["size"])
+        from fracture.checkpoints.format import input_size
+
+        return input_size({"preprocess": list(self.preprocess)})
 
     @property
     def resize_mode(self) -> str:

@@ -80,7 +80,19 @@ def test_read_meta_reads_only_the_header(saved):
     meta = read_checkpoint_meta(saved)
     assert json.dumps(meta, sort_keys=True) == json.dumps(load_checkpoint(saved)[1], sort_keys=True)  # NaN-aware
     with safe_open(str(saved), framework="numpy") as handle:
-        assert json.dumps(json.loads(handle.metadata()[META_KEY]), sort_keys=True) == json.dumps(meta, sort_keys=True)
+        stored = json.loads(handle.metadata()[META_KEY])
+    # The input size is stored once, as the pipeline's last resize; readers get it back as image_size.
+    assert "image_size" not in stored and meta["image_size"] == meta["preprocess"][-1]["size"] == 64
+    assert json.dumps({**stored, "image_size": 64}, sort_keys=True) == json.dumps(meta, sort_keys=True)
+
+
+def test_an_old_header_storing_the_input_size_twice_must_agree(model, tmp_path):
+    from fracture.checkpoints.format import validate_meta
+
+    meta = {**read_checkpoint_meta(save_checkpoint(tmp_path / "m.safetensors", model, _meta()))}
+    validate_meta(meta)  # 64 and a last resize to 64: the older layout, still read
+    with pytest.raises(CheckpointError, match="image_size.*last resize \\(64\\)"):
+        validate_meta({**meta, "image_size": 32})
 
 
 def test_half_precision_file_is_smaller_and_loads_as_float32(model, saved, tmp_path):

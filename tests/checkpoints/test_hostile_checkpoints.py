@@ -98,7 +98,8 @@ BAD_FIELDS = [
     ("preprocess", [{"op": "no_such_op"}]),
     ("preprocess", [{"op": "resize", "size": -3}]),
     ("preprocess", []),  # no resize: prediction would feed full-size images to the network
-    ("preprocess", [{"op": "resize", "size": 64, "mode": "letterbox"}]),  # not image_size (32)
+    ("preprocess", [{"op": "resize", "size": 4096, "mode": "letterbox"}]),  # past the largest input
+    ("image_size", 64),  # an older header's second copy of the input size, disagreeing with the resize (32)
     ("architecture", 7),
     ("metrics", []),
     ("train_config", "lr=1"),

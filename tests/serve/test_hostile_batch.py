@@ -16,7 +16,7 @@ from fracture.cli import main
 from fracture.errors import ConfigError
 
 from app_support import app_home, demo_template, fresh_app_home  # noqa: F401  (fixtures)
-from test_hostile_decoders import _mono_dicom, palette_dicom_without_meta
+from dicom_support import mono_dicom as _mono_dicom, palette_dicom_without_meta
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.numpy import load_file, save_file
 
+from checkpoint_support import tiny_meta
 from fracture.checkpoints.format import (
     META_KEY,
     load_checkpoint,
@@ -29,15 +30,8 @@ K = 4
 
 
 def _meta(**overrides) -> dict:
-    meta = {
-        "image_size": 64,
-        "preprocess": [{"op": "resize", "size": 64, "mode": "letterbox"}],
-        "normalization": {"mean": [0.5], "std": [0.5]},
-        "class_names": ["normal", "abnormal"],
-        "body_parts": [],
-        "multitask": False,
-        "threshold": 0.4,
-        "threshold_rule": "youden",
+    meta = tiny_meta(64, threshold=0.4, threshold_rule="youden")
+    meta.update({
         "tta_hflip": True,
         "calibration": {"method": "temperature+bias", "temperature": 1.5, "bias": -0.5},
         "operating_points": [
@@ -47,7 +41,7 @@ def _meta(**overrides) -> dict:
         "ood": {"method": "mahalanobis-ppca", "feature_dim": FEATURES, "components": K, "threshold": 1.2,
                 "val_flag_rate": 0.05},
         "explain": {"method": "gradcam", "layer": "final"},
-    }
+    })
     meta.update(overrides)
     return meta
 

@@ -12,6 +12,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from checkpoint_support import tiny_meta
 from fracture.checkpoints.format import (
     MAX_HEADER_BYTES,
     MAX_JSON_DEPTH,
@@ -36,18 +37,7 @@ from fracture.checkpoints.promote import (
 
 
 def _meta(**overrides) -> dict:
-    meta = {
-        "image_size": 32,
-        "preprocess": [{"op": "resize", "size": 32, "mode": "letterbox"}],
-        "normalization": {"mean": [0.5], "std": [0.5]},
-        "class_names": ["normal", "abnormal"],
-        "body_parts": [],
-        "multitask": False,
-        "threshold": 0.4,
-        "threshold_rule": "youden",
-    }
-    meta.update(overrides)
-    return meta
+    return tiny_meta(**{"threshold": 0.4, "threshold_rule": "youden", **overrides})
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from fracture.cli import main
 from fracture.errors import ConfigError
@@ -21,16 +20,9 @@ from dicom_support import mono_dicom as _mono_dicom, palette_dicom_without_meta
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    from fracture.checkpoints.format import save_checkpoint
-    from fracture.models import create_model
+    from checkpoint_support import save_tiny_checkpoint
 
-    torch.manual_seed(0)
-    meta = {
-        "image_size": 32, "preprocess": [{"op": "resize", "size": 32, "mode": "letterbox"}],
-        "normalization": {"mean": [0.5] * 3, "std": [0.5] * 3}, "class_names": ["normal", "abnormal"],
-        "body_parts": [], "multitask": False, "threshold": 0.5,
-    }
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", create_model("small_cnn"), meta)
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", in_chans=3)
 
 
 def _png(path: Path, seed: int, shape=(48, 64)) -> Path:

@@ -10,7 +10,6 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from fracture.util.csvsafe import FORMULA_PREFIXES, csv_bytes, csv_text, frame_csv_text, safe_cell
 
@@ -59,16 +58,9 @@ def test_mappings_and_frames():
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    from fracture.checkpoints.format import save_checkpoint
-    from fracture.models import create_model
+    from checkpoint_support import save_tiny_checkpoint
 
-    torch.manual_seed(0)
-    meta = {
-        "image_size": 32, "preprocess": [{"op": "resize", "size": 32, "mode": "letterbox"}],
-        "normalization": {"mean": [0.5] * 3, "std": [0.5] * 3}, "class_names": ["normal", "abnormal"],
-        "body_parts": [], "multitask": False, "threshold": 0.5,
-    }
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", create_model("small_cnn"), meta)
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", in_chans=3)
 
 
 def _png_bytes(seed: int) -> bytes:

@@ -72,22 +72,9 @@ def test_read_json_reads_regular_files_only(tmp_path):
 
 @pytest.fixture(scope="module")
 def good(tmp_path_factory) -> Path:
-    import torch
+    from checkpoint_support import save_tiny_checkpoint
 
-    from fracture.checkpoints.format import save_checkpoint
-    from fracture.models import create_model
-
-    torch.manual_seed(0)
-    meta = {
-        "image_size": 32,
-        "preprocess": [{"op": "resize", "size": 32, "mode": "letterbox"}],
-        "normalization": {"mean": [0.5], "std": [0.5]},
-        "class_names": ["normal", "abnormal"],
-        "body_parts": [],
-        "multitask": False,
-        "threshold": 0.4,
-    }
-    return save_checkpoint(tmp_path_factory.mktemp("good") / "best.safetensors", create_model("small_cnn", in_chans=1), meta)
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("good") / "best.safetensors", threshold=0.4)
 
 
 def _with_meta_text(good: Path, dst: Path, text: str) -> Path:

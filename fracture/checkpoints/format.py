@@ -27,6 +27,7 @@ from safetensors import SafetensorError
 
 from fracture.util.files import NotRegularFileError, open_regular
 from fracture.util.jsonio import json_default, json_depth, parse_json  # noqa: F401 (json_depth re-exported)
+from fracture.models.state import state_dict_mismatch
 from fracture.errors import CheckpointError, ModelError, PreprocessError
 
 if TYPE_CHECKING:
@@ -473,20 +474,10 @@ def load_checkpoint(path: str | Path, *, map_location: Any = "cpu") -> tuple[Fra
         raise CheckpointError(f"{path}: tensors unreadable ({exc})") from exc
     extras = {key: tensors.pop(key) for key in list(tensors) if key.startswith(EXTRA_TENSOR_PREFIX)}
     expected = model.state_dict()
-    missing = [key for key in expected if key not in tensors]
-    unexpected = [key for key in tensors if key not in expected]
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path} does not match {arch}: missing keys {missing[:5]}"
-            f"{' ...' if len(missing) > 5 else ''}, unexpected keys {unexpected[:5]}"
-            f"{' ...' if len(unexpected) > 5 else ''}"
-        )
-    for key, reference in expected.items():
-        if tensors[key].shape != reference.shape:
-            raise CheckpointError(
-                f"{path} does not match {arch}: {key} has shape {tuple(tensors[key].shape)} in the file, "
-                f"the model expects {tuple(reference.shape)}"
-            )
+    mismatch = state_dict_mismatch(expected, tensors)
+    if mismatch:
+        raise CheckpointError(f"{path} does not match {arch}: {mismatch}")
+    for key in expected:
         if tensors[key].is_floating_point():
             tensors[key] = tensors[key].to(torch.float32)
     model.load_state_dict(tensors, strict=True)

@@ -29,6 +29,7 @@ from safetensors.torch import load_file
 from timm.models import adapt_input_conv
 from torch import nn
 
+from fracture.models.state import state_dict_mismatch
 from fracture.errors import ModelError, WeightsUnavailableError
 
 if TYPE_CHECKING:
@@ -275,19 +276,9 @@ def _fit_to_backbone(
         # timm's rule: sum the RGB filters for 1 channel, repeat-and-scale for others.
         state_dict = dict(state_dict)
         state_dict[first_conv_key] = adapt_input_conv(wanted.shape[1], first.float())
-    missing = [key for key in target if key not in state_dict]
-    unexpected = [key for key in state_dict if key not in target]
-    if missing or unexpected:
-        raise ModelError(
-            f"{source} does not fit {spec.name} (timm {spec.timm_name}): "
-            f"missing {len(missing)} keys {missing[:5]}, unexpected {len(unexpected)} keys {unexpected[:5]}"
-        )
-    for key, tensor in target.items():
-        if state_dict[key].shape != tensor.shape:
-            raise ModelError(
-                f"{source} does not fit {spec.name}: {key} has shape {tuple(state_dict[key].shape)}, "
-                f"the model expects {tuple(tensor.shape)}"
-            )
+    mismatch = state_dict_mismatch(target, state_dict)
+    if mismatch:
+        raise ModelError(f"{source} does not fit {spec.name} (timm {spec.timm_name}): {mismatch}")
     return state_dict
 
 

@@ -216,10 +216,10 @@ def test_shape_mismatch_names_key_and_both_shapes(saved, tmp_path):
 
 def test_missing_and_unexpected_keys_are_listed(saved, tmp_path):
     missing = _rewrite(saved, tmp_path / "missing.safetensors", drop=("body_head.bias",))
-    with pytest.raises(CheckpointError, match=r"missing keys \['body_head.bias'\]"):
+    with pytest.raises(CheckpointError, match=r"missing 1 keys \['body_head.bias'\]"):
         load_checkpoint(missing)
     unexpected = _rewrite(saved, tmp_path / "unexpected.safetensors", extra={"extra.weight": torch.zeros(1)})
-    with pytest.raises(CheckpointError, match=r"unexpected keys \['extra.weight'\]"):
+    with pytest.raises(CheckpointError, match=r"unexpected 1 keys \['extra.weight'\]"):
         load_checkpoint(unexpected)
 
 

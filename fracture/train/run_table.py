@@ -48,8 +48,7 @@ def launch_from_form(config: TrainConfig, settings: Settings, name: str | None =
     """
     from fracture.train.launcher import launch_training, new_run_dir
 
-    config.validate()
-    config.check_weights_available()
+    config.check_weights_available()  # validated where the process is launched (launch_training)
     settings.runs_dir.mkdir(parents=True, exist_ok=True)
     run_dir = new_run_dir(settings.runs_dir, config.model, name)
     launch_training(config, run_dir, max_jobs=settings.max_training_jobs, runs_root=settings.runs_dir)

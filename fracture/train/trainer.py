@@ -118,8 +118,8 @@ class Trainer:
         from fracture.models import create_model
 
         cfg, device = self.config, self.device
-        if not self.resume and self.dist.is_main:
-            cfg.save(self.run_dir / CONFIG_FILE)
+        if not self.resume and self.dist.is_main and not (self.run_dir / CONFIG_FILE).is_file():
+            cfg.save(self.run_dir / CONFIG_FILE)  # a launched run's config.json is already written (launcher)
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % (2**32))
         random.seed(cfg.seed)

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 import streamlit as st
@@ -206,6 +208,22 @@ def shared_predictions() -> Any:
 
 #: Model forwards at once (the CPU's threads serve one forward best) and predictions allowed in line.
 MODEL_SLOTS, MODEL_MAX_WAITING = 1, 64
+#: Threads a forward of the app may use: all cores but one, so that the pages of everyone else (one
+#: core's worth of Python) are never starved by a prediction.
+MODEL_THREADS = max(1, (os.cpu_count() or 1) - 1)
+
+
+@contextmanager
+def model_threads(n: int = MODEL_THREADS) -> Iterator[None]:
+    """Run the ``with`` body's torch work on at most ``n`` threads (this thread only; restored after)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(min(n, before))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @st.cache_resource(show_spinner=False)
@@ -291,28 +309,17 @@ def predict_study(
         ModelBusyError: too many predictions are waiting for the model on this server.
         FractureError: a bad preprocessing step, or a model that cannot run.
     """
-    import json
-
     path, signature = str(checkpoint), path_signature(checkpoint)
-    key = (checkpoint_digest(path), tuple(image_digest(img) for img in images), body_part,
-           json.dumps(extra_steps or [], sort_keys=True), with_cam, cam_method, tuple(sources or ()))
+    key = prediction_key(path, images, body_part=body_part, extra_steps=extra_steps, with_cam=with_cam,
+                         cam_method=cam_method, sources=sources)
     shared = shared_predictions()
 
     def compute() -> Any:
         predictor = _predictor(path, signature)
-        with model_queue().turn():
-            prediction = predictor.predict(
-                list(images), names=list(names), body_part=body_part,
-                extra_steps=extra_steps or None, with_cam=with_cam, cam_method=cam_method,
-                sources=list(sources) if sources else None,
-            )
-        for item in prediction.images:  # read-only views; the caller's own arrays keep their flags
-            item.image = item.image.view()
-            item.image.setflags(write=False)
-            if item.heatmap is not None:
-                item.heatmap = item.heatmap.view()
-                item.heatmap.setflags(write=False)
-        return prediction
+        start_gallery_warmup(path, predictor)
+        with model_queue().turn(), model_threads():
+            return _run_model(predictor, images, names, body_part=body_part, extra_steps=extra_steps,
+                              with_cam=with_cam, cam_method=cam_method, sources=sources)
 
     prediction = shared.get(key)
     if prediction is None:
@@ -321,6 +328,120 @@ def predict_study(
         with st.spinner("Running the model…" + (f" ({ahead} other prediction(s) first)" if ahead else "")):
             prediction = shared.get_or_compute(key, compute, prediction_nbytes)
     return _named(prediction, names)
+
+
+def prediction_key(checkpoint: str | Path, images: Sequence[np.ndarray], *, body_part: str | None = None,
+                   extra_steps: list[dict[str, Any]] | None = None, with_cam: bool = True,
+                   cam_method: str | None = None, sources: Sequence[Any] | None = None) -> tuple:
+    """What makes two predictions the same: the checkpoint's bytes, the pixels, the options (not names)."""
+    import json
+
+    return (checkpoint_digest(checkpoint), tuple(image_digest(img) for img in images), body_part,
+            json.dumps(extra_steps or [], sort_keys=True), with_cam, cam_method, tuple(sources or ()))
+
+
+def _run_model(predictor: Any, images: Sequence[np.ndarray], names: Sequence[str], *, body_part, extra_steps,
+               with_cam, cam_method, sources) -> Any:
+    """One forward of ``predictor``; the result's arrays made read-only (it is shared between sessions)."""
+    prediction = predictor.predict(
+        list(images), names=list(names), body_part=body_part,
+        extra_steps=extra_steps or None, with_cam=with_cam, cam_method=cam_method,
+        sources=list(sources) if sources else None,
+    )
+    for item in prediction.images:  # read-only views; the caller's own arrays keep their flags
+        item.image = item.image.view()
+        item.image.setflags(write=False)
+        if item.heatmap is not None:
+            item.heatmap = item.heatmap.view()
+            item.heatmap.setflags(write=False)
+    return prediction
+
+
+#: Gallery X-rays predicted ahead per checkpoint (the shipped gallery has 40).
+WARM_MAX_ITEMS = 64
+_warmups: dict[str, threading.Thread] = {}
+_warmups_lock = threading.Lock()
+
+
+def start_gallery_warmup(checkpoint: str | Path, predictor: Any, *, stop: threading.Event | None = None
+                         ) -> threading.Thread | None:
+    """Predict every shipped gallery X-ray with ``checkpoint`` in a background thread, as Predict would
+    (default options), one at a time and only while nobody waits for the model
+    (:meth:`~fracture.ui.shared_results.ModelQueue.idle_turn`): the first prediction of a class warms the
+    rest, so a student who picks any gallery X-ray later gets it at once. Once per checkpoint version
+    and server; skipped when the gallery would take more than half the prediction budget.
+
+    Only checkpoints in the weights folder (shipped or promoted: what a class uses) are warmed, not runs.
+
+    Returns:
+        The thread started now, or None (already warming or warmed, not a weights-folder checkpoint).
+    """
+    from fracture.settings import get_settings
+
+    try:
+        if Path(get_settings().weights_dir).resolve() not in Path(checkpoint).resolve().parents:
+            return None
+    except OSError:
+        return None
+    digest = checkpoint_digest(checkpoint)
+    with _warmups_lock:
+        if digest in _warmups or len(_warmups) >= 8:
+            return None
+        thread = threading.Thread(target=_warm_gallery, args=(str(checkpoint), predictor, stop),
+                                  name="fracture-gallery-warmup", daemon=True)
+        _warmups[digest] = thread
+    thread.start()
+    return thread
+
+
+def _warm_gallery(checkpoint: str, predictor: Any, stop: threading.Event | None) -> None:
+    import logging
+
+    from fracture.data.gallery import load_gallery
+    from fracture.data.imageio import load_image
+    from fracture.errors import FractureError
+
+    log = logging.getLogger(__name__)
+    shared, queue = shared_predictions(), model_queue()
+    try:
+        items = load_gallery()[:WARM_MAX_ITEMS]
+    except FractureError as exc:
+        log.info("gallery warm-up skipped: %s", exc)
+        return
+    done = 0
+    for item in items:
+        if stop is not None and stop.is_set():
+            break
+        try:
+            image = load_image(item.path)  # the pixels Predict's gallery picker decodes
+        except FractureError as exc:
+            log.info("gallery warm-up: %s", exc)
+            continue
+        if done == 0 and 2 * len(items) * (image.nbytes * 5 + 8192) > shared.cache.max_bytes:
+            log.info("gallery warm-up skipped: %d X-rays would take over half the prediction budget", len(items))
+            return
+        key = prediction_key(checkpoint, [image])
+
+        def compute(image=image, item=item) -> Any:
+            with queue.idle_turn(stop) as took:
+                if not took:
+                    raise _WarmupStopped
+                with model_threads():
+                    return _run_model(predictor, [image], [item.source_id], body_part=None, extra_steps=None,
+                                      with_cam=True, cam_method=None, sources=None)
+
+        try:
+            shared.get_or_compute(key, compute, prediction_nbytes)
+        except _WarmupStopped:
+            break
+        except FractureError as exc:
+            log.info("gallery warm-up: %s: %s", item.source_id, exc)
+        done += 1
+    log.info("gallery warm-up with %s: %d of %d X-rays ready", checkpoint, done, len(items))
+
+
+class _WarmupStopped(Exception):
+    """The warm-up was asked to stop while waiting for an idle turn."""
 
 
 @st.cache_data(max_entries=64, show_spinner=False)

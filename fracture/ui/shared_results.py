@@ -94,6 +94,31 @@ class ModelQueue:
                 self._cond.notify_all()
 
 
+    @contextmanager
+    def idle_turn(self, stop: threading.Event | None = None) -> Iterator[bool]:
+        """A turn for background work: taken only when nobody is in line or running, so a person
+        who asks next waits for at most this one forward. Yields False (no turn) once ``stop`` is set."""
+        took = False
+        with self._cond:
+            while not (stop is not None and stop.is_set()):
+                if not self._line and self._running < self.slots:
+                    self._running += 1
+                    self.peak_running = max(self.peak_running, self._running)
+                    took = True
+                    break
+                self._cond.wait(0.5)  # woken by every change; the timeout only re-checks ``stop``
+        if not took:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            with self._cond:
+                self._running -= 1
+                self.ran += 1
+                self._cond.notify_all()
+
+
 class _Flight:
     """One computation under way: those who wait for it, and its outcome."""
 

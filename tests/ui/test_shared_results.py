@@ -169,3 +169,79 @@ def test_predict_study_runs_the_model_once_for_five_sessions_and_keeps_their_nam
         release.set()
         loaders._prediction_cache.clear()
         loaders.model_queue.clear()
+
+
+def test_background_work_waits_until_nobody_is_in_line():
+    queue = ModelQueue(slots=1, max_waiting=4)
+    hold, order = threading.Event(), []
+
+    def person(i):
+        with queue.turn():
+            order.append(f"person {i}")
+            if i == 0:
+                hold.wait(WAIT_S)
+
+    def background(_):
+        with queue.idle_turn() as took:
+            order.append(f"background {took}")
+
+    people = _threads(1, person)
+    _until(lambda: order == ["person 0"])
+    later = _threads(1, background) + _threads(1, lambda _: person(1))
+    _until(lambda: queue.waiting == 1)  # person 1 in line; the background work waits for an empty line
+    hold.set()
+    for t in people + later:
+        t.join(WAIT_S)
+    assert order == ["person 0", "person 1", "background True"] and queue.ran == 3
+    stop = threading.Event()
+    stop.set()
+    with queue.turn(), queue.idle_turn(stop) as took:  # asked to stop while the model is busy: no turn
+        assert took is False
+
+
+def test_the_gallery_is_warmed_once_in_the_background_and_predict_then_needs_no_model(monkeypatch, tmp_path):
+    from dataclasses import replace
+
+    from PIL import Image
+
+    from fracture.data import gallery as gallery_mod
+    from fracture.data.gallery import GalleryItem
+    from fracture.settings import get_settings
+    from fracture.ui import loaders
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    ckpt = weights / "shipped.safetensors"
+    ckpt.write_bytes(b"shipped weights")
+    items = []
+    for i in range(3):
+        path = tmp_path / f"g{i}.png"
+        Image.fromarray(np.full((20, 16), 40 * i, np.uint8)).save(path)
+        items.append(GalleryItem(path=path, label=i % 2, body_part="hand", boxes=(), source_id=f"IMG{i}.jpg"))
+    monkeypatch.setattr(gallery_mod, "load_gallery", lambda folder=None: items)
+    settings = replace(get_settings(), weights_dir=weights)
+    monkeypatch.setattr("fracture.settings.get_settings", lambda **_: settings)
+    calls = []
+
+    class FakePredictor:
+        def predict(self, images, *, names, **options):
+            calls.append(names[0])
+            return _fake_prediction(images, names)
+
+    loaders._prediction_cache.clear()
+    loaders.model_queue.clear()
+    loaders._warmups.clear()
+    try:
+        assert loaders.start_gallery_warmup(tmp_path / "runs-model.safetensors", FakePredictor()) is None  # a run
+        thread = loaders.start_gallery_warmup(ckpt, FakePredictor())
+        assert thread is not None and loaders.start_gallery_warmup(ckpt, FakePredictor()) is None  # once
+        thread.join(WAIT_S)
+        assert sorted(calls) == ["IMG0.jpg", "IMG1.jpg", "IMG2.jpg"] and len(loaders.shared_predictions()) == 3
+        monkeypatch.setattr(loaders, "_predictor", lambda *a: pytest.fail("the model ran for a warmed X-ray"))
+        image = np.asarray(Image.open(items[1].path))
+        prediction = loaders.predict_study(ckpt, [image], ["IMG1.jpg"])  # as Predict asks for it
+        assert prediction.images[0].name == "IMG1.jpg" and len(calls) == 3
+    finally:
+        loaders._prediction_cache.clear()
+        loaders.model_queue.clear()
+        loaders._warmups.clear()

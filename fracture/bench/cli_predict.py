@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -36,17 +37,23 @@ _WRAPPER = (
 )
 
 
+def _children_cpu_s() -> float:
+    """User + system CPU seconds of finished children: on a shared machine the fairer figure beside wall time."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _one(checkpoint: Path, image: Path, backend: str, env: dict[str, str]) -> dict[str, Any]:
     args = ["predict", str(image), "--checkpoint", str(checkpoint), "--json", "--backend", backend]
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), _children_cpu_s()
     done = subprocess.run([sys.executable, "-c", _WRAPPER, *args], env=env, capture_output=True, text=True,
                           timeout=600)
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = time.perf_counter() - started, _children_cpu_s() - cpu_before
     if done.returncode != 0:
         raise RuntimeError(f"predict --backend {backend} failed: {done.stderr[-500:]}")
     tail = [line for line in done.stderr.splitlines() if line.startswith("BENCH_RSS_KB")][-1].split()
     probability = json.loads(done.stdout)["images"][0]["probability"]
-    return {"seconds": seconds, "peak_rss_mb": int(tail[1]) / 1024, "torch_imported": tail[3] == "True",
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_rss_mb": int(tail[1]) / 1024, "torch_imported": tail[3] == "True",
             "probability": probability}
 
 
@@ -96,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         result = bench_cli_predict(checkpoint, image, cache, repeats=args.repeats)
     for backend in BACKENDS:
         r = result[backend]
-        print(f"predict --backend {backend:<11} {r['seconds']:6.2f} s  peak RSS {r['max_peak_rss_mb']:7.1f} MB  "
+        print(f"predict --backend {backend:<11} {r['seconds']:6.2f} s wall, {r['cpu_seconds']:5.2f} s CPU  peak RSS {r['max_peak_rss_mb']:7.1f} MB  "
               f"torch imported: {r['torch_imported']}  p={r['probability']:.6f}")
     print(f"goal ({result['goal']}): {'met' if result['goal_met'] else 'not met'}; "
           f"|p difference| {result['max_abs_prob_diff']:.1e}")

@@ -27,7 +27,6 @@ from safetensors import SafetensorError
 
 from fracture.util.files import NotRegularFileError, open_regular
 from fracture.util.jsonio import json_default, json_depth, parse_json  # noqa: F401 (json_depth re-exported)
-from fracture.models.state import state_dict_mismatch
 from fracture.errors import CheckpointError, ModelError, PreprocessError
 
 if TYPE_CHECKING:
@@ -473,6 +472,8 @@ def load_checkpoint(path: str | Path, *, map_location: Any = "cpu") -> tuple[Fra
     except SafetensorError as exc:
         raise CheckpointError(f"{path}: tensors unreadable ({exc})") from exc
     extras = {key: tensors.pop(key) for key in list(tensors) if key.startswith(EXTRA_TENSOR_PREFIX)}
+    from fracture.models.state import state_dict_mismatch
+
     expected = model.state_dict()
     mismatch = state_dict_mismatch(expected, tensors)
     if mismatch:

@@ -1,30 +1,28 @@
 """Data layer: one safe image loader, dataset readers into one manifest table, splits, statistics.
 
-Nothing here imports torch or streamlit, so the CLI and the Data page can use
-it cheaply.
+Nothing here imports torch or streamlit. The names below are lazy re-exports (PEP 562), so a
+one-image ``predict`` that needs only the loader (:mod:`fracture.data.imageio`) does not import
+pandas and every dataset reader through this package.
 """
 from __future__ import annotations
 
-from fracture.data.detect import detect_layout, open_dataset
-from fracture.data.imageio import MAX_PIXELS, DecodedImage, ImageHeader, decode_image, load_image, read_image_header
-from fracture.data.manifest import MANIFEST_COLUMNS, SPLITS, DataProblem, Manifest, validate_frame
-from fracture.data.stats import DatasetStats, dataset_stats, intensity_histogram
+import importlib
+from typing import Any
 
-__all__ = [
-    "MANIFEST_COLUMNS",
-    "MAX_PIXELS",
-    "SPLITS",
-    "DataProblem",
-    "DatasetStats",
-    "DecodedImage",
-    "ImageHeader",
-    "Manifest",
-    "dataset_stats",
-    "decode_image",
-    "detect_layout",
-    "intensity_histogram",
-    "load_image",
-    "open_dataset",
-    "read_image_header",
-    "validate_frame",
-]
+_HOMES = {
+    "detect_layout": "detect", "open_dataset": "detect",
+    "MAX_PIXELS": "imageio", "DecodedImage": "imageio", "ImageHeader": "imageio", "decode_image": "imageio",
+    "load_image": "imageio", "read_image_header": "imageio",
+    "MANIFEST_COLUMNS": "manifest", "SPLITS": "manifest", "DataProblem": "manifest", "Manifest": "manifest",
+    "validate_frame": "manifest",
+    "DatasetStats": "stats", "dataset_stats": "stats", "intensity_histogram": "stats",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'fracture.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"fracture.data.{_HOMES[name]}"), name)
+
+
+__all__ = sorted(_HOMES)

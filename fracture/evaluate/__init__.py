@@ -1,56 +1,31 @@
-"""Evaluation: metrics, thresholds, bootstrap intervals, reports and ensembles.
+"""Evaluation: metrics, thresholds, bootstrap intervals, reports, calibration maths, the pointing game, ensembles.
 
-Works on numpy arrays and pandas tables only (no torch), so pages, the CLI and
-tests can evaluate saved predictions without loading a model.
+Works on numpy arrays and pandas tables only (no torch, no checkpoints), so pages, the CLI and
+tests can evaluate saved predictions without loading a model. The names below are lazy
+re-exports (PEP 562): importing ``fracture.evaluate.calibration`` (the prediction path) must not
+import scikit-learn through this package.
 """
 from __future__ import annotations
 
-from fracture.evaluate.ensemble import ENSEMBLE_METHODS, ensemble_probabilities, ensemble_threshold
-from fracture.evaluate.metrics import (
-    BOOTSTRAP_METRICS,
-    THRESHOLD_RULES,
-    EvaluationError,
-    PrPoints,
-    RocPoints,
-    binary_metrics,
-    bootstrap_auc_ci,
-    bootstrap_ci,
-    choose_threshold,
-    pr_points,
-    roc_points,
-)
-from fracture.evaluate.report import (
-    LEVELS,
-    TABLE_COLUMNS,
-    body_part_metric,
-    evaluate_frame,
-    format_report_markdown,
-    metrics_table,
-    report_curves,
-    study_frame,
-)
+import importlib
+from typing import Any
 
-__all__ = [
-    "BOOTSTRAP_METRICS",
-    "ENSEMBLE_METHODS",
-    "LEVELS",
-    "TABLE_COLUMNS",
-    "THRESHOLD_RULES",
-    "EvaluationError",
-    "PrPoints",
-    "RocPoints",
-    "binary_metrics",
-    "body_part_metric",
-    "bootstrap_auc_ci",
-    "bootstrap_ci",
-    "choose_threshold",
-    "ensemble_probabilities",
-    "ensemble_threshold",
-    "evaluate_frame",
-    "format_report_markdown",
-    "metrics_table",
-    "pr_points",
-    "report_curves",
-    "roc_points",
-    "study_frame",
-]
+_HOMES = {
+    "ENSEMBLE_METHODS": "ensemble", "ensemble_probabilities": "ensemble", "ensemble_threshold": "ensemble",
+    "EvaluationError": "arrays",
+    "BOOTSTRAP_METRICS": "metrics", "THRESHOLD_RULES": "metrics", "PrPoints": "metrics", "RocPoints": "metrics",
+    "binary_metrics": "metrics", "bootstrap_auc_ci": "metrics", "bootstrap_ci": "metrics",
+    "choose_threshold": "metrics", "pr_points": "metrics", "roc_points": "metrics",
+    "LEVELS": "report", "TABLE_COLUMNS": "report", "body_part_metric": "report", "evaluate_frame": "report",
+    "format_report_markdown": "report", "metrics_table": "report", "report_curves": "report",
+    "study_frame": "report",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'fracture.evaluate' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"fracture.evaluate.{_HOMES[name]}"), name)
+
+
+__all__ = sorted(_HOMES)

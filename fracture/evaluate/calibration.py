@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from fracture.evaluate.metrics import EvaluationError, _as_arrays
+from fracture.evaluate.arrays import EvaluationError, _as_arrays
 
 log = logging.getLogger(__name__)
 

@@ -42,9 +42,11 @@ def _cache_record(path: Path) -> Path:
 def _verify_cached(path: Path, source_sha256: str) -> str | None:
     """Why the cached export at ``path`` cannot be used for a checkpoint of ``source_sha256`` (None: it can).
 
-    Checked: the record beside it names that checkpoint digest and the file's own
-    sha256, and the file's metadata names the same checkpoint digest -- so a cut,
-    garbled or substituted graph is never run.
+    Checked here: the record beside it names that checkpoint digest and the file's own
+    sha256 -- so a cut, garbled or substituted graph is never run. The file's own metadata
+    (the same checkpoint digest) is checked once onnxruntime has opened it
+    (:func:`load_onnx_model`), which reads it without the ``onnx`` package (half a second
+    of imports a one-image predict would pay).
     """
 
     if not path.is_file():
@@ -57,12 +59,6 @@ def _verify_cached(path: Path, source_sha256: str) -> str | None:
         return "its record names another checkpoint"
     if file_sha256(path) != record.get("onnx_sha256"):
         return "the file's digest differs from the one recorded when it was exported (changed or substituted)"
-    try:
-        metadata = export.read_onnx_metadata(path)
-    except FractureError as exc:
-        return str(exc)
-    if metadata.get("source_sha256") != source_sha256:
-        return "its metadata names another checkpoint"
     return None
 
 
@@ -81,20 +77,26 @@ def load_onnx_model(checkpoint: str | Path, *, cache_dir: str | Path | None = No
 
     source = file_sha256(checkpoint)
     path = cached_onnx_path(checkpoint, cache_dir, source)
-    with _EXPORT_LOCK:
-        problem = _verify_cached(path, source)
-        if problem is not None:
-            if path.exists():
-                log.warning("cached ONNX export %s is not used (%s); exporting %s again", path, problem,
-                            Path(checkpoint).name)
-            else:
-                log.info("exporting %s to ONNX for onnxruntime (once per checkpoint): %s", Path(checkpoint).name, path)
-            _cache_record(path).unlink(missing_ok=True)
-            export.export_onnx(checkpoint, path, overwrite=True)
-            record = {"source_sha256": source, "onnx_sha256": file_sha256(path), "source": Path(checkpoint).name}
-            atomic_write_bytes(_cache_record(path), json.dumps(record).encode("utf-8"))
-    try:
-        return OrtModel.from_file(path, threads=threads)
-    except FractureError as exc:
-        raise type(exc)(f"{exc}. This is the cached export of {checkpoint}: delete {path} to have it made again, "
-                        f"or run with --backend torch") from exc
+    for attempt in range(2):  # a cached file whose metadata names another checkpoint is exported once more
+        with _EXPORT_LOCK:
+            problem = _verify_cached(path, source) if attempt == 0 else "its metadata names another checkpoint"
+            if problem is not None:
+                if path.exists():
+                    log.warning("cached ONNX export %s is not used (%s); exporting %s again", path, problem,
+                                Path(checkpoint).name)
+                else:
+                    log.info("exporting %s to ONNX for onnxruntime (once per checkpoint): %s",
+                             Path(checkpoint).name, path)
+                _cache_record(path).unlink(missing_ok=True)
+                export.export_onnx(checkpoint, path, overwrite=True)
+                record = {"source_sha256": source, "onnx_sha256": file_sha256(path), "source": Path(checkpoint).name}
+                atomic_write_bytes(_cache_record(path), json.dumps(record).encode("utf-8"))
+        try:
+            model = OrtModel.from_file(path, threads=threads)
+        except FractureError as exc:
+            raise type(exc)(f"{exc}. This is the cached export of {checkpoint}: delete {path} to have it made "
+                            f"again, or run with --backend torch") from exc
+        if model.metadata.get("source_sha256") == source:
+            return model
+    raise CheckpointError(f"{path}: a fresh export of {checkpoint} does not name it in its metadata; "
+                          "delete the file and run with --backend torch")

@@ -163,28 +163,10 @@ def switch_to(at, page: str):
     return at.switch_page(str(REPO_ROOT / page))
 
 
-def steady_state_navigation() -> None:
-    """Let AppTest runs behave like a server's later requests, not its very first one.
-
-    AppTest clears Streamlit's class-level "pages/ directory mode" flag before
-    every run, so each run would start like a fresh server's first request:
-    the app reruns at once (``fracture.ui.directory_mode``) and a clicked
-    button's trigger is lost in that rerun. A subclass in AppTest's module
-    takes the reset instead; the first request itself is tested by
-    test_app_home.py and, in a browser, test_first_request.py.
-    """
-    from streamlit.runtime.pages_manager import PagesManager
-    from streamlit.testing.v1 import app_test
-
-    if app_test.PagesManager is PagesManager:
-        app_test.PagesManager = type("PagesManager", (PagesManager,), {})
-
-
 def run_page(page: str | None = None, *, model: str | None = None, query: dict | None = None):
     """Run the app (and switch to ``page``, e.g. ``"pages/4_Predict.py"``); return the AppTest."""
     from streamlit.testing.v1 import AppTest
 
-    steady_state_navigation()
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     if model is not None:
         select_model(at, model)

@@ -7,6 +7,7 @@ the choice persists while a person moves between pages. Pages call
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,11 @@ from fracture.ui.navigation import run_under_app
 if TYPE_CHECKING:
     from fracture.data.manifest import Manifest
 
-CONTEXT_KEY = "fracture_active_context"
+#: This script run's sidebar choice, handed from ``app.py`` to the page it runs (same thread, same run).
+#: Not session state: after a page's ``st.stop()`` every session-state access raises ``StopException``
+#: (it is a yield point), so ``app.py``'s ``finally`` could not clear it and the next run that Streamlit
+#: served without ``app.py`` took a stale choice for "app.py ran" and drew no sidebar.
+_THIS_RUN = threading.local()
 DATASET_SOURCE_KEY = "sidebar_dataset_source"
 DATASET_PATH_KEY = "sidebar_dataset_path"
 MODEL_KEY = "sidebar_model"
@@ -192,7 +197,7 @@ def render_sidebar(*, remember: bool = True) -> ActiveContext:
         checkpoint=entry, checkpoints=entries, model_error=model_error,
     )
     if remember:
-        st.session_state[CONTEXT_KEY] = context
+        _THIS_RUN.context = context
     return context
 
 
@@ -203,7 +208,7 @@ def active_context() -> ActiveContext:
     (a fresh server's first request in directory mode): it reruns under
     ``app.py`` (:func:`fracture.ui.navigation.run_under_app`).
     """
-    context = st.session_state.get(CONTEXT_KEY)
+    context = getattr(_THIS_RUN, "context", None)
     if context is None:
         run_under_app()
         context = render_sidebar(remember=False)
@@ -211,8 +216,9 @@ def active_context() -> ActiveContext:
 
 
 def forget_context() -> None:
-    """Drop this run's choice once the page has run (``app.py`` calls it in ``finally``)."""
-    st.session_state.pop(CONTEXT_KEY, None)
+    """Drop this run's choice once the page has run (``app.py`` calls it in ``finally``; plain Python,
+    so it holds after ``st.stop()`` or ``st.rerun()`` too)."""
+    _THIS_RUN.context = None
 
 
 def dataset_root(context: ActiveContext) -> Path | None:

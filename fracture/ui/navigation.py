@@ -8,6 +8,14 @@ folder beside it serves its very first request in its older directory mode
 :func:`run_under_app` makes that first run declare the app's navigation and
 rerun, so the request ends under ``app.py`` with its sidebar and labelled
 navigation. ``tests/app/test_first_request.py`` proves it against a real server.
+
+A page knows it ran without ``app.py`` when no sidebar choice was handed to it
+in this run (:func:`fracture.ui.context.active_context`; a thread-local that
+``app.py`` sets and clears, never session state, which a page's ``st.stop()``
+makes unwritable for the rest of the run). The rerun happens once per session:
+a rerun drops the triggers of that run (a clicked button), so any later run
+outside ``app.py`` (Streamlit's AppTest starts every run that way) draws the
+sidebar itself and keeps its clicks. No Streamlit internals are touched.
 """
 from __future__ import annotations
 

@@ -59,9 +59,18 @@ def _widget(container, field: FormField, model_help: str, presets: list[str]) ->
 
 
 def _rows(fields: list[FormField], model_help: str, presets: list[str], width: int = 4) -> None:
-    for start in range(0, len(fields), width):
+    """The fields in rows of ``width``; checkboxes after them, two per row: a checkbox's label is its only
+    text and must stay whole at 1280 px ("Multi-task body-part head" did not fit a quarter of the form)."""
+    boxes = [f for f in fields if f.widget == "checkbox"]
+    others = [f for f in fields if f.widget != "checkbox"]
+    for start in range(0, len(others), width):
         columns = st.columns(width)
-        for column, field in zip(columns, fields[start : start + width]):
+        for column, field in zip(columns, others[start : start + width]):
+            _widget(column, field, model_help, presets)
+    per_row = max(1, width // 2)
+    for start in range(0, len(boxes), per_row):
+        columns = st.columns(per_row)
+        for column, field in zip(columns, boxes[start : start + per_row]):
             _widget(column, field, model_help, presets)
 
 
@@ -77,7 +86,10 @@ def train_form(dataset_root: Path) -> TrainConfig | None:
         help="The defaults, or a recipe from fracture/recipes/; the fields below start from it and what you "
         "change overrides it. The run records the recipe it came from.",
     )
-    if st.session_state.get(_BASE_KEY) != (choice, str(dataset_root)):
+    # refill when the recipe or dataset changed, or when Streamlit dropped the widgets' state
+    # (it forgets a widget's value once a run on another page did not draw it)
+    if st.session_state.get(_BASE_KEY) != (choice, str(dataset_root)) \
+            or any(field.key not in st.session_state for field in FIELDS):
         _fill_widgets(choice, dataset_root)
     _, help_lines = model_choices()
     presets = list(list_presets())

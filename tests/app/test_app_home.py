@@ -1,6 +1,8 @@
 """AppTest: the home page, the shared sidebar, and every page with no model yet."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from app_support import (  # noqa: F401  (fixtures)
@@ -77,10 +79,10 @@ def test_a_folder_under_an_allowed_root_becomes_the_active_dataset(app_home):
 
 
 def test_pages_live_in_pages_and_a_directory_mode_run_goes_through_app_py(app_home):
-    """Without steady_state_navigation, AppTest starts every run in Streamlit's old ``pages/``
-    directory mode (as a fresh server's first request does): Home and a page run directly by it
-    still end under app.py's navigation, with the shared sidebar, and no Streamlit internals are
-    patched for it. The real first request is checked in a browser by tests/app/test_first_request.py."""
+    """AppTest starts every run in Streamlit's old ``pages/`` directory mode (as a fresh server's first
+    request does; nothing of Streamlit is patched): Home and a page run directly by it still end under
+    app.py's navigation, with the shared sidebar. The real first request is checked in a browser by
+    tests/app/test_first_request.py."""
     from streamlit.testing.v1 import AppTest
 
     from app_support import APP, TIMEOUT
@@ -97,6 +99,39 @@ def test_pages_live_in_pages_and_a_directory_mode_run_goes_through_app_py(app_ho
     assert_no_exception(at)
     assert any("Train" in t.value for t in at.title)
     assert [h.value for h in at.sidebar.subheader].count("Model") == 1, "app.py's sidebar, drawn once"
+
+
+def test_after_a_page_stops_early_the_next_pages_still_draw_the_sidebar_and_keep_a_click(app_home):
+    """Train with no runs ends in ``st.stop()``; after it, session state cannot be written in that run
+    (every access raises StopException), so the hand-over of the sidebar's choice must not live there:
+    the pages that follow draw the sidebar once, see a model written since, and a click is not lost
+    to a rerun."""
+    from app_support import write_tiny_run
+
+    at = run_page("pages/3_Train.py")
+    assert any("No runs yet" in i.value for i in at.info)  # the page stopped early
+    write_tiny_run(app_home / "runs", "tiny")
+    at.run()
+    assert [h.value for h in at.sidebar.subheader].count("Model") == 1
+    switch_to(at, "pages/1_Dataset_Explorer.py").run()
+    assert_no_exception(at)
+    assert [h.value for h in at.sidebar.subheader].count("Model") == 1
+    assert at.session_state["sidebar_model"] == "tiny (run)", "the run written after Train stopped"
+    switch_to(at, "pages/3_Train.py").run()
+    at.button(key="promote-submit").click().run()  # the click of this very run reaches the page
+    assert_no_exception(at)
+    assert any("Promoted to" in s.value for s in at.success)
+
+
+def test_no_streamlit_internals_are_patched_in_the_app_or_its_tests():
+    """Issue 19 item 7: only Streamlit's supported APIs, tests included."""
+    own = Path(__file__).resolve()
+    sources = [REPO_ROOT / "app.py", *(REPO_ROOT / "pages").glob("*.py"),
+               *(REPO_ROOT / "fracture").rglob("*.py"), *(REPO_ROOT / "tests").rglob("*.py")]
+    private = ("PagesManager", "streamlit.runtime", "app_test.", "uses_pages_directory")
+    offenders = [f"{path.relative_to(REPO_ROOT)}: {word}" for path in sources if path.resolve() != own
+                 for word in private if word in path.read_text(encoding="utf-8")]
+    assert not offenders, offenders
 
 
 def test_home_links_real_xrays_to_the_predict_page(app_home):
@@ -117,13 +152,12 @@ def test_home_links_real_xrays_to_the_predict_page(app_home):
 def test_the_dataset_choice_lives_in_the_url_so_a_reload_keeps_it(app_home):
     from streamlit.testing.v1 import AppTest
 
-    from app_support import APP, TIMEOUT, steady_state_navigation
+    from app_support import APP, TIMEOUT
 
     at = run_page()
     assert at.radio(key="sidebar_dataset_source").proto.query_param_key == "sidebar_dataset_source"
     at.radio(key="sidebar_dataset_source").set_value("Folder path").run()
     assert at.text_input(key="sidebar_dataset_path").proto.query_param_key == "sidebar_dataset_path"
-    steady_state_navigation()
     reloaded = AppTest.from_file(str(APP), default_timeout=TIMEOUT)  # a new session: only the URL is left
     reloaded.query_params["sidebar_dataset_source"] = "Folder path"
     reloaded.query_params["sidebar_dataset_path"] = str(app_home / "demo")

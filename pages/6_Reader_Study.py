@@ -16,11 +16,13 @@ from fracture.reader_study import (
     save_answer,
 )
 from fracture.reader_study.summary import fmt
+from fracture.ui import loaders
 from fracture.ui import reader_views as views
 from fracture.ui.context import active_context, dataset_root
 from fracture.ui.reader_charts import readers_roc
 
 context = active_context()
+loaders.freeze_long_lived("reader")  # the server's first reader: no full GC of its modules on every click
 role = st.sidebar.radio("Reader Study: I am", ("a reader", "the instructor"), horizontal=True, key="rs-role",
                         bind="query-params")
 

@@ -152,11 +152,16 @@ class Student:
 
 async def student_loop(student: Student, code: str, gallery: list[str], predicts: bool, until: float,
                        answer_s: list[float], predict_s: list[float], errors: list[str], asked: set[str],
-                       first_s: list[float], repeat_s: list[float]) -> None:
+                       first_s: list[float], repeat_s: list[float], think_s: float = 0.0) -> None:
     """One student: join, then (Predict a random gallery X-ray, when ``predicts``) and answer a case, until
     ``until``. ``asked`` holds the X-rays any student asked the server for already: a prediction of one of
-    those goes to ``repeat_s`` (the server may answer it from its shared results), else to ``first_s``."""
+    those goes to ``repeat_s`` (the server may answer it from its shared results), else to ``first_s``.
+    Before each click the student looks for ``think_s`` seconds on average (0.5-1.5 times it, seeded)."""
     rng = random.Random(student.name)
+
+    async def look() -> None:
+        if think_s > 0:
+            await asyncio.sleep(think_s * rng.uniform(0.5, 1.5))
     try:
         await student.connect()
         joined = await student.run("Reader_Study", urlencode({"rs-code": code, "rs-name": student.name}))
@@ -178,14 +183,18 @@ async def student_loop(student: Student, code: str, gallery: list[str], predicts
                     errors.append(f"{student.name}: no case and no results page: {student.texts[-3:]}")
                 break  # every case read: the results page
             call = rng.choice(["rs-f", "rs-n"])
+            await look()
             await student.run("Reader_Study", triggers=(call,))
+            await look()
             await student.run("Reader_Study", triggers=(f"rs-level-{rng.randint(1, 5)}",))
+            await look()
             answer_s.append(await student.run("Reader_Study", triggers=("rs-answer",)))
             logger.info("%s answered in %.2f s", student.name, answer_s[-1])
             if not any("Truth:" in t for t in student.texts):
                 errors.append(f"{student.name}: no reveal after Answer")
                 break
             student.answered.append(time.time())
+            await look()
             await student.run("Reader_Study", triggers=("rs-next",))
     except Exception as exc:  # noqa: BLE001 - a load test reports every failure and goes on with the others
         errors.append(f"{student.name}: {type(exc).__name__}: {exc}")
@@ -210,7 +219,7 @@ def _percentiles(values: list[float]) -> dict[str, float | int | None]:
             "p95_s": round(float(np.percentile(arr, 95)), 3), "max_s": round(float(arr.max()), 3)}
 
 
-async def _drive(url: str, code: str, n: int, duration: float, gallery: list[str]) -> dict:
+async def _drive(url: str, code: str, n: int, duration: float, gallery: list[str], think_s: float = 0.0) -> dict:
     answer_s: list[float] = []
     predict_s: list[float] = []
     first_s: list[float] = []
@@ -227,7 +236,8 @@ async def _drive(url: str, code: str, n: int, duration: float, gallery: list[str
     until = time.monotonic() + duration
     try:  # bounded: the answering time, then at most RUN_TIMEOUT_S for the steps under way
         await asyncio.wait_for(asyncio.gather(*(
-            student_loop(s, code, gallery, i % 2 == 0, until, answer_s, predict_s, errors, asked, first_s, repeat_s)
+            student_loop(s, code, gallery, i % 2 == 0, until, answer_s, predict_s, errors, asked, first_s, repeat_s,
+                         think_s)
             for i, s in enumerate(students))), duration + RUN_TIMEOUT_S)
     except asyncio.TimeoutError:
         errors.append(f"students still busy {RUN_TIMEOUT_S} s after the end: stopped")
@@ -240,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, default=30, help=f"simulated students (1-{MAX_SESSIONS})")
     parser.add_argument("--duration", type=float, default=180.0, help="seconds of answering (default 180)")
     parser.add_argument("--cases", type=int, default=20, help="cases in the study (default 20)")
+    parser.add_argument("--think", type=float, default=0.0,
+                        help="seconds a student looks before each click, on average (default 0: click at once)")
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
@@ -263,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         load_before = os.getloadavg()
         cpu_before = _cpu_s(pid)
         started = time.perf_counter()
-        result = asyncio.run(_drive(url, session.code, args.sessions, args.duration, gallery))
+        result = asyncio.run(_drive(url, session.code, args.sessions, args.duration, gallery, args.think))
         wall = time.perf_counter() - started
         server_cpu = _cpu_s(pid) - cpu_before
         load_after = os.getloadavg()
@@ -275,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     lost = {name: given[name] - stored.get(name, 0) for name in given if stored.get(name, 0) < given[name]}
     report = {
         "sessions": args.sessions, "duration_s": round(wall, 1), "cases": len(session.cases),
+        "think_s": args.think,
         "server_peak_rss_mb": round(sampler.peak_kb / 1024, 1),
         "answer": _percentiles(result["answer_s"]), "predict": _percentiles(result["predict_s"]),
         "predict_first_of_its_image": _percentiles(result["predict_first_s"]),

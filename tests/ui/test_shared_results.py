@@ -245,3 +245,25 @@ def test_the_gallery_is_warmed_once_in_the_background_and_predict_then_needs_no_
         loaders._prediction_cache.clear()
         loaders.model_queue.clear()
         loaders._warmups.clear()
+
+
+def test_the_first_model_load_freezes_the_long_lived_objects_once(monkeypatch, tmp_path):
+    import gc
+
+    from fracture.ui import loaders
+    from tests.app_support import write_tiny_run
+
+    frozen = []
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(1))  # the real one would outlive this test
+    monkeypatch.setattr(loaders, "_frozen_for", set())
+    run = write_tiny_run(tmp_path / "runs", "tiny")
+    loaders._predictor.clear()
+    try:
+        loaders.load_predictor(run / "best.safetensors")
+        loaders.load_predictor(run / "best.safetensors")  # cached: no second load, no second freeze
+        assert frozen == [1]
+        assert loaders.freeze_long_lived("model") is False and frozen == [1]  # once per reason
+        assert loaders.freeze_long_lived("reader") is True and loaders.freeze_long_lived("reader") is False
+        assert loaders.freeze_long_lived() is True and frozen == [1, 1, 1]
+    finally:
+        loaders._predictor.clear()

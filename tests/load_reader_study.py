@@ -1,23 +1,29 @@
 """Classroom load test: N students answer a reader study and run Predict against ONE app server.
 
-    nice -n 19 .venv/bin/python tests/load_reader_study.py --sessions 30 --duration 180 --out /tmp/load.json
+    nice -n 19 .venv/bin/python tests/load_reader_study.py --sessions 30 --duration 150 --out /tmp/load.json
 
 Not a test (pytest does not collect it). It starts ``streamlit run app.py`` on
 a free loopback port with a fresh FRACTURE_HOME, creates a reader study from
-the built-in gallery with the shipped model, then runs ``--sessions``
+the built-in gallery with the shipped model (its heatmaps stored with it, as
+the instructor's *Create session* does), builds the demo set as any machine
+that ran the app once has it (``--first-start``: leave it to the server, which
+builds it in the background during the test), then runs ``--sessions``
 simulated browsers at once for ``--duration`` seconds. Each one speaks
 Streamlit's own websocket protocol (the messages a browser sends: a script
 run with the URL's query string, widget states, button triggers), so one
 process can play 30 students without 30 Chromiums competing with the server
-for the CPU. Half the students alternate Predict on a gallery image
+for the CPU. Half the students alternate Predict on a random gallery image
 (``/Predict?input=Sample&xray=ID``) with their reading; every student reads.
 
-A student's answer is: press F or N, a confidence key, and (on a fractured
-case) click near the box; the latency of an answer is from pressing *Answer*
-to the end of the script run that shows the reveal; of a prediction, from
-opening the Predict URL to the end of its run. At the end it prints (and
-writes as JSON) the server's peak RSS (the server process and its children,
-sampled every 0.25 s from /proc), p50/p95/max latency per answer and per
+A student's answer is three clicks: F or N, a confidence key, *Answer*;
+then *Next*. Before each click a student looks for ``--think`` seconds on
+average (default 0: clicks at once, a stress test). The latency of an answer
+is from pressing *Answer* to the end of the script run that shows the reveal;
+of a prediction, from opening the Predict URL to the end of its run (split
+into the first request of an X-ray by any student and X-rays asked before).
+At the end it prints (and writes as JSON) the server's peak RSS (the server
+process and its children, sampled every 0.25 s from /proc), its CPU seconds,
+the machine's load average, p50/p95/max latency per answer and per
 prediction, and checks that every answer a student got a reveal for is in
 their reader file on disk.
 
@@ -252,6 +258,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", type=int, default=20, help="cases in the study (default 20)")
     parser.add_argument("--think", type=float, default=0.0,
                         help="seconds a student looks before each click, on average (default 0: click at once)")
+    parser.add_argument("--first-start", action="store_true",
+                        help="leave the demo set to the server, which builds it in the background while the class "
+                             "works (a machine's very first start); default: built before the server starts, as on "
+                             "any machine that ran the app once")
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
@@ -264,6 +274,13 @@ def main(argv: list[str] | None = None) -> int:
     from fracture.serve.predictor import default_checkpoint
 
     session = create_session(pin=PIN, source="gallery", n_cases=args.cases, seed=0, checkpoint=default_checkpoint())
+    if not args.first_start:
+        from fracture.settings import get_settings
+        from fracture.ui.demo import demo_studies, ensure_demo_dataset
+
+        started = time.perf_counter()
+        ensure_demo_dataset(get_settings().demo_dir, studies=demo_studies())
+        logger.info("demo set built before the server starts (%.0f s)", time.perf_counter() - started)
     gallery = [item.key for item in load_gallery()]
     logger.info("session %s (%d cases); %d students for %.0f s", session.code, len(session.cases), args.sessions,
                 args.duration)
@@ -287,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     lost = {name: given[name] - stored.get(name, 0) for name in given if stored.get(name, 0) < given[name]}
     report = {
         "sessions": args.sessions, "duration_s": round(wall, 1), "cases": len(session.cases),
-        "think_s": args.think,
+        "think_s": args.think, "first_start": args.first_start,
         "server_peak_rss_mb": round(sampler.peak_kb / 1024, 1),
         "answer": _percentiles(result["answer_s"]), "predict": _percentiles(result["predict_s"]),
         "predict_first_of_its_image": _percentiles(result["predict_first_s"]),

@@ -6,7 +6,8 @@ Not a test (pytest does not collect it). It builds a 6-case session from the
 built-in gallery with the shipped model (PIN 2468), answers it for two readers
 through the core, starts the app with that FRACTURE_HOME and saves, per
 viewport (``WxH`` in the names): a reader's case before and after choosing
-(``reader_case``, ``reader_case_chosen``: one viewport, nothing scrolled),
+(``reader_case``, ``reader_case_chosen``: one viewport, nothing scrolled; at
+1920x1080 with the *Large* image size a projector wants),
 the reveal, the reader's results and the instructor's dashboard. Needs
 Chromium, its driver and selenium (see tests/screenshots.py).
 """
@@ -36,6 +37,10 @@ def _prepare(home: Path) -> str:
     from fracture.reader_study import Mark, create_session, save_answer
     from fracture.serve.predictor import default_checkpoint
 
+    from fracture.settings import get_settings
+    from fracture.ui.demo import demo_studies, ensure_demo_dataset
+
+    ensure_demo_dataset(get_settings().demo_dir, studies=demo_studies())  # as on a machine that ran the app once
     session = create_session(pin=PIN, source="gallery", n_cases=6, seed=4, checkpoint=default_checkpoint())
     for i, case in enumerate(session.cases):  # Ada misses one case, Bob calls everything fractured
         mark = Mark(0, 0.5, 0.5) if case.has_box else None
@@ -98,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
                 wait_for_app(driver)
                 wait_for_text(driver, "How sure")
                 time.sleep(3)
+                if height >= 1080:  # a projector or a large screen: the reader picks the large X-ray
+                    _click(driver, "Large", exact=True)
+                    time.sleep(1.5)
+                    wait_for_app(driver)
                 _shoot(driver, args.out / f"reader_case_{size}.png")
                 _click(driver, "Fractured", exact=True)
                 time.sleep(1.0)

@@ -42,7 +42,9 @@ CONFIDENCE_LEVELS = {1: 0, 2: 25, 3: 50, 4: 75, 5: 100}
 VIEW_MAX_H, VIEW_MAX_W = 440, 560
 #: The reader's *Image size* choice -> the largest height drawn (Medium fits 1280x720; Large suits 1920x1080).
 IMAGE_SIZES = {"Small": 320, "Medium": VIEW_MAX_H, "Large": 680}
-REVEAL_MAX_H = 440
+SIZE_KEPT = "rs-size-kept"  # the choice outlives the reveal, where the size control is not drawn
+#: How much a small X-ray (the gallery's are 384 px) may be enlarged to reach the chosen size.
+MAX_UPSCALE = 2.0
 THUMB = 200
 JPEG_QUALITY = 90
 REFRESH_S = 3
@@ -55,11 +57,11 @@ def compact_page() -> None:
     st.html("<style>[data-testid='stMainBlockContainer'] { padding-top: 2.5rem; }</style>")
 
 
-def fit(image: np.ndarray, max_h: int, max_w: int) -> np.ndarray:
-    """``image`` scaled down (never up) to fit ``max_h`` x ``max_w``, aspect kept."""
+def fit(image: np.ndarray, max_h: int, max_w: int, *, upscale: float = 1.0) -> np.ndarray:
+    """``image`` scaled to fit ``max_h`` x ``max_w``, aspect kept: down as needed, up by at most ``upscale``."""
     h, w = image.shape[:2]
-    scale = min(max_h / h, max_w / w, 1.0)
-    if scale >= 1.0:
+    scale = min(max_h / h, max_w / w, upscale)
+    if abs(scale - 1.0) < 1e-3:
         return image
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
@@ -114,14 +116,14 @@ def reading_view(path: str, signature: int, max_h: int, max_w: int,
     Why cached: every click of a reader reruns the page, and each rerun used to decode, resize and send
     the X-ray as an uncompressed PNG (~0.5-1 MB); now a rerun sends the same ~30 KB it sent before.
     """
-    shown = fit(loaders.load_full_image(path, signature), max_h, max_w)
+    shown = fit(loaders.load_full_image(path, signature), max_h, max_w, upscale=MAX_UPSCALE)
     drawn = draw_mark(shown, None if mark is None else Mark(0, *mark))
     return jpeg_bytes(drawn), int(shown.shape[0]), int(shown.shape[1])
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
 def reveal_views(code: str, case_id: str, index: int, path: str, signature: int,
-                 mark: tuple[float, float] | None) -> tuple[bytes, bytes | None, bool]:
+                 mark: tuple[float, float] | None, max_h: int) -> tuple[bytes, bytes | None, bool]:
     """The reveal's pictures of one image as JPEG bytes: the X-ray with the truth box and the reader's
     click, and the model's heatmap stored with the session blended on it.
 
@@ -132,12 +134,13 @@ def reveal_views(code: str, case_id: str, index: int, path: str, signature: int,
     case = session.case(case_id)
     boxes = case.boxes[index] if index < len(case.boxes) else ()
     image = loaders.load_full_image(path, signature)
+    max_w = round(max_h * VIEW_MAX_W / VIEW_MAX_H)
     xray = jpeg_bytes(fit(draw_mark(draw_boxes(image, boxes), None if mark is None else Mark(0, *mark)),
-                          REVEAL_MAX_H, VIEW_MAX_W))
+                          max_h, max_w, upscale=MAX_UPSCALE))
     maps = case_heatmaps(session, case)
     if maps is None or maps[index] is None:
         return xray, None, maps is not None
-    return xray, jpeg_bytes(fit(overlay(image, maps[index], 0.45, boxes), REVEAL_MAX_H, VIEW_MAX_W)), True
+    return xray, jpeg_bytes(fit(overlay(image, maps[index], 0.45, boxes), max_h, max_w, upscale=MAX_UPSCALE)), True
 
 
 def live_heatmaps(session: Session, case: Case) -> list[np.ndarray | None]:
@@ -158,6 +161,15 @@ def live_heatmaps(session: Session, case: Case) -> list[np.ndarray | None]:
 # A reader's case.
 
 
+def _keep_size() -> None:
+    st.session_state[SIZE_KEPT] = st.session_state.get("rs-size") or "Medium"
+
+
+def image_height() -> int:
+    """The largest height an X-ray is drawn at, from the reader's *Image size* choice."""
+    return IMAGE_SIZES.get(st.session_state.get(SIZE_KEPT) or "Medium", VIEW_MAX_H)
+
+
 def _keys(case_id: str) -> dict[str, str]:
     return {"call": f"rs-call-{case_id}", "level": f"rs-level-{case_id}", "mark": f"rs-mark-{case_id}"}
 
@@ -172,7 +184,7 @@ def mark_images(case: Case) -> None:
 
     keys = _keys(case.case_id)
     mark = st.session_state.get(keys["mark"])
-    max_h = IMAGE_SIZES.get(st.session_state.get("rs-size") or "Medium", VIEW_MAX_H)
+    max_h = image_height()
     columns = st.columns(len(case.paths)) if len(case.paths) > 1 else [st.container()]
     for index, (column, path) in enumerate(zip(columns, case.paths)):
         data, height, width = reading_view(path, loaders.path_signature(path), max_h,
@@ -222,8 +234,9 @@ def answer_controls(session: Session, case: Case) -> tuple[bool | None, int | No
         left.caption(f"Marked at {mark.x:.0%} across, {mark.y:.0%} down" +
                      (f" (image {mark.image + 1})" if len(case.paths) > 1 else ""))
         right.button("Clear mark", key="rs-clear", on_click=_choose, args=(keys["mark"], None))
-    st.segmented_control("Image size", tuple(IMAGE_SIZES), default="Medium", key="rs-size",
-                         help="Medium fits a 1280x720 screen; Large for bigger screens.")
+    st.segmented_control("Image size", tuple(IMAGE_SIZES), default=st.session_state.get(SIZE_KEPT, "Medium"),
+                         key="rs-size", on_change=_keep_size,
+                         help="Medium fits a 1280x720 screen; Large for a projector or a 1920x1080 screen.")
     return call, level, mark
 
 
@@ -244,12 +257,13 @@ def reveal(session: Session, case: Case, answer, next_label: str) -> bool:
             boxes = case.boxes[index] if index < len(case.boxes) else ()
             mark = answer.mark if answer.mark is not None and answer.mark.image == index else None
             xray, heat, stored = reveal_views(session.code, case.case_id, index, path, loaders.path_signature(path),
-                                              _mark_tuple(mark))
+                                              _mark_tuple(mark), image_height())
             if heat is None and not stored and session.checkpoint:
                 live = live_heatmaps(session, case) if live is None else live
                 if live[index] is not None:
                     image = case_images(case)[index]
-                    heat = jpeg_bytes(fit(overlay(image, live[index], 0.45, boxes), REVEAL_MAX_H, VIEW_MAX_W))
+                    heat = jpeg_bytes(fit(overlay(image, live[index], 0.45, boxes), image_height(), VIEW_MAX_W,
+                                          upscale=MAX_UPSCALE))
             left, right = st.columns(2) if heat is not None else (st.container(), None)
             left.image(xray, caption="the X-ray" + (" · green: annotated fracture" if boxes else "")
                        + (" · blue ring: your click" if mark else ""))
@@ -373,7 +387,7 @@ def live_dashboard(code: str, show_results: bool) -> None:
     cols[1].metric("Finished", f"{len(summary['finished'])}")
     kappa_help = (f"Fleiss' kappa: agreement between the {summary['fleiss_readers']} readers who finished "
                   f"all {total} cases (unfinished readers are left out; needs 2 readers and {MIN_KAPPA_CASES} cases).")
-    cols[2].metric("Fleiss' kappa (finished readers)",
+    cols[2].metric("Fleiss' kappa, finished",
                    fmt(summary["fleiss_kappa"]) if total >= MIN_KAPPA_CASES else f"— (needs {MIN_KAPPA_CASES} cases)",
                    help=kappa_help)
     loc = summary["localisation"]

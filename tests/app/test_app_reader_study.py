@@ -154,7 +154,7 @@ def test_dashboard_kappa_uses_finished_readers_only(session):
     assert_no_exception(at)
     values = {m.label: m.value for m in at.metric}
     assert values["Readers joined"] == "3" and values["Finished"] == "2"
-    assert values["Fleiss' kappa (finished readers)"] == "-1.000"  # Cy (1 answer) does not drag it
+    assert values["Fleiss' kappa, finished"] == "-1.000"  # Cy (1 answer) does not drag it
     assert any("Cy" in c.value and "Not finished" in c.value for c in at.caption)
     table = at.dataframe[-1].value
     assert list(table["reader"]) == ["Ada", "Bob", "Cy"]
@@ -262,3 +262,20 @@ def test_five_wrong_pins_lock_the_dashboard_and_say_how_long(session):
     said = try_pin(PIN)  # the right PIN now waits too
     assert "Too many wrong PINs" in said and ("Wait 4 min" in said or "Wait 5 min" in said)
     assert not any(m.label == "Readers joined" for m in at.metric) and not at.get("download_button")
+
+
+def test_the_image_size_choice_outlives_the_reveal_and_small_x_rays_are_enlarged(session):
+    from fracture.ui.reader_views import IMAGE_SIZES, MAX_UPSCALE, fit
+
+    at = _as_reader(session.code, "Eve")
+    at.segmented_control(key="rs-size").set_value("Large").run()
+    at.button(key="rs-n").click().run()
+    at.button(key="rs-level-2").click().run()
+    at.button(key="rs-answer").click().run()
+    at.button(key="rs-next").click().run()
+    assert_no_exception(at)
+    assert at.segmented_control(key="rs-size").value == "Large"  # the next case keeps it
+    small = np.zeros((300, 240), np.uint8)  # a gallery X-ray is 384 px at most
+    assert fit(small, IMAGE_SIZES["Large"], 2000, upscale=MAX_UPSCALE).shape == (600, 480)  # up to 2x
+    assert fit(small, IMAGE_SIZES["Small"], 2000, upscale=MAX_UPSCALE).shape == (320, 256)
+    assert fit(np.zeros((3000, 2000), np.uint8), 440, 560).shape == (440, 293)  # large ones come down

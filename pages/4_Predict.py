@@ -31,12 +31,9 @@ SOURCES = {"Upload": "your own PNG, JPEG or DICOM files",
 
 context = active_context()
 present = presentation_mode()
-st.title("🔍 Predict")
-if not present:
-    st.caption(
-        "Several files are one study: the study probability is the mean of its images' probabilities "
-        "(the MURA rule). A teaching and research tool, not a medical device."
-    )
+# What the page does sits in the title's tooltip: one line less above the X-ray on a 720 px screen.
+st.title("🔍 Predict", help="Several files are one study: the study probability is the mean of its images' "
+         "probabilities (the MURA rule). A teaching and research tool, not a medical device.")
 entry = require_checkpoint(context, "prediction")
 meta = entry.meta or {}
 # Presentation mode: once an image is shown, its pickers fold away so that the X-ray fills the screen.
@@ -71,6 +68,7 @@ with panel:
 
     with inputs:
         images, names, problems, notes = [], [], [], []
+        known_label = ""  # the dataset's own label, shown beside the model's (gallery images)
         sources = None  # what uploaded files say about themselves (DICOM modality, colour), for the radiograph gate
         n_files = 0  # uploads offered (bad and duplicate files included), for "from N of M files"
         truth: dict = {}  # image name -> annotated fracture boxes (gallery, or a dataset with boxes)
@@ -99,8 +97,8 @@ with panel:
             if item is not None:
                 images, names = [gallery_image(item)], [item.source_id]
                 truth = {item.source_id: item.boxes}
-                st.caption(f"FracAtlas label: **{item.label_name}**"
-                           + (f", {len(item.boxes)} annotated box(es)" if item.boxes else ""))
+                known_label = f"FracAtlas label: **{item.label_name}**" + (
+                    f", {len(item.boxes)} annotated box{'es' if len(item.boxes) > 1 else ''}" if item.boxes else "")
         elif dataset_root(context) is None:
             st.info(context.dataset_error or "Pick a dataset in the sidebar to use its samples.")
         else:
@@ -117,23 +115,6 @@ with panel:
                 images, names, problems = load_study_images(study)
                 truth = dict(zip(study["path"].map(lambda p: p.rsplit("/", 1)[-1]), study["boxes"]))
 
-# Full-width boxes: their values ("model default: LayerCAM @ fused") are never cut.
-method_box, point_box = panel.columns(2)
-default_cam = stored_choice(meta)
-cam_method = method_box.selectbox(
-    "Heatmap method", [None, *CAM_METHOD_NAMES], key="predict-cam-method",
-    format_func=lambda m: f"model default: {default_cam.label()}" if m is None else CAM_METHOD_NAMES[m],
-    help="The default was chosen on the validation split by how often its maximum falls on an annotated "
-         "fracture (python -m fracture explain-select). The others use the same layer.",
-)
-heatmap_label = default_cam.label() if cam_method is None else CAM_METHOD_NAMES[cam_method]
-points = {c["name"]: c for c in operating_point_choices(meta)}
-point = points[point_box.selectbox(
-    "Operating point", list(points), key="predict-operating-point", format_func=lambda n: points[n]["label"],
-    help="Thresholds chosen on the validation split: the default, Youden's balance, or a stated "
-         "sensitivity for screening (more false alarms, fewer missed fractures).",
-)]
-
 for message in problems:
     st.error(message)
 for note in notes:
@@ -143,6 +124,29 @@ if not images:
     st.info("Drop one or more images above, or pick a sample study from the dataset.")
     st.stop()
 
+# The results: a head (verdict, refusals) above the X-ray, and beside the X-ray one column with every
+# control of what is shown (heatmap method, operating point, window/level...), so that at 1280x720 the
+# picture and its controls start on the first screen. In presentation mode the choices stay folded.
+head = st.container()
+if present:
+    picture, side = st.container(), panel
+else:
+    picture, side = st.columns([2, 1])
+default_cam = stored_choice(meta)
+cam_method = side.selectbox(
+    "Heatmap method", [None, *CAM_METHOD_NAMES], key="predict-cam-method",
+    format_func=lambda m: f"default: {default_cam.label()}" if m is None else CAM_METHOD_NAMES[m],
+    help="The default was chosen on the validation split by how often its maximum falls on an annotated "
+         "fracture (python -m fracture explain-select). The others use the same layer.",
+)
+heatmap_label = default_cam.label() if cam_method is None else CAM_METHOD_NAMES[cam_method]
+points = {c["name"]: c for c in operating_point_choices(meta)}
+point = points[side.radio(  # a list: a long name wraps in a narrow column, never cut
+    "Operating point", list(points), key="predict-operating-point", format_func=lambda n: points[n]["label"],
+    help="Thresholds chosen on the validation split: the default, Youden's balance, or a stated "
+         "sensitivity for screening (more false alarms, fewer missed fractures).",
+)]
+
 try:
     prediction = loaders.predict_study(entry.path, images, names, body_part=body_part,
                                        extra_steps=extra_steps, cam_method=cam_method, sources=sources)
@@ -150,37 +154,41 @@ except FractureError as exc:
     st.error(str(exc))
     st.stop()
 prediction = prediction.at_operating_point(point["name"])
-for refused in prediction.refused:  # level (a): what is not a radiograph gets no label at all
-    st.error(f"**{refused.name}** — " + NOT_RADIOGRAPH.format(reason=refused.gate["reason"]))
+with head:
+    for refused in prediction.refused:  # level (a): what is not a radiograph gets no label at all
+        st.error(f"**{refused.name}** — " + NOT_RADIOGRAPH.format(reason=refused.gate["reason"]))
 if prediction.study_prob is None:
     st.stop()
 
 positive_name = prediction.class_names[1]
-if not present:  # in large type the heading below says it all, and the X-ray comes up higher
-    cols = st.columns(4)
-    cols[0].metric(f"Study P({positive_name})", f"{prediction.study_prob:.3f}",
-                   help="Mean of the images' probabilities.")
-    cols[1].metric("Study label", prediction.study_label,
-                   help=f"Positive when the probability is at least the checkpoint's threshold.")
-    cols[2].metric("Threshold", f"{prediction.threshold:.3f}",
-                   help=f"{point['label']}: chosen on the validation split"
-                   + (f" (there: sensitivity {point['sensitivity']:.2f}, specificity {point['specificity']:.2f}, "
-                      f"PPV {point['ppv']:.2f}, NPV {point['npv']:.2f})" if point.get("ppv") is not None
-                      and point.get("npv") is not None else "")
-                   + (". Probabilities are calibrated (temperature scaling)." if prediction.temperature else "."))
-    if prediction.body_part is not None:  # a single-task model has no body part to show
-        confidence = f" ({prediction.body_part_prob:.0%})" if prediction.body_part_prob is not None else ""
-        cols[3].metric("Body part", f"{prediction.body_part}{confidence}",
-                       help=f"{prediction.body_part_source} by the model" if prediction.body_part_source == "predicted"
-                       else "given by you")
-color = "red" if prediction.positive else "green"
 kept, offered = len(prediction.images) - len(prediction.refused), max(n_files, len(prediction.images))
 used_of = f" from {kept} of {offered} files" if 0 < kept < offered else ""
-st.markdown(
-    f"#### Study{used_of}: :{color}-background[{prediction.study_label}] "
-    f"(P = {prediction.study_prob:.3f}, threshold {prediction.threshold:.3f})"
-    + ("" if present else f" — model `{checkpoint_label(entry)}`")
-)
+with head:
+    if present:  # in large type one heading says it all
+        color = "red" if prediction.positive else "green"
+        st.markdown(f"#### Study{used_of}: :{color}-background[{prediction.study_label}] "
+                    f"(P = {prediction.study_prob:.3f}, threshold {prediction.threshold:.3f})")
+    else:
+        cols = st.columns(4)
+        cols[0].metric(f"Study P({positive_name})", f"{prediction.study_prob:.3f}",
+                       help="Mean of the images' probabilities.")
+        cols[1].metric("Study label", prediction.study_label,
+                       help="Positive when the probability is at least the threshold of the operating point.")
+        cols[2].metric("Threshold", f"{prediction.threshold:.3f}",
+                       help=f"{point['label']}: chosen on the validation split"
+                       + (f" (there: sensitivity {point['sensitivity']:.2f}, specificity {point['specificity']:.2f}, "
+                          f"PPV {point['ppv']:.2f}, NPV {point['npv']:.2f})" if point.get("ppv") is not None
+                          and point.get("npv") is not None else "")
+                       + (". Probabilities are calibrated (temperature scaling)." if prediction.temperature else "."))
+        if prediction.body_part is not None:  # a single-task model has no body part to show
+            confidence = f" ({prediction.body_part_prob:.0%})" if prediction.body_part_prob is not None else ""
+            cols[3].metric("Body part", f"{prediction.body_part}{confidence}",
+                           help=f"{prediction.body_part_source} by the model"
+                           if prediction.body_part_source == "predicted" else "given by you")
+        where = cols[3] if prediction.body_part is None else st  # the free fourth column: one row less
+        where.caption(" · ".join(part for part in (
+            f"Study{used_of}" if used_of else "", f"model `{checkpoint_label(entry)}`", known_label) if part))
+
 
 def _image_caption(item) -> str:
     return f"{item.name} — P({positive_name}) {item.prob:.3f} · {item.label}" + (
@@ -196,28 +204,30 @@ def _ood_note(item) -> None:
 shown = [item for item in prediction.images if item.is_radiograph]  # refused images were named above
 if present and len(shown) > 1:  # one image at a time, large
     names_shown = [item.name for item in shown]
-    pick = st.segmented_control("Image", range(len(shown)), format_func=lambda i: names_shown[i],
-                                default=0, required=True, key="predict-present-image")
+    with picture:
+        pick = st.segmented_control("Image", range(len(shown)), format_func=lambda i: names_shown[i],
+                                    default=0, required=True, key="predict-present-image")
     shown = [shown[pick or 0]]
-if len(shown) == 1:
+if present:  # one image, its view controls beside it
     item = shown[0]
-    settings = xray_viewer(item.image, item.heatmap, key="predict-view", caption=_image_caption(item),
-                           heatmap_label=heatmap_label, boxes=truth.get(item.name, ()),
-                           height=PRESENT_HEIGHT if present else None)
-    _ood_note(item)
+    with picture:
+        settings = xray_viewer(item.image, item.heatmap, key="predict-view", caption=_image_caption(item),
+                               heatmap_label=heatmap_label, boxes=truth.get(item.name, ()), height=PRESENT_HEIGHT)
+        _ood_note(item)
 else:
-    grid, controls = st.columns([4, 1])
-    with controls:
+    with side:
         settings = view_controls("predict-view", heatmap=any(i.heatmap is not None for i in shown),
                                  boxes=any(len(truth.get(i.name, ())) for i in shown))
-    with grid:
-        per_row = grid_columns(len(shown))
+    per_row = grid_columns(len(shown))
+    with picture:
         for start in range(0, len(shown), per_row):
-            for column, item in zip(st.columns(per_row), shown[start:start + per_row]):
-                with column, st.container(border=True):
+            for column, item in zip(st.columns(per_row) if per_row > 1 else [st.container()],
+                                    shown[start:start + per_row]):
+                with column, st.container(border=per_row > 1):
                     show_xray(item.image, item.heatmap, settings, key=f"predict-view-{start}-{item.name}",
                               caption=_image_caption(item), heatmap_label=heatmap_label,
-                              boxes=truth.get(item.name, ()), height=VIEW_HEIGHT * 3 // 4)
+                              boxes=truth.get(item.name, ()),
+                              height=VIEW_HEIGHT if per_row == 1 else VIEW_HEIGHT * 3 // 4)
                     _ood_note(item)
 if any(item.heatmap is not None for item in prediction.images):
     heatmap_legend()

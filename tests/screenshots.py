@@ -124,7 +124,8 @@ def shots() -> list[Shot]:
         Shot("04_train", "/Train", "Train"),
         Shot("05_predict_gallery", "/Predict?input=Sample", "Study P("),
         Shot("05b_predict_gallery_present", "/Predict?input=Sample&present=true", "Study:"),
-        Shot("06_predict_dataset", "/Predict?input=Sample&samples=Dataset", "Study P("),
+        # the demo set is synthetic: the shipped model's radiograph gate may refuse its images (no "Study P(")
+        Shot("06_predict_dataset", "/Predict?input=Sample&samples=Dataset", "Study ("),
         Shot("07_predict_upload", "/Predict?input=Upload", "Predict"),
         Shot("07a_predict_8_images", "/Predict?input=Upload", "Predict", action=_upload(8)),
         Shot("07b_explorer_gallery_demo", "/Dataset_Explorer", "Dataset Explorer", action=_click_tab("Gallery")),

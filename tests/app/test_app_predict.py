@@ -183,7 +183,7 @@ def test_operating_points_are_selectable(model_run):
     meta = {"threshold": 0.5, "calibration": {"temperature": 2.0}}
     assert metric_values(at)["Threshold"] == f"{calibrated_threshold(meta, 0.5):.3f}"
     assert "unlike the ones this model was trained on" not in _warnings(at)
-    box = at.selectbox(key="predict-operating-point")
+    box = at.radio(key="predict-operating-point")  # beside the X-ray: a list whose names wrap, never cut
     assert box.options == ["default (youden, stored in the checkpoint)", "90% sensitivity (screening)"]
     box.set_value("sensitivity_90").run()
     assert_no_exception(at)

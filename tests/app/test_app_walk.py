@@ -26,7 +26,7 @@ def test_the_same_upload_twice_counts_once_and_the_heading_says_how_many_files(a
     ).run()
     assert_no_exception(at)
     assert any("count once" in i.value and "copy.png" in i.value for i in at.info)
-    assert any("from 1 of 3 files" in m.value for m in at.markdown)
+    assert any("Study from 1 of 3 files" in c.value for c in at.caption)
 
 
 def test_canny_thresholds_are_one_range_so_low_never_passes_high(app_home):

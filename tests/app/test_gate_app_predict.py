@@ -37,4 +37,4 @@ def test_an_mr_upload_is_refused_with_its_modality_and_a_radiograph_beside_it_is
     labels = [m.value for m in at.metric if m.label == "Study label"]
     assert len(labels) == 1 and labels[0] in ("normal", "abnormal")
     assert "Not a radiograph" in " ".join(e.value for e in at.error)
-    assert any("from 1 of 2 files" in m.value for m in at.markdown)
+    assert any("Study from 1 of 2 files" in c.value for c in at.caption)

@@ -195,7 +195,7 @@ with left:
     st.dataframe(views.you_vs_model(result), hide_index=True, width="stretch")
 with right:
     points = [(reader.name, *m["roc_point"])] if m["roc_point"] else []
-    st.plotly_chart(readers_roc(result["model"], points, "You on the model's ROC curve (same cases)", height=380),
+    st.plotly_chart(readers_roc(result["model"], points, "You on the model's ROC curve (same cases)"),
                     key="rs-roc")
 if result["missed"]:
     st.markdown(f"**Cases you missed** ({len(result['missed'])} of {total})")

@@ -1,8 +1,10 @@
 """The Reader Study's ROC figure: the model's curve and one distinct point per reader.
 
 A class of 30 on one chart needs more than colour: every reader gets a
-colour and a marker shape, cycled with co-prime periods (8 colours, 11
-shapes), so no two of the first 88 readers look alike.
+colour and a marker shape, cycled with co-prime periods (7 colours, 11
+shapes), so no two of the first 77 readers look alike. Black is left out of
+the readers' colours and the model's curve is a light grey: the app's theme is
+dark, and the chart goes on a projector (larger type than the other charts).
 """
 from __future__ import annotations
 
@@ -14,12 +16,15 @@ from fracture.viz.theme import NEUTRAL_COLOR, SERIES_COLORS, style_figure
 
 MARKERS = ("circle", "square", "diamond", "triangle-up", "triangle-down", "star", "cross", "x", "pentagon",
            "hexagon", "triangle-left")
-MODEL_COLOR = "#333333"
+#: The palette without black (invisible on the app's dark background).
+READER_COLORS = tuple(c for c in SERIES_COLORS if c.lower() != "#000000")
+MODEL_COLOR = "#B0B0B0"
+FONT_SIZE = 15
 
 
 def reader_style(index: int) -> tuple[str, str]:
     """(colour, marker symbol) of the ``index``-th reader."""
-    return SERIES_COLORS[index % len(SERIES_COLORS)], MARKERS[index % len(MARKERS)]
+    return READER_COLORS[index % len(READER_COLORS)], MARKERS[index % len(MARKERS)]
 
 
 def readers_roc(model: dict | None, points: Sequence[tuple[str, float, float]], title: str,
@@ -35,7 +40,7 @@ def readers_roc(model: dict | None, points: Sequence[tuple[str, float, float]], 
     if model and model.get("roc"):
         fpr, tpr = zip(*model["roc"])
         auc = model.get("auc")
-        fig.add_trace(go.Scatter(x=list(fpr), y=list(tpr), mode="lines", line={"color": MODEL_COLOR, "width": 2},
+        fig.add_trace(go.Scatter(x=list(fpr), y=list(tpr), mode="lines", line={"color": MODEL_COLOR, "width": 3},
                                  name=f"model (AUC {auc:.3f})" if auc is not None else "model",
                                  hovertemplate="FPR %{x:.3f}<br>TPR %{y:.3f}<extra>model</extra>"))
         if model.get("roc_point"):
@@ -49,10 +54,12 @@ def readers_roc(model: dict | None, points: Sequence[tuple[str, float, float]], 
         colour, symbol = reader_style(index)
         fig.add_trace(go.Scatter(
             x=[fpr], y=[tpr], mode="markers", name=name,
-            marker={"color": colour, "symbol": symbol, "size": 12, "line": {"width": 1, "color": "#222222"}},
+            marker={"color": colour, "symbol": symbol, "size": 14, "line": {"width": 1, "color": "#222222"}},
             hovertemplate=f"{name}<br>sensitivity %{{y:.3f}}<br>1 − specificity %{{x:.3f}}<extra></extra>",
         ))
     fig.update_xaxes(title_text="false positive rate (1 − specificity)", range=[-0.02, 1.02], constrain="domain")
     fig.update_yaxes(title_text="true positive rate (sensitivity)", range=[-0.02, 1.02], scaleanchor="x",
                      scaleratio=1)
-    return style_figure(fig, title, height=height, legend_below=len(points) > 4)
+    fig = style_figure(fig, title, height=height, legend_below=len(points) > 4)
+    fig.update_layout(font={"size": FONT_SIZE}, title_font={"size": FONT_SIZE + 3})
+    return fig

@@ -45,7 +45,7 @@ IMAGE_SIZES = {"Small": 320, "Medium": VIEW_MAX_H, "Large": 680}
 SIZE_KEPT = "rs-size-kept"  # the choice outlives the reveal, where the size control is not drawn
 #: How much a small X-ray (the gallery's are 384 px) may be enlarged to reach the chosen size.
 MAX_UPSCALE = 2.0
-THUMB = 200
+THUMB = 240
 JPEG_QUALITY = 90
 REFRESH_S = 3
 MARK_COLOUR = (0, 230, 255)

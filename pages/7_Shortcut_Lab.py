@@ -16,7 +16,7 @@ from fracture.ui.viewer import heatmap_legend, show_xray, view_controls
 from fracture.ui.xray_gallery import gallery_image, gallery_picker
 
 context = active_context()
-st.title("🩹 Shortcut Lab")
+st.title("🏷️ Shortcut Lab")
 st.caption(
     "Networks learn whatever predicts the label: a hospital's lead marker, a burnt-in label, a ruler or the film "
     "border can be easier to read than the bone. Add one to an X-ray and see whether the probability and the "
@@ -99,14 +99,22 @@ with picture:
                   caption=f"With {label}: P {after.prob:.3f}")
 heatmap_legend()
 
+
+
+def figure(value, percent: bool = True) -> str:
+    """One format per column of the stored figures; "—" where one does not apply (nothing was pasted)."""
+    return "—" if value is None else f"{100 * value:.1f}%" if percent else f"{value:.3f}"
+
+
 stored = (entry.meta or {}).get("shortcuts")
 stored = read_stored_report(stored) if isinstance(stored, dict) else None  # former names ("lead marker") mapped
 st.subheader(f"Measured on a whole split: `{checkpoint_label(entry)}`")
 if stored:
     st.caption(f"{stored.get('n')} {stored.get('split')}-split images, each altered one way at a time "
                f"(`{stored.get('command')}`).")
-    st.dataframe(pd.DataFrame([{"alteration": LABELS.get(k, k), "mean |dP|": v.get("mean_abs_dp"),
-                                "labels flipped": v.get("flip_rate"), "heatmap max on it": v.get("heatmap_on_stamp")}
+    st.dataframe(pd.DataFrame([{"alteration": LABELS.get(k, k), "mean |dP|": figure(v.get("mean_abs_dp"), False),
+                                "labels flipped": figure(v.get("flip_rate")),
+                                "heatmap max on it": figure(v.get("heatmap_on_stamp"))}
                                for k, v in stored["perturbations"].items()]), hide_index=True)
 else:
     st.caption("Not measured for this model yet: `python -m fracture shortcuts --checkpoint CKPT --data DATA "

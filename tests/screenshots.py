@@ -8,7 +8,7 @@ projector or a laptop shows it); with ``--full`` also ``NAME@WxH-full.png``
 (the whole page). Shots cover every page, Predict with an 8-image study and
 in presentation mode, the Lab in presentation mode, and the Reader Study
 (``tests/screenshot_reader_study.py`` shoots a reader's case and the
-instructor's dashboard).
+instructor's dashboard), and the Shortcut Lab.
 
 Not a test (pytest does not collect it): a look at what a person sees, for
 reviews and for checking layout changes by eye. It needs Chromium and its
@@ -131,6 +131,7 @@ def shots() -> list[Shot]:
         Shot("07b_explorer_gallery_demo", "/Dataset_Explorer", "Dataset Explorer", action=_click_tab("Gallery")),
         Shot("08_compare", "/Compare", "Compare"),
         Shot("09_reader_study", "/Reader_Study", "Reader"),
+        Shot("09b_shortcut_lab", "/Shortcut_Lab", "With lead marker"),
     ]
 
 

@@ -59,7 +59,8 @@ def test_a_marker_moves_probability_and_the_page_says_where_the_heatmap_went(app
     assert "With inversion" in metrics and "Heatmap maximum" not in metrics
     table = at.dataframe[-1].value  # the stored block, its former names read as today's
     assert list(table["alteration"]) == ["lead marker", "JPEG artefacts"]
-    assert list(table["mean |dP|"]) == [0.25, 0.125]
+    assert list(table["mean |dP|"]) == ["0.250", "0.125"]
+    assert list(table["labels flipped"]) == ["20.0%", "0.0%"] and list(table["heatmap max on it"]) == ["40.0%", "—"]
     assert any("5 val-split images" in c.value for c in at.caption)
 
 

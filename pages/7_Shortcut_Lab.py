@@ -12,18 +12,30 @@ from fracture.ui.context import active_context, checkpoint_label
 from fracture.ui.kept_uploads import uploader_files
 from fracture.ui.lab import fit_image
 from fracture.ui.uploads import UPLOAD_TYPES, read_uploads
-from fracture.ui.viewer import heatmap_legend, show_xray, view_controls
+from fracture.ui.viewer import heatmap_legend, show_xray, tight_top, view_controls
 from fracture.ui.xray_gallery import gallery_image, gallery_picker
 
 context = active_context()
-st.title("🏷️ Shortcut Lab")
-st.caption(
+tight_top()
+st.title("🏷️ Shortcut Lab", help=(
     "Networks learn whatever predicts the label: a hospital's lead marker, a burnt-in label, a ruler or the film "
     "border can be easier to read than the bone. Add one to an X-ray and see whether the probability and the "
-    "heatmap follow it. A model that reads the fracture should barely move."
-)
+    "heatmap follow it. A model that reads the fracture should barely move."))
+st.caption("Add a lead marker, a label, a ruler... to an X-ray: does the model follow it, or the bone?")
 
-source = st.radio("Image", ("Gallery", "Upload"), horizontal=True, key="shortcut-source")
+# What to alter sits in one row with the image source, so that both X-rays start on a 720 px screen.
+controls = st.columns(4)
+source = controls[0].radio("Image", ("Gallery", "Upload"), horizontal=True, key="shortcut-source")
+kind = controls[1].selectbox("Add or change", list(PERTURBATIONS), key="shortcut-kind", format_func=LABELS.get,
+                             help="Each alteration is the one `python -m fracture shortcuts` measures on a whole split.")
+options = {}
+if kind == "lead_marker":
+    options["text"] = controls[2].selectbox("Marker", sorted(set(MARKER_TEXTS)), key="shortcut-marker")
+elif kind == "text_label":
+    options["text"] = controls[2].selectbox("Label", LABEL_TEXTS, key="shortcut-label")
+seed = controls[3].number_input("Placement (seed)", 0, 999, 0, key="shortcut-seed",
+                                help="Another seed puts it in another corner or turns the other way.")
+
 image, name = None, ""
 if source == "Upload":
     uploads = uploader_files("One X-ray (PNG, JPEG, DICOM)", type=list(UPLOAD_TYPES), key="shortcut-upload",
@@ -40,17 +52,6 @@ else:
 if image is None:
     st.info("Pick a gallery X-ray or upload one to start.")
     st.stop()
-
-controls = st.columns(3)
-kind = controls[0].selectbox("Add or change", list(PERTURBATIONS), key="shortcut-kind", format_func=LABELS.get,
-                             help="Each alteration is the one `python -m fracture shortcuts` measures on a whole split.")
-options = {}
-if kind == "lead_marker":
-    options["text"] = controls[1].selectbox("Marker", sorted(set(MARKER_TEXTS)), key="shortcut-marker")
-elif kind == "text_label":
-    options["text"] = controls[1].selectbox("Label", LABEL_TEXTS, key="shortcut-label")
-seed = controls[2].number_input("Placement (seed)", 0, 999, 0, key="shortcut-seed",
-                                help="Another seed puts it in another corner or turns the other way.")
 
 label = LABELS[kind]
 work = fit_image(image)

@@ -42,12 +42,17 @@ def presentation_mode() -> bool:
     """The sidebar's *Presentation mode* toggle (in the URL); on, it enlarges the page's type."""
     on = st.sidebar.toggle("Presentation mode", key=PRESENT_KEY, bind="query-params",
                            help="Large type and one image at a time, for a projector.")
-    # Less empty space above the title on a viewer page: the X-ray starts higher on a 720 px screen.
+    tight_top(large_type=bool(on))
+    return bool(on)
+
+
+def tight_top(*, large_type: bool = False) -> None:
+    """Less empty space above the title of a viewer page (the X-ray starts higher on a 720 px screen);
+    with ``large_type``, presentation mode's larger root font."""
     style = f"[data-testid='stMainBlockContainer'] {{ padding-top: {TOP_PADDING_REM}rem; }}"
-    if on:
+    if large_type:
         style += f" html {{ font-size: {PRESENT_FONT_PX}px; }}"
     st.html(f"<style>{style}</style>")
-    return bool(on)
 
 
 def colour_bar_html() -> str:

@@ -132,8 +132,10 @@ if present:
     picture, side = st.container(), panel
 else:
     picture, side = st.columns([2, 1])
+choices = side.empty()  # cleared when no image gets a verdict: no controls beside nothing
+chooser = choices.container()
 default_cam = stored_choice(meta)
-cam_method = side.selectbox(
+cam_method = chooser.selectbox(
     "Heatmap method", [None, *CAM_METHOD_NAMES], key="predict-cam-method",
     format_func=lambda m: f"default: {default_cam.label()}" if m is None else CAM_METHOD_NAMES[m],
     help="The default was chosen on the validation split by how often its maximum falls on an annotated "
@@ -141,7 +143,7 @@ cam_method = side.selectbox(
 )
 heatmap_label = default_cam.label() if cam_method is None else CAM_METHOD_NAMES[cam_method]
 points = {c["name"]: c for c in operating_point_choices(meta)}
-point = points[side.radio(  # a list: a long name wraps in a narrow column, never cut
+point = points[chooser.radio(  # a list: a long name wraps in a narrow column, never cut
     "Operating point", list(points), key="predict-operating-point", format_func=lambda n: points[n]["label"],
     help="Thresholds chosen on the validation split: the default, Youden's balance, or a stated "
          "sensitivity for screening (more false alarms, fewer missed fractures).",
@@ -151,13 +153,15 @@ try:
     prediction = loaders.predict_study(entry.path, images, names, body_part=body_part,
                                        extra_steps=extra_steps, cam_method=cam_method, sources=sources)
 except FractureError as exc:
-    st.error(str(exc))
+    head.error(str(exc))
+    choices.empty()
     st.stop()
 prediction = prediction.at_operating_point(point["name"])
 with head:
     for refused in prediction.refused:  # level (a): what is not a radiograph gets no label at all
         st.error(f"**{refused.name}** — " + NOT_RADIOGRAPH.format(reason=refused.gate["reason"]))
 if prediction.study_prob is None:
+    choices.empty()
     st.stop()
 
 positive_name = prediction.class_names[1]

@@ -31,6 +31,7 @@ def test_an_mr_upload_is_refused_with_its_modality_and_a_radiograph_beside_it_is
     errors = " ".join(e.value for e in at.error)
     assert "Not a radiograph" in errors and "MR" in errors and "magnetic resonance" in errors
     assert not any(m.label == "Study label" for m in at.metric), "no label for what is not a radiograph"
+    assert "predict-operating-point" not in [r.key for r in at.radio], "no view controls beside no X-ray"
     at.file_uploader(key="predict-upload").set_value([("MR_small.dcm", mr, "application/dicom"),
                                                       ("xray.png", png_bytes(96, seed=2), "image/png")]).run()
     assert_no_exception(at)

@@ -334,11 +334,13 @@ def _shortcut_table(perturbations: dict[str, Any], n_columns: int) -> list[str]:
     columns = _SHORTCUT_COLUMNS[:n_columns]
     lines = ["| alteration | " + " | ".join(column[0] for column in columns) + " |",
              "| --- |" + " --- |" * len(columns)]
-    for name, f in perturbations.items():
+    from fracture.assess.shortcuts import LABELS, read_stored_report
+
+    for name, f in read_stored_report({"perturbations": perturbations})["perturbations"].items():
         if not isinstance(f, dict):
             continue
         cells = [fmt(f.get(key)) if always or key in f else "" for _, key, fmt, always in columns]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {LABELS.get(name, name)} | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -157,5 +157,5 @@ def test_shortcuts_cli_on_the_demo_set_stores_figures_for_the_card(demo_root, tm
     stored = read_checkpoint_meta(run / "best.safetensors")["shortcuts"]
     assert "per_image" not in stored and stored["perturbations"] == report["perturbations"]
     card = "\n".join(shortcut_card_lines({"shortcuts": stored}))
-    assert "## Shortcuts" in card and "| lead_marker |" in card and "--limit 4" in card
+    assert "## Shortcuts" in card and "| lead marker |" in card and "--limit 4" in card
     assert main(["shortcuts", "--checkpoint", str(run), "--data", str(demo_root), "--perturbations", "sticker"]) == 2

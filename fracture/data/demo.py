@@ -33,6 +33,18 @@ studies that do not show the lesion (about 1 in 10 views beyond the first) have 
 A normal image is pixel for pixel its abnormal twin without the lesion: framing,
 exposure, marker and noise never depend on the label.
 
+How hard a split is belongs to the generator, not to the seed (:func:`_plan`): for
+every seed each split has the same studies per body part, abnormal studies per part,
+views per (part, label), hardware studies and images, unshown lesion views, and the
+same spread of lesion strength (each parameter of :data:`LESION_QUANTILES` takes the
+middles of equal strata). The seed decides which patient, pose and exposure carries
+which. What is left between seeds is the draw of poses, sites and exposures within
+those strata, and the run's own noise: the quick recipe's test image AUC on seeds 0-4
+spans 0.859-0.943 (``python -m fracture.bench.quick_demo``, README).
+
+A lesion is as likely anywhere on the drawn skeleton (a bone's chance is its area), the
+neighbouring finger of a finger study never carries it, and metal is whiter than bone.
+
 Every image is drawn from its own ``numpy.random.Generator`` seeded by
 ``(seed, study, view)``, so a rerun writes identical bytes.
 """
@@ -42,9 +54,10 @@ import csv
 import logging
 import math
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from statistics import NormalDist
 
 import cv2
 import numpy as np
@@ -67,7 +80,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Bumped whenever the drawing changes, so a stored demo set says what drew it.
-GENERATOR_VERSION = "3"
+GENERATOR_VERSION = "4"
 #: The seven MURA body parts, lower case (folder names are ``XR_<UPPER>``).
 BODY_PARTS: tuple[str, ...] = ("elbow", "finger", "forearm", "hand", "humerus", "shoulder",
                                "wrist")
@@ -77,8 +90,9 @@ LOCATION_COLUMNS: tuple[str, ...] = ("path", "bone", "x", "y", "angle", "displac
                                      "bone_name")
 _MURA_PREFIX = "MURA-v1.1"
 DEFAULT_STUDIES = 320
-"""The app's demo set (about 800 images): enough validation and test images (65 / 150) for an
-AUC that a quick run can be judged by (``fracture/recipes/quick_demo.json``)."""
+"""The app's demo set (about 800 images, about 10 s to draw on 2 cores): a test split of 64 studies,
+163 images (66 abnormal) for every seed, and about 65 validation images carved from train by the
+reader; a quick run (``fracture/recipes/quick_demo.json``) is judged on that test split."""
 SHOWN_FRACTION = 0.9
 """Share of an abnormal study's views that show its lesion (at least one always does): the
 other views carry the study's label without a visible cause, as in MURA."""
@@ -142,7 +156,8 @@ def _rot(p: tuple[float, float], about: tuple[float, float], deg: float) -> tupl
 
 def _chain(an: _Anatomy, prefix: str, start: tuple[float, float], direction_deg: float,
            lengths: Sequence[float], radii: Sequence[float], bends: Sequence[float],
-           gap: float, density: float, tuft: bool = True) -> tuple[float, float]:
+           gap: float, density: float, tuft: bool = True,
+           fracturable: bool = True) -> tuple[float, float]:
     """Append a chain of phalanges; angles in degrees from 'up' (negative y)."""
     x, y = start
     angle = direction_deg
@@ -155,7 +170,7 @@ def _chain(an: _Anatomy, prefix: str, start: tuple[float, float], direction_deg:
         last = i == len(lengths) - 1
         an.bones.append(_Bone(f"{prefix} phalanx {i + 1}", p0, p1, radius, radius * 0.85,
                               flare0=0.45, flare1=0.35 if (last and tuft) else 0.3,
-                              cortex=0.4, density=density))
+                              cortex=0.4, density=density, fracturable=fracturable))
         x, y = p1
     return x, y
 
@@ -232,14 +247,15 @@ def _finger(rng: np.random.Generator, vrng: np.random.Generator) -> _Anatomy:
         r_scale = 1.0 if k == 0 else 0.9
         base = (offset, 80.0)
         head = (offset * 1.15, 30.0)
+        # The study is of one finger: its neighbour, half in the frame, never carries the lesion.
         an.bones.append(_Bone(f"{side}metacarpal", base, head, 6.2 * r_scale, 5.5 * r_scale,
-                              flare0=0.0, flare1=0.5, density=dens))
+                              flare0=0.0, flare1=0.5, density=dens, fracturable=k == 0))
         direction = math.degrees(math.atan2(head[0] - base[0], base[1] - head[1]))
         flex = vrng.uniform(0, 12)
         tip = _chain(an, f"{side}finger", head, direction,
                      [30 * length, 19 * length, 13 * length],
                      [5.0 * r_scale, 4.2 * r_scale, 3.6 * r_scale],
-                     [vrng.normal(0, 3), flex, flex * 0.6], 5.0, dens)
+                     [vrng.normal(0, 3), flex, flex * 0.6], 5.0, dens, fracturable=k == 0)
         an.soft.append(_Soft((base[0], 90.0), head, 13.0, 10.0))
         an.soft.append(_Soft(head, tip, 9.5, 8.0))
     return an
@@ -374,26 +390,61 @@ class _Lesion:
     device: str  # hardware only: "plate", "nail" or "screws"
 
 
-def _draw_lesion(rng: np.random.Generator) -> _Lesion:
-    kind = "fracture" if rng.random() < 0.75 else "hardware"
-    oblique = rng.random() < 0.4
+FRACTURE_SHARE = 0.75
+"""Share of lesions that are fractures; the rest is hardware."""
+OBLIQUE_SHARE = 0.4
+"""Share of fractures whose break line runs 25-50 degrees off the bone's perpendicular."""
+_DEVICES = ("plate", "plate", "plate", "nail", "screws")
+GAP_RANGE = (3.0, 5.0)
+"""Width of the break in pixels of a 300 px long side (uniform over the range)."""
+SHIFT_RANGE = (3.5, 8.0)
+"""Fragment shift (the step in the cortex) in pixels of a 300 px long side."""
+LESION_QUANTILES: tuple[str, ...] = ("kind", "bone", "t", "angle", "gap", "displacement", "jag",
+                                     "along_shift", "device")
+"""The lesion parameters that set how hard a lesion is to see. Each is drawn as a quantile in
+[0, 1) and mapped through its distribution, so the dataset plan can hand every split the same
+spread of quantiles (:func:`_plan`) and a seed changes which study gets which lesion, not how
+hard the split is."""
+
+
+def _draw_lesion(rng: np.random.Generator,
+                 quantiles: Mapping[str, float] | None = None) -> _Lesion:
+    """A study's lesion: each of :data:`LESION_QUANTILES` from ``quantiles`` or, missing there, ``rng``.
+
+    ``rng`` is consumed the same way either way, so what follows it in the study's stream
+    does not depend on whether a plan fixed the quantiles.
+    """
+    u = {name: float(rng.random()) for name in LESION_QUANTILES}
+    for name, value in (quantiles or {}).items():
+        if name not in u or not 0.0 <= value < 1.0:
+            raise DatasetError(f"lesion quantile {name}={value!r}: known names are "
+                               f"{', '.join(LESION_QUANTILES)}, values in [0, 1)")
+        u[name] = float(value)
+    sign = int(rng.choice((-1, 1)))
+    tilt = float(rng.normal(0, 3.0))
+    moving_side, plate_side = int(rng.choice((-1, 1))), int(rng.choice((-1, 1)))
+    screws = int(rng.integers(3, 7))
+    if u["angle"] < OBLIQUE_SHARE:
+        angle_offset = sign * (25.0 + 25.0 * u["angle"] / OBLIQUE_SHARE)
+    else:  # near the perpendicular: normal, sd 10 degrees
+        angle_offset = 10.0 * NormalDist().inv_cdf(
+            min(max((u["angle"] - OBLIQUE_SHARE) / (1 - OBLIQUE_SHARE), 0.005), 0.995))
     return _Lesion(
-        kind=kind,
-        bone_choice=float(rng.random()),
-        t=float(rng.uniform(0.25, 0.75)),
-        angle_offset=float(rng.choice((-1, 1)) * rng.uniform(25, 50) if oblique
-                           else rng.normal(0, 10)),
+        kind="fracture" if u["kind"] < FRACTURE_SHARE else "hardware",
+        bone_choice=u["bone"],
+        t=0.25 + 0.5 * u["t"],
+        angle_offset=angle_offset,
         # Sized so that a break survives the downscale to a quick run's input (224-320 px):
         # a gap of 2-4 input pixels and a step in the cortex of 3-8, still thin against the bone.
-        gap=float(rng.uniform(3.0, 5.0)),
-        displacement=float(rng.uniform(3.5, 8.0)),
-        jag_amp=float(rng.uniform(0.5, 1.2)),
-        along_shift=float(rng.uniform(-0.5, 0.4)),
-        tilt=float(rng.normal(0, 3.0)),
-        moving_side=int(rng.choice((-1, 1))),
-        plate_side=int(rng.choice((-1, 1))),
-        screws=int(rng.integers(3, 7)),
-        device=str(rng.choice(("plate", "plate", "plate", "nail", "screws"))),
+        gap=GAP_RANGE[0] + (GAP_RANGE[1] - GAP_RANGE[0]) * u["gap"],
+        displacement=SHIFT_RANGE[0] + (SHIFT_RANGE[1] - SHIFT_RANGE[0]) * u["displacement"],
+        jag_amp=0.5 + 0.7 * u["jag"],
+        along_shift=-0.5 + 0.9 * u["along_shift"],
+        tilt=tilt,
+        moving_side=moving_side,
+        plate_side=plate_side,
+        screws=screws,
+        device=_DEVICES[min(int(u["device"] * len(_DEVICES)), len(_DEVICES) - 1)],
     )
 
 
@@ -632,7 +683,12 @@ def _frame_lesion_site(anatomy: _Anatomy, lesion: _Lesion, vw: _View) -> tuple[i
         widest = max(anatomy.bones[i].r0 + anatomy.bones[i].r1 for i in candidates)
         candidates = [i for i in candidates
                       if anatomy.bones[i].r0 + anatomy.bones[i].r1 >= 0.7 * widest]
-    target = candidates[int(lesion.bone_choice * len(candidates))]
+    # A lesion is as likely anywhere on the drawn skeleton: a bone's chance is its area
+    # (length x width), so a hand's tiny tufts do not take as many lesions as its radius.
+    area = np.array([math.dist(anatomy.bones[i].p0, anatomy.bones[i].p1)
+                     * (anatomy.bones[i].r0 + anatomy.bones[i].r1) for i in candidates])
+    pick = int(np.searchsorted(np.cumsum(area) / area.sum(), lesion.bone_choice, side="right"))
+    target = candidates[min(pick, len(candidates) - 1)]
     bone = anatomy.bones[target]
     point = np.array(bone.p0) + lesion.t * (np.array(bone.p1) - np.array(bone.p0))
     at = _to_px(vw, tuple(point))
@@ -647,7 +703,9 @@ def _frame_lesion_site(anatomy: _Anatomy, lesion: _Lesion, vw: _View) -> tuple[i
 
 def render_demo_image(part: str, *, seed: int = 0, study: int = 0, view: int = 0,
                       abnormal: bool = False, show_lesion: bool = True,
-                      size_range: tuple[int, int] = (200, 512)) -> tuple[np.ndarray, dict | None]:
+                      size_range: tuple[int, int] = (200, 512),
+                      lesion_quantiles: Mapping[str, float] | None = None,
+                      ) -> tuple[np.ndarray, dict | None]:
     """Draw one synthetic radiograph (also used by the demo page and tests).
 
     Args:
@@ -657,6 +715,9 @@ def render_demo_image(part: str, *, seed: int = 0, study: int = 0, view: int = 0
         abnormal: the study has a lesion (fracture or hardware).
         show_lesion: draw it in this view (ignored when not ``abnormal``).
         size_range: smallest and largest image side in pixels.
+        lesion_quantiles: quantiles in [0, 1) for some of :data:`LESION_QUANTILES`
+            (how hard the lesion is to see), as the dataset plan hands them out;
+            the others come from the study's seed.
 
     Returns:
         ``(image, location)``: uint8 ``(H, W)`` grayscale, and a dict with the
@@ -664,7 +725,7 @@ def render_demo_image(part: str, *, seed: int = 0, study: int = 0, view: int = 0
         drawn, else None.
 
     Raises:
-        DatasetError: an unknown body part or a bad size range.
+        DatasetError: an unknown body part, a bad size range or lesion quantile.
     """
     if part not in BODY_PARTS:
         raise DatasetError(f"unknown demo body part {part!r}; known: {', '.join(BODY_PARTS)}")
@@ -676,7 +737,7 @@ def render_demo_image(part: str, *, seed: int = 0, study: int = 0, view: int = 0
     # Every study gets a lesion plan, drawn only when abnormal: the framing below keeps
     # the planned site in view for normal studies too, so framing cannot leak the label,
     # and a normal image is exactly its abnormal twin without the lesion.
-    lesion = _draw_lesion(srng)
+    lesion = _draw_lesion(srng, lesion_quantiles)
     side_left = bool(srng.random() < 0.5)
     rng = np.random.default_rng((int(seed), 2, int(study), int(view)))
 
@@ -750,7 +811,9 @@ def _expose(soft: np.ndarray, bones: np.ndarray, metal: np.ndarray, scale: float
 
     Brightness is ``1 - exp(-attenuation)`` between a dark background and a
     bright peak; a heel-effect ramp, a low-frequency field, focal-spot blur and
-    Gaussian noise vary per image.
+    Gaussian noise vary per image. Metal is whiter than any bone (it stops nearly
+    every photon): it pulls the pixel towards 255 instead of adding to the bone's
+    attenuation, where a plate on a thick humerus would vanish in the saturation.
     """
     shape = soft.shape
     texture = 1 + 0.3 * cv2.GaussianBlur(rng.standard_normal(shape).astype(np.float32),
@@ -758,12 +821,13 @@ def _expose(soft: np.ndarray, bones: np.ndarray, metal: np.ndarray, scale: float
     mu_soft = rng.uniform(0.010, 0.016)
     mu_bone = rng.uniform(0.16, 0.22)
     # Path lengths are in pixels: dividing by the scale makes contrast resolution-free.
-    attenuation = (soft * mu_soft + bones * mu_bone * texture) / np.float32(scale) + metal
+    attenuation = (soft * mu_soft + bones * mu_bone * texture) / np.float32(scale)
     background = rng.uniform(8, 45)
     peak = rng.uniform(190, 250)
     image = background + (peak - background) * (1 - np.exp(-attenuation))
     image *= 1 + 0.06 * _low_frequency(rng, shape)
     image += rng.uniform(-12, 12) * np.linspace(-1, 1, shape[1], dtype=np.float32)[None, :]
+    image += (np.float32(255) - image) * (1 - np.exp(-metal))
     image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.5, 1.0))
     image += rng.standard_normal(shape).astype(np.float32) * np.float32(rng.uniform(1.5, 5.0))
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
@@ -789,6 +853,12 @@ def _draw_marker(image: np.ndarray, letter: str, rng: np.random.Generator) -> No
 # --------------------------------------------------------------------------- dataset
 
 
+_VIEW_SHARES = (0.15, 0.35, 0.35, 0.15)
+"""Share of studies with 1, 2, 3 and 4 views."""
+_PAIRED_SHARE = 0.35
+"""Chance that a patient has a second study of the same body part."""
+
+
 @dataclass(frozen=True)
 class _Study:
     index: int
@@ -798,6 +868,8 @@ class _Study:
     number: int  # study1, study2 within the patient
     abnormal: bool
     views: int
+    quantiles: dict[str, float] = field(default_factory=dict)  # the study's lesion plan
+    shown: tuple[bool, ...] = ()  # which views show the lesion (abnormal studies)
 
     @property
     def folder(self) -> str:
@@ -806,44 +878,133 @@ class _Study:
                 f"study{self.number}_{label}")
 
 
+def _apportion(total: int, weights: Sequence[float], first: int = 0) -> list[int]:
+    """``total`` split into whole counts proportional to ``weights``: the same counts for every seed.
+
+    Largest remainder; ties go round from index ``first``, so successive calls can hand
+    their odd units to different body parts (none is short of abnormal studies in every
+    split, which would tie the label to the part's look).
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    exact = w / w.sum() * total if w.sum() > 0 else np.zeros_like(w)
+    counts = np.floor(exact + 1e-9).astype(int)
+    order = sorted(range(len(w)),
+                   key=lambda i: (-round(exact[i] - counts[i], 9), (i - first) % len(w)))
+    for i in order[: total - int(counts.sum())]:
+        counts[i] += 1
+    return [int(c) for c in counts]
+
+
+def _spread(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` quantiles at the middles of ``n`` equal strata, in random order.
+
+    A seed only shuffles who gets which: the set of values, and so how many
+    lesions are faint or plain, is the same for every seed.
+    """
+    return (rng.permutation(n) + 0.5) / max(n, 1)
+
+
+def _views_at(u: float) -> int:
+    return 1 + int(np.searchsorted(np.cumsum(_VIEW_SHARES), u, side="right"))
+
+
+def _lesion_plans(rng: np.random.Generator, members: list[dict]) -> None:
+    """Give each study of one split and label its lesion quantiles (in place).
+
+    Hardware goes to a fixed :data:`FRACTURE_SHARE` complement, picked systematically over the
+    studies sorted by number of views and body part, so the hardware *images* are a fixed
+    share too; fracture strength (gap, displacement, jag, angle, shift) is spread over the
+    fractures, the device over the hardware, the site along the bone over all, and the bone
+    over the studies of each body part. Normal studies get a plan too: it frames the image
+    (the site stays in view) exactly as it would an abnormal one, and is never drawn.
+    """
+    if not members:
+        return
+    keys = rng.random(len(members))
+    ranked = sorted(range(len(members)),
+                    key=lambda i: (members[i]["views"], BODY_PARTS.index(members[i]["part"]), keys[i]))
+    share = 1.0 - FRACTURE_SHARE
+    hardware = [i for rank, i in enumerate(ranked)
+                if math.floor(0.5 + (rank + 1) * share) > math.floor(0.5 + rank * share)]
+    fractures = sorted(set(range(len(members))) - set(hardware))
+    for member in members:
+        member["quantiles"] = {}
+    for u, i in zip(_spread(rng, len(fractures)), fractures):
+        members[i]["quantiles"]["kind"] = FRACTURE_SHARE * u
+    for u, i in zip(_spread(rng, len(hardware)), hardware):
+        members[i]["quantiles"]["kind"] = FRACTURE_SHARE + share * u
+    for u, i in zip(_spread(rng, len(hardware)), hardware):
+        members[i]["quantiles"]["device"] = float(u)
+    for name in ("gap", "displacement", "jag", "angle", "along_shift"):
+        for u, i in zip(_spread(rng, len(fractures)), fractures):
+            members[i]["quantiles"][name] = float(u)
+    for u, member in zip(_spread(rng, len(members)), members):
+        member["quantiles"]["t"] = float(u)
+    for part in BODY_PARTS:
+        same = [i for i, m in enumerate(members) if m["part"] == part]
+        for u, i in zip(_spread(rng, len(same)), same):
+            members[i]["quantiles"]["bone"] = float(u)
+
+
 def _plan(seed: int, studies: int, valid_fraction: float,
           abnormal_fraction: float) -> list[_Study]:
-    """Patients (1-2 studies each, one body part), patient-wise split, balanced labels."""
+    """Studies, patients and lesions with a difficulty that is the generator's, not the seed's.
+
+    Every split gets a fixed number of studies per body part, of abnormal studies per
+    part, of views per (part, label), of hardware, of lesion views left unshown, and the
+    same spread of lesion strength (:func:`_lesion_plans`); the seed decides which
+    patient, pose and exposure carries which. Patients hold 1-2 studies of one body part
+    and never straddle splits.
+    """
     rng = np.random.default_rng((int(seed), 0))
-    per_patient: list[int] = []
-    while sum(per_patient) < studies:
-        per_patient.append(min(1 + int(rng.random() < 0.35), studies - sum(per_patient)))
-    n_patients = len(per_patient)
-    parts = [BODY_PARTS[i] for i in np.resize(rng.permutation(len(BODY_PARTS)), n_patients)]
-    order = rng.permutation(n_patients)
-    want_valid = int(round(valid_fraction * studies))
-    valid: set[int] = set()
-    count = 0
-    for p in order:
-        if count >= want_valid:
-            break
-        valid.add(int(p))
-        count += per_patient[p]
-    rows = []
-    # Patients are numbered train first, then valid, as in MURA.
-    numbering = [p for p in range(n_patients) if p not in valid] + sorted(valid)
-    for patient_id, p in enumerate(numbering, start=1):
-        for number in range(1, per_patient[p] + 1):
-            rows.append((("valid" if p in valid else "train"), parts[p], patient_id, number))
+    n_valid = min(studies - 1, max(1, round(valid_fraction * studies)))
+    drafts: list[dict] = []
+    odd = 0  # where the next apportioning starts handing out odd units
+    for split, n in (("train", studies - n_valid), ("valid", n_valid)):
+        per_part = _apportion(n, [1.0] * len(BODY_PARTS), odd)
+        odd += n % len(BODY_PARTS)
+        n_abnormal = int(rng.random() < abnormal_fraction) if n == 1 else \
+            min(n - 1, max(1, round(abnormal_fraction * n)))
+        abnormal_per_part = _apportion(n_abnormal, per_part, odd)
+        odd += n_abnormal - sum(math.floor(n_abnormal * c / n + 1e-9) for c in per_part)
+        members = []
+        for part, count, abnormal in zip(BODY_PARTS, per_part, abnormal_per_part):
+            for label, m in ((True, abnormal), (False, count - abnormal)):
+                for u in _spread(rng, m):
+                    members.append({"split": split, "part": part, "abnormal": label,
+                                    "views": _views_at(float(u))})
+        for label in (True, False):
+            _lesion_plans(rng, [m for m in members if m["abnormal"] == label])
+        # A fixed share of the fracture views and of the hardware views beyond the one that
+        # always shows the lesion stays unshown.
+        extras: dict[bool, list] = {True: [], False: []}
+        for m in members:
+            m["shown"] = [True] * m["views"]
+            if m["abnormal"]:
+                first = int(rng.integers(m["views"]))
+                extras[m["quantiles"]["kind"] < FRACTURE_SHARE] += [
+                    (m, v) for v in range(m["views"]) if v != first]
+        for group in extras.values():
+            for k in rng.permutation(len(group))[:round((1 - SHOWN_FRACTION) * len(group))]:
+                m, v = group[int(k)]
+                m["shown"][v] = False
+        drafts += members
     plan: list[_Study] = []
-    for split in _SPLIT_DIRS:
-        members = [r for r in rows if r[0] == split]
-        # Systematic sampling over studies sorted by body part: ~abnormal_fraction per part.
-        keys = rng.random(len(members))
-        ranked = sorted(range(len(members)), key=lambda i: (members[i][1], keys[i]))
-        start = rng.random()
-        abnormal = {}
-        for rank, i in enumerate(ranked):
-            abnormal[i] = (math.floor(start + (rank + 1) * abnormal_fraction)
-                           > math.floor(start + rank * abnormal_fraction))
-        for i, (split_, part, patient_id, number) in enumerate(members):
-            views = int(rng.choice((1, 2, 3, 4), p=(0.15, 0.35, 0.35, 0.15)))
-            plan.append(_Study(len(plan), split_, part, patient_id, number, abnormal[i], views))
+    patient_id = 0
+    for split in _SPLIT_DIRS:  # patients numbered train first, then valid, as in MURA
+        patients: list[list[dict]] = []
+        for part in BODY_PARTS:
+            group = [m for m in drafts if m["split"] == split and m["part"] == part]
+            group = [group[int(k)] for k in rng.permutation(len(group))]
+            while group:
+                take = 2 if len(group) >= 2 and rng.random() < _PAIRED_SHARE else 1
+                patients.append(group[:take])
+                group = group[take:]
+        for k in rng.permutation(len(patients)):
+            patient_id += 1
+            for number, m in enumerate(patients[int(k)], start=1):
+                plan.append(_Study(len(plan), split, m["part"], patient_id, number, m["abnormal"],
+                                   m["views"], m["quantiles"], tuple(m["shown"])))
     return plan
 
 
@@ -904,13 +1065,11 @@ def make_demo_dataset(out_dir: str | Path, *, seed: int = 0, studies: int = DEFA
     for study in plan:
         folder = out / study.folder
         folder.mkdir(parents=True, exist_ok=True)
-        study_rng = np.random.default_rng((int(seed), 3, study.index))
-        shown = study_rng.random(study.views) < SHOWN_FRACTION
-        shown[int(study_rng.integers(study.views))] = True  # at least one view shows it
         for view in range(study.views):
             image, location = render_demo_image(
                 study.part, seed=seed, study=study.index, view=view, abnormal=study.abnormal,
-                show_lesion=bool(shown[view]), size_range=size_range)
+                show_lesion=study.shown[view], size_range=size_range,
+                lesion_quantiles=study.quantiles)
             rel = f"{study.folder}/image{view + 1}.png"
             rgb_rng = np.random.default_rng((int(seed), 4, study.index, view))
             pixels = np.dstack([image] * 3) if rgb_rng.random() < 0.25 else image

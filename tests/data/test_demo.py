@@ -16,6 +16,7 @@ from fracture.data.demo import (
     BODY_PARTS,
     GENERATOR_VERSION,
     LOCATION_COLUMNS,
+    SHIFT_RANGE,
     make_demo_dataset,
     read_demo_marker,
     read_fracture_locations,
@@ -255,3 +256,114 @@ def test_cli_demo_data_prints_counts(tmp_path, capsys):
     assert "8 studies" in text and "train" in text and "abnormal" in text
     assert (out / "DEMO.txt").is_file()
     assert cli_main(["demo-data", "--out", str(tmp_path / "bad"), "--studies", "1"]) == 2
+
+
+# ----------------------------------------------------------- difficulty is the generator's
+
+DIFFICULTY_SEEDS = range(5)
+DRAW_STUDIES = 40
+
+
+@pytest.fixture(scope="module")
+def draws(tmp_path_factory) -> dict[int, Path]:
+    """Five small demo sets that differ only in their seed."""
+    base = tmp_path_factory.mktemp("draws")
+    return {seed: make_demo_dataset(base / f"seed{seed}", seed=seed, studies=DRAW_STUDIES,
+                                    size_range=(64, 96)) for seed in DIFFICULTY_SEEDS}
+
+
+def _lesion_rows(root: Path) -> dict[str, dict]:
+    with open(root / "fracture_locations.csv", newline="") as handle:
+        return {row["path"]: row for row in csv.DictReader(handle)}
+
+
+def _make_up(root: Path) -> dict:
+    """What sets a split's difficulty, counted from the written files only."""
+    lesions = _lesion_rows(root)
+    counts: dict = defaultdict(int)
+    for split in ("train", "valid"):
+        for (listed,) in _read_rows(root / f"{split}_image_paths.csv"):
+            match = IMAGE_ROW.match(listed)
+            part, positive = match.group(2), match.group(5) == "positive"
+            rel = listed.split("/", 1)[1]
+            kind = lesions[rel]["kind"] if rel in lesions else ("unshown" if positive else "normal")
+            counts[(split, "images", part, positive)] += 1
+            counts[(split, "images of kind", kind)] += 1
+        for path, label in _read_rows(root / f"{split}_labeled_studies.csv"):
+            counts[(split, "studies", STUDY_ROW.match(path).group(2), label)] += 1
+    return dict(counts)
+
+
+def test_every_seed_draws_splits_of_the_same_make_up(draws):
+    make_ups = {seed: _make_up(root) for seed, root in draws.items()}
+    first = make_ups[0]
+    for seed, make_up in make_ups.items():
+        assert make_up == first, f"seed {seed} draws a different make-up than seed 0"
+    # ... and it is a real mix, not one part or one kind.
+    assert sum(v for k, v in first.items() if k[:2] == ("valid", "studies")) == round(0.2 * DRAW_STUDIES)
+    kinds = {k[2]: v for k, v in first.items() if k[:2] == ("train", "images of kind")}
+    assert kinds["fracture"] > kinds["hardware"] > 0 and kinds["normal"] > kinds["fracture"]
+    assert {k[2] for k in first if k[:2] == ("train", "studies")} == {p.upper() for p in BODY_PARTS}
+
+
+def _fracture_displacements(root: Path) -> dict[str, list[float]]:
+    """Per split, each fractured study's fragment shift in units of a 300 px long side, sorted."""
+    per_study: dict[str, float] = {}
+    for rel, row in _lesion_rows(root).items():
+        if row["kind"] == "fracture":
+            with Image.open(root / rel) as im:
+                long_side = max(im.size)
+            per_study.setdefault(rel.rsplit("/", 1)[0], float(row["displacement"]) * 300 / long_side)
+    split = defaultdict(list)
+    for study, shift in per_study.items():
+        split[study.split("/", 1)[0]].append(shift)
+    return {name: sorted(values) for name, values in split.items()}
+
+
+def test_every_seed_draws_the_same_spread_of_fracture_strength(draws):
+    spreads = {seed: _fracture_displacements(root) for seed, root in draws.items()}
+    for seed, spread in spreads.items():
+        assert spread.keys() == spreads[0].keys() == {"train", "valid"}
+        for split, values in spread.items():
+            # The sidecar rounds the shift to 0.01 px of a 64-96 px image: 0.05 units of slack.
+            np.testing.assert_allclose(values, spreads[0][split], atol=0.05,
+                                       err_msg=f"seed {seed}, {split}: another spread of shifts")
+    low, high = SHIFT_RANGE
+    train = spreads[0]["train"]
+    assert train[0] < low + 0.2 * (high - low) and train[-1] > high - 0.2 * (high - low), \
+        "faint and plain breaks both drawn"
+
+
+def test_lesion_quantiles_set_the_lesion_and_are_checked():
+    shifts = []
+    for q in (0.0, 0.99):
+        _, location = render_demo_image("forearm", seed=1, study=0, abnormal=True, size_range=(300, 300),
+                                        lesion_quantiles={"kind": 0.1, "displacement": q})
+        assert location["kind"] == "fracture"
+        shifts.append(location["displacement"])
+    low, high = SHIFT_RANGE
+    assert shifts == pytest.approx([low, low + 0.99 * (high - low)], abs=0.01)
+    _, hardware = render_demo_image("forearm", seed=1, study=0, abnormal=True, size_range=(300, 300),
+                                    lesion_quantiles={"kind": 0.9})
+    assert hardware["kind"] == "hardware"
+    with pytest.raises(DatasetError, match="lesion quantile"):
+        render_demo_image("forearm", lesion_quantiles={"size": 0.5})
+    with pytest.raises(DatasetError, match="lesion quantile"):
+        render_demo_image("forearm", lesion_quantiles={"gap": 1.0})
+
+
+def test_metal_is_whiter_than_bone_and_the_neighbouring_finger_is_never_the_site():
+    for part in BODY_PARTS:
+        for study in range(3):
+            kwargs = dict(seed=2, study=study, size_range=(200, 300), lesion_quantiles={"kind": 0.9})
+            image, location = render_demo_image(part, abnormal=True, **kwargs)
+            twin, _ = render_demo_image(part, abnormal=False, **kwargs)
+            assert location["kind"] == "hardware"
+            metal = np.abs(image.astype(int) - twin.astype(int)) > 30
+            # Near white even on a thick humerus, where adding to the bone's attenuation saturated.
+            assert np.percentile(image[metal], 90) >= 240, f"{part} study {study}: dull metal"
+    sites = {render_demo_image("finger", seed=1, study=study, abnormal=True, size_range=(96, 128),
+                               lesion_quantiles={"kind": 0.1, "bone": q})[1]["bone_name"]
+             for study in range(3) for q in np.linspace(0, 0.99, 12)}
+    assert sites and not any(name.startswith("neighbouring") for name in sites)
+    assert {"metacarpal", "finger phalanx 1", "finger phalanx 3"} <= sites, sites

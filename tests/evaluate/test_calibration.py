@@ -172,7 +172,7 @@ def _demo_checkpoint(tmp_path, monkeypatch, *, fingerprint: bool = True):
 
     monkeypatch.setenv("FRACTURE_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("FRACTURE_CACHE_DIR", raising=False)
-    root = make_demo_dataset(tmp_path / "demo", seed=0, studies=100, size_range=(64, 96))
+    root = make_demo_dataset(tmp_path / "demo", seed=0, studies=120, size_range=(64, 96))  # >= 20 val images
     torch.manual_seed(0)
     model = create_model("small_cnn", in_chans=1)
     meta = {

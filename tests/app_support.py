@@ -13,16 +13,22 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 APP = REPO_ROOT / "app.py"
-DEMO_STUDIES = 32  # the smallest size whose val and test splits hold both classes
+DEMO_STUDIES = 34  # a small size whose val and test splits hold both classes (seed 0, generator v4; checked below)
 TIMEOUT = 60
 
 
 @pytest.fixture(scope="session")
 def demo_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One small demo set per test session, copied into each test's home (fast)."""
+    from fracture.data import open_dataset
     from fracture.ui.demo import ensure_demo_dataset
 
-    return ensure_demo_dataset(tmp_path_factory.mktemp("demo-template") / "demo", studies=DEMO_STUDIES)
+    root = ensure_demo_dataset(tmp_path_factory.mktemp("demo-template") / "demo", studies=DEMO_STUDIES)
+    frame = open_dataset(root).frame
+    for split in ("val", "test"):  # a one-class split turns the runs' val_roc_auc into val_loss
+        labels = set(frame.loc[frame["split"] == split, "label"])
+        assert labels == {0, 1}, f"DEMO_STUDIES={DEMO_STUDIES}: the {split} split holds only {labels}; pick another size"
+    return root
 
 
 @pytest.fixture

@@ -81,3 +81,41 @@ def test_light_modules_import_no_torch(module):
     code = f"import sys, {module}; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=CORE.parent, check=True)
     assert out.stdout.strip() == "False", f"importing {module} imports torch"
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(CORE.parent).with_suffix("")
+    parts = list(rel.parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_no_two_modules_import_each_other_round_a_circle():
+    modules = {_module_name(p): p for p in CORE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets = set()
+        for _, module in _imports(path):
+            while module and module not in modules:  # "from fracture.x import y" -> fracture.x
+                module = module.rpartition(".")[0]
+            if module and module != name and not path.name == "__init__.py":
+                targets.add(module)
+        graph[name] = targets - {m for m in targets if modules[m].name == "__init__.py"}  # package faces
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (circle := visit(node)):
+            pytest.fail("modules that import each other round a circle (give the shared piece one home below "
+                        "both): " + " -> ".join(circle))

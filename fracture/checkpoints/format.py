@@ -238,13 +238,10 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
     shapes = {key: list(entry.get("shape") or []) for key, entry in header.items()
               if key.startswith(EXTRA_TENSOR_PREFIX) and isinstance(entry, dict)}
     validate_meta(meta, where=str(path), tensor_shapes=shapes)
-    meta[INPUT_SIZE_KEY] = input_size(meta)
+    from fracture.checkpoints.meta import input_size
+
+    meta[INPUT_SIZE_KEY] = input_size(meta["preprocess"])
     return meta
-
-
-def input_size(meta: dict[str, Any]) -> int:
-    """The network's input side of validated metadata: its pipeline's last resize (see :data:`INPUT_SIZE_KEY`)."""
-    return int([step for step in meta["preprocess"] if step.get("op") == "resize"][-1]["size"])
 
 
 def read_meta(path: str | Path) -> "CheckpointMeta":

@@ -141,9 +141,7 @@ class CheckpointMeta:
     @property
     def image_size(self) -> int:
         """The network's input side: the size of the pipeline's last resize step (stored once, there)."""
-        from fracture.checkpoints.format import input_size
-
-        return input_size({"preprocess": list(self.preprocess)})
+        return input_size(self.preprocess)
 
     @property
     def resize_mode(self) -> str:
@@ -187,6 +185,12 @@ class CheckpointMeta:
             threshold=float(meta["threshold"]), threshold_rule=meta.get("threshold_rule"),
             tta_hflip=bool(meta.get("tta_hflip")), raw=meta, **blocks,
         )
+
+
+def input_size(preprocess: Sequence[Mapping[str, Any]]) -> int:
+    """The network's input side of a validated pipeline spec: its last resize step's size (stored once, there;
+    :func:`fracture.checkpoints.format.read_checkpoint_meta` hands it to readers as ``image_size``)."""
+    return int([step for step in preprocess if step.get("op") == "resize"][-1]["size"])
 
 
 def offered_points(points: Sequence[OperatingPoint], calibration: Calibration | None, threshold: float,

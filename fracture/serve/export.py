@@ -344,8 +344,7 @@ def check_parity(checkpoint: str | Path, onnx_path: str | Path, images: Sequence
     session = onnx_backend.OrtModel.from_file(onnx_path)
     pipeline = Pipeline.from_spec(meta["preprocess"])
     prepared = np.stack([pipeline(img) for img in images])
-    norm = meta["normalization"]
-    spec = InputSpec(in_chans=int(meta["in_chans"]), mean=tuple(norm["mean"]), std=tuple(norm["std"]))
+    spec = InputSpec.from_meta(meta)
     tta = session.tta_hflip
     body = np.full(len(images), -1, dtype=np.int64) if meta.get("multitask") else None
     fetch = lambda p: prepared[p]  # noqa: E731

@@ -179,10 +179,7 @@ class Predictor:
     @property
     def input_spec(self):
         """The network input (channels, normalisation) as :mod:`fracture.serve.inference` takes it."""
-        from fracture.serve.inference import InputSpec
-
-        norm = self.scorer.meta.normalization
-        return InputSpec(in_chans=self.scorer.meta.in_chans, mean=norm.mean, std=norm.std)
+        return self.scorer.input_spec()
 
     @property
     def multitask(self) -> bool:

@@ -122,8 +122,7 @@ class Scorer:
 
         dev = resolve_device("cpu" if device == "auto" and chosen == "onnx" else device)
         model, _ = load_checkpoint(path, map_location=str(dev))
-        extras = {k: v.double().cpu().numpy() for k, v in (getattr(model, "checkpoint_extras", None) or {}).items()}
-        return cls(path, meta, "torch", model=model.to(dev).eval(), extras=extras, device=dev)
+        return cls.from_model(path, model.eval(), meta, device=dev)
 
     @classmethod
     def from_model(cls, path: str | Path, model: Any, meta: "CheckpointMeta | dict[str, Any]", *,
@@ -138,9 +137,26 @@ class Scorer:
 
         typed = meta if isinstance(meta, CheckpointMeta) else CheckpointMeta.from_dict(meta, where=str(path))
         dev = torch.device(device)
-        extras = {k: v.double().cpu().numpy() if hasattr(v, "double") else np.asarray(v)
+        extras = {k: v.double().cpu().numpy() if hasattr(v, "double") else np.asarray(v, dtype=np.float64)
                   for k, v in (getattr(model, "checkpoint_extras", None) or {}).items()}
         return cls(path, typed, "torch", model=model.to(dev), extras=extras, device=dev)
+
+    def input_spec(self):
+        """The network input (channels, normalisation) as :mod:`fracture.serve.inference` takes it (torch)."""
+        from fracture.serve.inference import InputSpec
+
+        norm = self.meta.normalization
+        return InputSpec(in_chans=self.meta.in_chans, mean=norm.mean, std=norm.std)
+
+    def _torch_inputs(self, images: np.ndarray, body_parts: np.ndarray | None):
+        """The normalised batch on this scorer's device, and the body-part tensor (or None)."""
+        import torch
+
+        from fracture.serve.inference import prepare_batch
+
+        batch = prepare_batch(np.asarray(images), self.input_spec(), self.device)
+        body = None if body_parts is None else torch.as_tensor(body_parts, dtype=torch.long, device=self.device)
+        return batch, body
 
     def stored_cam(self):
         """The heatmap chosen for this checkpoint (``explain`` block), else Grad-CAM on the last block (torch)."""
@@ -218,12 +234,9 @@ class Scorer:
     def _score_torch(self, images: np.ndarray, body_parts: np.ndarray | None, cam: Any, want_features: bool) -> Scores:
         import torch
 
-        from fracture.serve.inference import InputSpec, autocast, batch_probs, eval_mode, prepare_batch
+        from fracture.serve.inference import autocast, batch_probs, eval_mode
 
-        norm = self.meta.normalization
-        spec = InputSpec(in_chans=self.meta.in_chans, mean=norm.mean, std=norm.std)
-        batch = prepare_batch(images, spec, self.device)
-        body_t = None if body_parts is None else torch.as_tensor(body_parts, dtype=torch.long, device=self.device)
+        batch, body_t = self._torch_inputs(images, body_parts)
         logits, maps, feats = None, None, None
         with eval_mode(self.model):  # a model in memory (from_model) gets its mode back
             if cam is not None:
@@ -238,9 +251,8 @@ class Scorer:
                     logits = self.model.forward_head(pooled, body_part=body_t)
                 feats = pooled.float().cpu().numpy()
             raw, body = batch_probs(self.model, batch, body_t, tta_hflip=self.meta.tta_hflip, logits=logits)
-            if want_features and feats is None:
-                with torch.no_grad():
-                    feats = self.model.forward_features(batch).float().cpu().numpy()
+            if want_features and feats is None:  # after a heatmap's forward: the pooled features on their own
+                feats = self._pooled(batch)
         return self.decide(raw, body_probs=body, features=feats, heatmaps=maps)
 
     def heatmap_sets(self, images: np.ndarray, choices: Sequence[Any], *,
@@ -255,11 +267,9 @@ class Scorer:
             ConfigError: the scorer runs on onnxruntime.
             ModelError: a method or layer the model does not have.
         """
-        import torch
-
         from fracture.explain.cam import GRADIENT_FREE, capture, maps_from_capture
         from fracture.explain.layers import resolve_layers
-        from fracture.serve.inference import InputSpec, eval_mode, prepare_batch
+        from fracture.serve.inference import eval_mode
 
         if self.model is None:
             raise ConfigError("heatmaps need the torch backend")
@@ -273,10 +283,7 @@ class Scorer:
                     names.append(name)
                     modules.append(module)
             slots[choice] = [names.index(name) for name in layer_names]
-        norm = self.meta.normalization
-        batch = prepare_batch(np.asarray(images), InputSpec(in_chans=self.meta.in_chans, mean=norm.mean, std=norm.std),
-                              self.device)
-        body_t = None if body_parts is None else torch.as_tensor(body_parts, dtype=torch.long, device=self.device)
+        batch, body_t = self._torch_inputs(images, body_parts)
         with eval_mode(self.model):
             cap = capture(self.model, batch, modules, body_part=body_t,
                           need_grads=any(choice.method not in GRADIENT_FREE for choice in choices))
@@ -289,13 +296,14 @@ class Scorer:
         images = np.asarray(images)
         if self.backend == "onnx":
             return self._score_onnx(images, self.body_indices(None, len(images)))[2]
+        return self._pooled(self._torch_inputs(images, None)[0])
+
+    def _pooled(self, batch) -> np.ndarray:
+        """Pooled backbone features of a ready batch (eval mode, no gradients, autocast on CUDA)."""
         import torch
 
-        from fracture.serve.inference import InputSpec, autocast, eval_mode, prepare_batch
+        from fracture.serve.inference import autocast, eval_mode
 
-        norm = self.meta.normalization
-        batch = prepare_batch(images, InputSpec(in_chans=self.meta.in_chans, mean=norm.mean, std=norm.std),
-                              self.device)
         with eval_mode(self.model), torch.no_grad(), autocast(batch.device):
             return self.model.forward_features(batch).float().cpu().numpy()
 

@@ -180,12 +180,12 @@ def fit_calibration(
         if gate is not None:
             gated = int(gate.gated(test_features, test_stats.array()).sum())
             gate_measured["test"] = {"n": int(test.n), "gated": gated, "rate": gated / max(1, int(test.n))}
-    if probes:
-        measured["probes"] = {}
-        for group, images in probes.items():
-            features = scorer.features(np.stack([scorer.prepare(image) for image in images.values()]))
-            measured["probes"][group] = {"n": len(features), "flagged": int(detector.flags(detector.score(features)).sum())}
-        gate_measured["probes"] = gate_fit.measure(gate, scorer, probes)
+    if probes:  # one pass per probe group serves both the OOD score and the gate
+        seen = {group: (list(images), *gate_fit.features_and_stats(scorer, list(images.values())))
+                for group, images in probes.items() if images}
+        measured["probes"] = {group: {"n": len(features), "flagged": int(detector.flags(detector.score(features)).sum())}
+                              for group, (_, features, _) in seen.items()}
+        gate_measured["probes"] = gate_fit.measure_features(gate, seen)
     new_meta = dict(meta)
     new_meta["calibration"] = {
         "method": method,

@@ -49,6 +49,19 @@ def measure(gate: RadiographGate | None, scorer, groups: Mapping[str, Mapping[st
             ) -> dict[str, dict[str, Any]]:
     """Per probe group ``{"n", "gated", "rate"}``: how many the pixel gate refuses (held-out images only).
 
+    Runs the scorer over each group; a caller that already has the groups' features uses
+    :func:`measure_features`.
+    """
+    if gate is None:
+        return {}
+    return measure_features(gate, {name: (list(images), *features_and_stats(scorer, list(images.values())))
+                                   for name, images in groups.items() if images})
+
+
+def measure_features(gate: RadiographGate | None,
+                     groups: Mapping[str, tuple[Sequence[str], np.ndarray, np.ndarray]]) -> dict[str, dict[str, Any]]:
+    """:func:`measure` on ``{group: (image names, features, statistics)}`` already computed.
+
     The probes are gray; for scikit-image's sample photos, whose files are in colour, the group also
     says ``gated_as_files``: refused by the colour check or the pixels, as an upload of the file would be.
     """
@@ -58,14 +71,11 @@ def measure(gate: RadiographGate | None, scorer, groups: Mapping[str, Mapping[st
     if gate is None:
         return out
     colour = None
-    for name, images in groups.items():
-        if not images:
-            continue
-        features, stats = features_and_stats(scorer, list(images.values()))
+    for name, (keys, features, stats) in groups.items():
         gated = gate.gated(features, stats)
         out[name] = {"n": int(len(gated)), "gated": int(gated.sum()), "rate": float(gated.mean())}
-        if set(images) <= set(HELD_OUT_PHOTOS):
+        if set(keys) <= set(HELD_OUT_PHOTOS):
             colour = colour or photo_colourfulness()
-            as_files = gated | np.array([colour.get(k, 0.0) > COLOUR_LIMIT for k in images])
+            as_files = gated | np.array([colour.get(k, 0.0) > COLOUR_LIMIT for k in keys])
             out[name]["gated_as_files"] = int(as_files.sum())
     return out

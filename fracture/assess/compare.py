@@ -72,6 +72,7 @@ def predict_split(
     """
     from fracture.cache import ImageCache
     from fracture.checkpoints.format import read_checkpoint_meta
+    from fracture.checkpoints.meta import split_seed
     from fracture.data import SPLITS, open_dataset
     from fracture.serve.onnx_backend import preparation_progress
     from fracture.serve.scorer import Scorer
@@ -80,7 +81,7 @@ def predict_split(
     if split not in (*SPLITS, "all"):
         raise DatasetError(f"split {split!r}: choose one of {', '.join(SPLITS)} or all")
     meta = read_checkpoint_meta(checkpoint)
-    manifest = manifest or open_dataset(data_root, seed=int((meta.get("train_config") or {}).get("split_seed", 0)))
+    manifest = manifest or open_dataset(data_root, seed=split_seed(meta))
     frame = (manifest.frame if split == "all" else manifest.subset(split)).reset_index(drop=True)
     if frame.empty:
         raise DatasetError(f"{data_root}: the {split} split is empty")

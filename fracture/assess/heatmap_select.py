@@ -101,13 +101,13 @@ def select_heatmap(
         CheckpointError: the checkpoint is invalid.
     """
     from fracture.assess.localisation import score_frame
+    from fracture.checkpoints.meta import split_seed
     from fracture.data import open_dataset
     from fracture.evaluate.localisation import positives_with_boxes
     from fracture.serve.scorer import Scorer
 
     scorer = Scorer.from_checkpoint(checkpoint, backend="torch", device=device, need_heatmaps=True)
-    seed = int((scorer.meta.raw.get("train_config") or {}).get("split_seed", 0))
-    rows = positives_with_boxes(open_dataset(data_root, seed=seed).subset(split))
+    rows = positives_with_boxes(open_dataset(data_root, seed=split_seed(scorer.meta.raw)).subset(split))
     if rows.empty:
         raise DatasetError(
             f"{data_root}: no fractured image of the {split} split has an annotated box; heatmaps are chosen "

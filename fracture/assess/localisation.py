@@ -106,6 +106,7 @@ def split_localisation(
         image of the split has a box (MURA, class folders).
     """
     from fracture.checkpoints.format import read_meta
+    from fracture.checkpoints.meta import split_seed
     from fracture.data import open_dataset
     from fracture.preprocess.pipeline import Pipeline
     from fracture.settings import get_settings
@@ -114,7 +115,7 @@ def split_localisation(
 
     checkpoint = Path(checkpoint)
     meta = read_meta(checkpoint)
-    manifest = manifest or open_dataset(data_root, seed=int((meta.raw.get("train_config") or {}).get("split_seed", 0)))
+    manifest = manifest or open_dataset(data_root, seed=split_seed(meta.raw))
     frame = manifest.frame if split == "all" else manifest.subset(split)
     rows = positives_with_boxes(frame)
     if rows.empty:

@@ -187,6 +187,12 @@ class CheckpointMeta:
         )
 
 
+def split_seed(meta: Mapping[str, Any]) -> int:
+    """The seed the checkpoint's dataset was split with (its train config's ``split_seed``, 0 when not
+    recorded): the dataset reopened with it has the train/val/test the model was trained and chosen on."""
+    return int((meta.get("train_config") or {}).get("split_seed", 0))
+
+
 def input_size(preprocess: Sequence[Mapping[str, Any]]) -> int:
     """The network's input side of a validated pipeline spec: its last resize step's size (stored once, there;
     :func:`fracture.checkpoints.format.read_checkpoint_meta` hands it to readers as ``image_size``)."""

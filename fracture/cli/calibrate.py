@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from fracture.util.allocator import keep_freed_memory
     from fracture.cache import ImageCache
     from fracture.checkpoints.format import load_checkpoint, read_checkpoint_meta
+    from fracture.checkpoints.meta import split_seed
     from fracture.data import open_dataset
     from fracture.errors import DatasetError
     from fracture.assess.calibration import SplitSource, fit_calibration
@@ -95,8 +96,7 @@ def run(args: argparse.Namespace) -> int:
     if args.train_images < 0:
         raise ValueError(f"--train-images must be 0 or more, got {args.train_images}")
     meta = read_checkpoint_meta(checkpoint)
-    seed = int((meta.get("train_config") or {}).get("split_seed", 0))
-    manifest = open_dataset(args.data, seed=seed)
+    manifest = open_dataset(args.data, seed=split_seed(meta))
     check_dataset(meta, manifest, args.data, force=args.force)
     frame = manifest.frame.reset_index(drop=True)
     splits = frame["split"].to_numpy()

@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
     from fracture.assess.shortcuts import PERTURBATIONS, measure_shortcuts, perturbation_name, summary_lines
     from fracture.checkpoints.format import read_checkpoint_meta
+    from fracture.checkpoints.meta import split_seed
     from fracture.data import load_image, open_dataset
     from fracture.errors import DatasetError
     from fracture.serve.predictor import Predictor
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be 1 or more, got {args.limit}")
     meta = read_checkpoint_meta(checkpoint)
-    manifest = open_dataset(args.data, seed=int((meta.get("train_config") or {}).get("split_seed", 0)))
+    manifest = open_dataset(args.data, seed=split_seed(meta))
     rows = manifest.subset(args.split).reset_index(drop=True)
     if rows.empty:
         raise DatasetError(f"{args.data}: the {args.split} split is empty")

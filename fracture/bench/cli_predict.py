@@ -15,12 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from fracture.bench.timing import children_cpu_s
 
 GOAL_RSS_MB = 400.0
 GOAL_SECONDS = 2.0
@@ -37,18 +38,12 @@ _WRAPPER = (
 )
 
 
-def _children_cpu_s() -> float:
-    """User + system CPU seconds of finished children: on a shared machine the fairer figure beside wall time."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def _one(checkpoint: Path, image: Path, backend: str, env: dict[str, str]) -> dict[str, Any]:
     args = ["predict", str(image), "--checkpoint", str(checkpoint), "--json", "--backend", backend]
-    started, cpu_before = time.perf_counter(), _children_cpu_s()
+    started, cpu_before = time.perf_counter(), children_cpu_s()
     done = subprocess.run([sys.executable, "-c", _WRAPPER, *args], env=env, capture_output=True, text=True,
                           timeout=600)
-    seconds, cpu_seconds = time.perf_counter() - started, _children_cpu_s() - cpu_before
+    seconds, cpu_seconds = time.perf_counter() - started, children_cpu_s() - cpu_before
     if done.returncode != 0:
         raise RuntimeError(f"predict --backend {backend} failed: {done.stderr[-500:]}")
     tail = [line for line in done.stderr.splitlines() if line.startswith("BENCH_RSS_KB")][-1].split()

@@ -22,13 +22,14 @@ import argparse
 import json
 import logging
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from fracture.bench.timing import children_cpu_s
 
 logger = logging.getLogger(__name__)
 
@@ -52,11 +53,6 @@ class QuickResult:
     cpu_s: float
 
 
-def _children_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def held_out_size(data: Path) -> tuple[int, int]:
     """Images and abnormal images in the demo set's test split (MURA ``valid``, as the reader maps it)."""
     rows = [line for line in (data / "valid_image_paths.csv").read_text().splitlines() if line.strip()]
@@ -76,12 +72,12 @@ def run_seed(seed: int, work: Path, recipe: Path, studies: int) -> QuickResult:
     command = [sys.executable, "-m", "fracture", "train", "--config", str(recipe), "--data", str(data),
                "--out", str(run_dir)]
     logger.info("seed %d: %s", seed, " ".join(command))
-    cpu0, t0 = _children_cpu_s(), time.monotonic()
+    cpu0, t0 = children_cpu_s(), time.monotonic()
     # A cache of its own: a first run on a new machine builds the image cache and the frozen
     # features too, and that is the time a person waits.
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "FRACTURE_CACHE_DIR": str(run_dir.with_name(run_dir.name + "-cache"))}
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=env)
-    wall, cpu = time.monotonic() - t0, _children_cpu_s() - cpu0
+    wall, cpu = time.monotonic() - t0, children_cpu_s() - cpu0
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines() if line.strip()]
     val = [e.get("val_roc_auc") for e in events if e.get("event") == "epoch_end"]
     finished = next((e for e in reversed(events) if e.get("event") == "finished"), {})

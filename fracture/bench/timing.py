@@ -9,6 +9,7 @@ shared machine.
 from __future__ import annotations
 
 import math
+import resource
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -65,6 +66,13 @@ def interleaved(
         for name, fn in contenders.items():
             samples[name].append(time_call(fn, device))
     return samples
+
+
+def children_cpu_s() -> float:
+    """User + system CPU seconds of this process's finished children: beside wall time, the fairer
+    figure for a child process on a shared machine."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def median(values: Sequence[float]) -> float:

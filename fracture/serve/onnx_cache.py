@@ -77,26 +77,36 @@ def load_onnx_model(checkpoint: str | Path, *, cache_dir: str | Path | None = No
 
     source = file_sha256(checkpoint)
     path = cached_onnx_path(checkpoint, cache_dir, source)
-    for attempt in range(2):  # a cached file whose metadata names another checkpoint is exported once more
+    with _EXPORT_LOCK:
+        problem = _verify_cached(path, source)
+        if problem is not None:
+            _export_into_cache(checkpoint, path, source, problem)
+    model = _open(checkpoint, path, threads)
+    if model.metadata.get("source_sha256") != source:  # read by onnxruntime itself, not the onnx package
         with _EXPORT_LOCK:
-            problem = _verify_cached(path, source) if attempt == 0 else "its metadata names another checkpoint"
-            if problem is not None:
-                if path.exists():
-                    log.warning("cached ONNX export %s is not used (%s); exporting %s again", path, problem,
-                                Path(checkpoint).name)
-                else:
-                    log.info("exporting %s to ONNX for onnxruntime (once per checkpoint): %s",
-                             Path(checkpoint).name, path)
-                _cache_record(path).unlink(missing_ok=True)
-                export.export_onnx(checkpoint, path, overwrite=True)
-                record = {"source_sha256": source, "onnx_sha256": file_sha256(path), "source": Path(checkpoint).name}
-                atomic_write_bytes(_cache_record(path), json.dumps(record).encode("utf-8"))
-        try:
-            model = OrtModel.from_file(path, threads=threads)
-        except FractureError as exc:
-            raise type(exc)(f"{exc}. This is the cached export of {checkpoint}: delete {path} to have it made "
-                            f"again, or run with --backend torch") from exc
-        if model.metadata.get("source_sha256") == source:
-            return model
-    raise CheckpointError(f"{path}: a fresh export of {checkpoint} does not name it in its metadata; "
-                          "delete the file and run with --backend torch")
+            _export_into_cache(checkpoint, path, source, "its metadata names another checkpoint")
+        model = _open(checkpoint, path, threads)
+        if model.metadata.get("source_sha256") != source:
+            raise CheckpointError(f"{path}: a fresh export of {checkpoint} does not name it in its metadata; "
+                                  "delete the file and run with --backend torch")
+    return model
+
+
+def _export_into_cache(checkpoint: str | Path, path: Path, source_sha256: str, problem: str) -> None:
+    """Export ``checkpoint`` to ``path`` with its record (the caller holds :data:`_EXPORT_LOCK`)."""
+    if path.exists():
+        log.warning("cached ONNX export %s is not used (%s); exporting %s again", path, problem, Path(checkpoint).name)
+    else:
+        log.info("exporting %s to ONNX for onnxruntime (once per checkpoint): %s", Path(checkpoint).name, path)
+    _cache_record(path).unlink(missing_ok=True)
+    export.export_onnx(checkpoint, path, overwrite=True)
+    record = {"source_sha256": source_sha256, "onnx_sha256": file_sha256(path), "source": Path(checkpoint).name}
+    atomic_write_bytes(_cache_record(path), json.dumps(record).encode("utf-8"))
+
+
+def _open(checkpoint: str | Path, path: Path, threads: int | None) -> OrtModel:
+    try:
+        return OrtModel.from_file(path, threads=threads)
+    except FractureError as exc:
+        raise type(exc)(f"{exc}. This is the cached export of {checkpoint}: delete {path} to have it made "
+                        f"again, or run with --backend torch") from exc

@@ -110,6 +110,13 @@ def test_a_garbage_or_substituted_cached_export_is_rebuilt(env, caplog):
     assert np.abs(third.score(images).probs - reference).max() <= 1e-4
     record = json.loads(Path(str(cached) + ".json").read_text())
     assert record["onnx_sha256"] == _digest(cached) and record["source_sha256"] == _digest(ckpt)
+    # Another model's graph with a record forged to match it: its own metadata names the other checkpoint.
+    export_onnx(other, cached, overwrite=True)
+    Path(str(cached) + ".json").write_text(json.dumps({**record, "onnx_sha256": _digest(cached)}))
+    caplog.clear()
+    fourth = Scorer.from_checkpoint(ckpt, backend="onnx")
+    assert "its metadata names another checkpoint" in caplog.text
+    assert np.abs(fourth.score(images).probs - reference).max() <= 1e-4
 
 
 def test_auto_falls_back_to_torch_with_a_log_line_when_the_export_fails(env, monkeypatch, caplog):

@@ -75,6 +75,7 @@ def write_tiny_run(runs_dir: Path, name: str, *, seed: int = 0, image_size: int 
     """
     import torch
 
+    from checkpoint_support import tiny_meta
     from fracture.checkpoints.format import save_checkpoint
     from fracture.models import create_model
     from fracture.recipes.config import TrainConfig
@@ -88,17 +89,8 @@ def write_tiny_run(runs_dir: Path, name: str, *, seed: int = 0, image_size: int 
                          epochs=epochs, seed=seed, multitask=multitask)
     run_dir.mkdir(parents=True)
     config.save(run_dir / "config.json")
-    meta = {
-        "image_size": image_size,
-        "preprocess": [{"op": "resize", "size": image_size, "mode": "letterbox"}],
-        "normalization": {"mean": [0.5], "std": [0.5]},
-        "class_names": ["normal", "abnormal"],
-        "body_parts": parts,
-        "multitask": multitask,
-        "threshold": 0.5,
-        "threshold_rule": "youden",
-        "train_config": config.to_dict(),
-    }
+    meta = tiny_meta(image_size, body_parts=parts, multitask=multitask, threshold_rule="youden",
+                     train_config=config.to_dict())
     save_checkpoint(run_dir / "best.safetensors", model, meta)
     log = EventLog(run_dir)
     log.emit("run_started", model="small_cnn", epochs=epochs, steps_per_epoch=3, monitor="val_roc_auc")

@@ -18,6 +18,7 @@ from fracture.checkpoints.format import (
     read_checkpoint_meta,
     save_checkpoint,
 )
+from checkpoint_support import tiny_meta
 from fracture.errors import CheckpointError
 from fracture.models import create_model
 
@@ -25,20 +26,13 @@ BODY_PARTS = ["elbow", "hand", "wrist"]
 
 
 def _meta(**overrides) -> dict:
-    meta = {
-        "image_size": 64,
+    return tiny_meta(64, **{
         "preprocess": [{"op": "clahe", "clip_limit": 2.0, "tile_grid": 8},
                        {"op": "resize", "size": 64, "mode": "letterbox"}],
-        "normalization": {"mean": [0.5], "std": [0.5]},
-        "class_names": ["normal", "abnormal"],
-        "body_parts": BODY_PARTS,
-        "multitask": True,
-        "threshold": 0.42,
-        "threshold_rule": "youden",
+        "body_parts": BODY_PARTS, "multitask": True, "threshold": 0.42, "threshold_rule": "youden",
         "metrics": {"val": {"split": "val", "level": "image", "roc_auc": float("nan")}},
-    }
-    meta.update(overrides)
-    return meta
+        **overrides,
+    })
 
 
 @pytest.fixture(scope="module")

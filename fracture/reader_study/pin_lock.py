@@ -8,13 +8,13 @@ one record, and a restart forgets nothing); a right PIN clears them.
 """
 from __future__ import annotations
 
-import fcntl
 import logging
 import math
 import time
 from pathlib import Path
 
 from fracture.reader_study.session import ReaderStudyError, Session, WrongPinError, _session_dir, check_pin
+from fracture.util.files import exclusive_lock
 from fracture.util.jsonio import atomic_write_json, read_json
 
 logger = logging.getLogger(__name__)
@@ -66,32 +66,29 @@ def open_instructor_view(session: Session, pin: str, *, now: float | None = None
     """
     now = time.time() if now is None else float(now)
     path = _session_dir(session.code, root) / RECORD
-    with open(path.with_suffix(".lock"), "a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+    with exclusive_lock(path.with_suffix(".lock")):
+        wrong = _read(path, now)
+        if len(wrong) >= MAX_WRONG:
+            wait = wrong[-MAX_WRONG] + WINDOW_S - now
+            raise PinLockedError(
+                f"Too many wrong PINs for session {session.code}: the instructor view is locked. "
+                f"Wait {_wait_text(wait)}, then enter the right PIN.", wait)
         try:
-            wrong = _read(path, now)
-            if len(wrong) >= MAX_WRONG:
-                wait = wrong[-MAX_WRONG] + WINDOW_S - now
+            check_pin(session, pin)
+        except WrongPinError:
+            wrong.append(now)
+            atomic_write_json(path, {"wrong": wrong})
+            logger.warning("reader study %s: wrong instructor PIN (%d in %d s)", session.code, len(wrong),
+                           WINDOW_S)
+            left = MAX_WRONG - len(wrong)
+            if left <= 0:
                 raise PinLockedError(
-                    f"Too many wrong PINs for session {session.code}: the instructor view is locked. "
-                    f"Wait {_wait_text(wait)}, then enter the right PIN.", wait)
-            try:
-                check_pin(session, pin)
-            except WrongPinError:
-                wrong.append(now)
-                atomic_write_json(path, {"wrong": wrong})
-                logger.warning("reader study %s: wrong instructor PIN (%d in %d s)", session.code, len(wrong),
-                               WINDOW_S)
-                left = MAX_WRONG - len(wrong)
-                if left <= 0:
-                    raise PinLockedError(
-                        f"Wrong PIN for session {session.code}, {MAX_WRONG} times in {WINDOW_S // 60} minutes: "
-                        f"the instructor view is locked. Wait {_wait_text(WINDOW_S)}, then enter the right PIN.",
-                        float(WINDOW_S)) from None
-                raise WrongPinError(f"wrong PIN for session {session.code} ({left} "
-                                    f"{'try' if left == 1 else 'tries'} left before a {WINDOW_S // 60}-minute "
-                                    "lock)") from None
-            if wrong:
-                atomic_write_json(path, {"wrong": []})
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+                    f"Wrong PIN for session {session.code}, {MAX_WRONG} times in {WINDOW_S // 60} minutes: "
+                    f"the instructor view is locked. Wait {_wait_text(WINDOW_S)}, then enter the right PIN.",
+                    float(WINDOW_S)) from None
+            raise WrongPinError(f"wrong PIN for session {session.code} ({left} "
+                                f"{'try' if left == 1 else 'tries'} left before a {WINDOW_S // 60}-minute "
+                                "lock)") from None
+        if wrong:
+            atomic_write_json(path, {"wrong": []})
+

@@ -22,7 +22,6 @@ note, and nothing in a reader file can crash a page.
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import hmac
 import io
@@ -40,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from fracture.errors import FractureError
+from fracture.util.files import exclusive_lock
 from fracture.util.jsonio import atomic_write_json
 from fracture.util.jsonio import read_json
 
@@ -570,14 +570,8 @@ def reader_order(session: Session, name: str) -> list[str]:
 @contextmanager
 def _locked(path: Path):
     """An exclusive lock per reader file: the same reader in two browsers cannot lose an answer."""
-    lock_path = path.with_suffix(".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    with exclusive_lock(path.with_suffix(".lock")):
+        yield
 
 
 def _parse_mark(value: Any, where: str) -> Mark | None:

@@ -7,7 +7,6 @@ run directory (config, events, pid, stdout log) is the whole interface.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import re
@@ -19,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterator
 
-from fracture.util.files import atomic_write_text, pid_alive, read_pid
+from fracture.util.files import atomic_write_text, exclusive_lock, pid_alive, read_pid
 from fracture.errors import TrainingError
 from fracture.recipes.config import TrainConfig
 from fracture.train.events import CONFIG_FILE, PID_FILE, RunStatus, run_status
@@ -84,14 +83,8 @@ def launch_guard(runs_root: str | Path | None) -> Iterator[None]:
     if runs_root is None:
         yield
         return
-    root = Path(runs_root)
-    root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root / LAUNCH_LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # held for milliseconds: the check and a fork/exec
+    with exclusive_lock(Path(runs_root) / LAUNCH_LOCK_FILE):  # held for milliseconds: the check and a fork/exec
         yield
-    finally:
-        os.close(fd)  # closing drops the lock
 
 
 def launch_training(

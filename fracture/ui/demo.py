@@ -7,7 +7,6 @@ that was killed half-way is redone instead of being read as a dataset.
 """
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import shutil
@@ -15,6 +14,7 @@ import threading
 from pathlib import Path
 
 from fracture.data.demo import GENERATOR_VERSION, read_demo_marker
+from fracture.util.files import exclusive_lock
 
 log = logging.getLogger(__name__)
 
@@ -64,24 +64,19 @@ def ensure_demo_dataset(demo_dir: str | Path, *, studies: int | None = None, see
     if demo_ready(demo_dir):
         return demo_dir
     demo_dir.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = demo_dir.parent / f".{demo_dir.name}.lock"
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another session may be generating right now
-        try:
-            if demo_ready(demo_dir):
-                return demo_dir
-            studies = demo_studies() if studies is None else studies
-            partial = demo_dir.with_name(f".{demo_dir.name}.partial")
-            if partial.exists():
-                shutil.rmtree(partial)  # left by a start that was killed half-way
-            log.info("generating the demo dataset (%d studies) in %s", studies, demo_dir)
-            make_demo_dataset(partial, seed=seed, studies=studies)
-            (partial / READY_FLAG).write_text(f"studies={studies} seed={seed}\n")
-            if demo_dir.exists():
-                shutil.rmtree(demo_dir)  # an incomplete set without the flag
-            os.replace(partial, demo_dir)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with exclusive_lock(demo_dir.parent / f".{demo_dir.name}.lock"):  # another session may be generating now
+        if demo_ready(demo_dir):
+            return demo_dir
+        studies = demo_studies() if studies is None else studies
+        partial = demo_dir.with_name(f".{demo_dir.name}.partial")
+        if partial.exists():
+            shutil.rmtree(partial)  # left by a start that was killed half-way
+        log.info("generating the demo dataset (%d studies) in %s", studies, demo_dir)
+        make_demo_dataset(partial, seed=seed, studies=studies)
+        (partial / READY_FLAG).write_text(f"studies={studies} seed={seed}\n")
+        if demo_dir.exists():
+            shutil.rmtree(demo_dir)  # an incomplete set without the flag
+        os.replace(partial, demo_dir)
     return demo_dir
 
 

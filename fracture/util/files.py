@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import stat
 import tempfile
@@ -207,6 +208,21 @@ def atomic_replace(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 # --------------------------------------------------------------------------
 # Processes and locks.
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path`` (created, with its folder) for the block: one writer at a
+    time across threads and processes. The descriptor is not inherited by children; closing it drops the lock,
+    so a process that dies frees it."""
+    path = Path(lock_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def pid_alive(pid: int) -> bool:

@@ -18,6 +18,9 @@ def tiny_gallery(monkeypatch, tmp_path):
     """Six generated 'X-rays' (3 fractured, with a box) stand in for the shipped gallery (fast, no model)."""
     from PIL import Image
 
+    import fracture.ui.xray_gallery  # noqa: F401  bound to the real load_gallery before the patch below:
+    # imported for the first time under it (the first AppTest run of a pytest process), the page module
+    # would keep the fake gallery for every later test (Home's gallery links then pointed at "IMG0").
     from fracture.data import gallery as gallery_mod
     from fracture.data.gallery import GalleryItem
 
